@@ -1,0 +1,1 @@
+//! Emulators of the three providers' token APIs, served on loopback (placeholder).
