@@ -4,4 +4,22 @@
 //! integration tests, benchmarks and fuzz targets can reach the pure parts directly.
 #![forbid(unsafe_code)]
 
+pub mod atomic;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod demo;
 pub mod emulator;
+pub mod engine;
+pub mod events;
+pub mod hooks;
+pub mod logging;
+pub mod output;
+pub mod provider;
+pub mod schedule;
+pub mod secret;
+pub mod state;
+pub mod status;
+pub mod token;
+pub mod util;

@@ -1,0 +1,121 @@
+//! The one durable, atomic way tokend replaces a file (outputs and state alike): a temp file
+//! in the same directory, mode set before any byte, data, fsync, rename, fsync of the directory.
+
+use std::fs::{self, File, Permissions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// Who may read a written file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    pub mode: u32,
+    pub gid: Option<u32>,
+}
+
+impl Access {
+    pub const PRIVATE: Access = Access {
+        mode: 0o600,
+        gid: None,
+    };
+}
+
+/// Creates `dir` and its missing parents with mode 0755 (less the umask, as `mkdir -p`).
+pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new().recursive(true).mode(mode).create(dir)
+}
+
+/// Atomically and durably replaces `path` with `data`. A reader sees the old file or the new
+/// one, never a mix; after a crash at any point the old file is intact.
+pub fn write_file(path: &Path, data: &[u8], access: Access) -> io::Result<()> {
+    let dir = parent(path);
+    ensure_dir(dir, 0o755)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    prepare(tmp.as_file(), access)?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    // tempfile's persist is a rename without any fsync: the file was synced above, the
+    // directory entry is synced below.
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+/// Sets owner group and mode on a fresh, still-empty file. fchmod is not subject to the
+/// umask, so `mode: 0640` means 0640 even under `umask 077`.
+pub fn prepare(file: &File, access: Access) -> io::Result<()> {
+    if let Some(gid) = access.gid {
+        std::os::unix::fs::fchown(file, None, Some(gid))?;
+    }
+    file.set_permissions(Permissions::from_mode(access.mode))
+}
+
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+pub fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// True when `path` already holds exactly `data` with `access`: rewriting it would only
+/// wake readers (inotify, reloaders) for nothing.
+pub fn is_current(path: &Path, data: &[u8], access: Access) -> bool {
+    let Ok(mut file) = File::open(path) else {
+        return false;
+    };
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    if !meta.is_file()
+        || meta.len() != data.len() as u64
+        || meta.mode() & 0o7777 != access.mode
+        || access.gid.is_some_and(|g| g != meta.gid())
+    {
+        return false;
+    }
+    let mut current = Vec::with_capacity(data.len());
+    file.read_to_end(&mut current).is_ok() && current == data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_with_exact_mode_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/dir/token");
+        write_file(&p, b"abc", Access { mode: 0o640, gid: None }).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"abc");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o640);
+        write_file(&p, b"second", Access::PRIVATE).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"second");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        let names: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn is_current_compares_bytes_and_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        assert!(!is_current(&p, b"x", Access::PRIVATE));
+        write_file(&p, b"x", Access::PRIVATE).unwrap();
+        assert!(is_current(&p, b"x", Access::PRIVATE));
+        assert!(!is_current(&p, b"y", Access::PRIVATE));
+        assert!(!is_current(&p, b"x", Access { mode: 0o644, gid: None }));
+    }
+}

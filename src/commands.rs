@@ -1,0 +1,206 @@
+//! One function per command of the command line, each returning the contract's exit code.
+//! Errors reach stderr as one sentence; logs (once the config is known) follow `log:`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::cli::{Cli, Command};
+use crate::config::{self, Config, Secrets};
+use crate::engine::{Engine, Outcome};
+use crate::provider::Provider;
+use crate::secret::ProcessEnv;
+use crate::state::StateDir;
+use crate::{daemon, demo, emulator, logging, status};
+
+/// The exit codes of SPEC.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    Ok = 0,
+    Failed = 1,
+    BadConfig = 2,
+}
+
+pub async fn dispatch(cli: Cli) -> Exit {
+    let path = cli.config.unwrap_or_else(config::default_path);
+    match cli.command {
+        Command::Check => check(&path),
+        Command::Once { force } => once(&path, force).await,
+        Command::Status { json } => status_cmd(&path, json),
+        Command::Run => match load(&path, Secrets::Resolve) {
+            Ok(config) => {
+                logging::init(config.log.format, &config.log.level);
+                daemon::run(path, config).await
+            }
+            Err(code) => code,
+        },
+        Command::Demo { dir } => demo::run(&dir).await,
+        Command::Emulate { listen } => emulate(listen).await,
+    }
+}
+
+/// Loads the config or prints why not; `Err` carries exit code 2.
+pub fn load(path: &Path, secrets: Secrets) -> Result<Config, Exit> {
+    config::load(path, &ProcessEnv, secrets).map_err(|e| {
+        eprintln!("tokend: {e}");
+        Exit::BadConfig
+    })
+}
+
+fn check(path: &Path) -> Exit {
+    let config = match load(path, Secrets::Resolve) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("{}", plan(&config));
+    Exit::Ok
+}
+
+/// What `check` prints: everything tokend will do, and nothing secret.
+pub fn plan(config: &Config) -> String {
+    let mut out = format!(
+        "config `{}` is valid: {} credential(s), state in {}{}\n",
+        config.path.display(),
+        config.credentials.len(),
+        config.state_dir.display(),
+        config
+            .listen
+            .map(|l| format!(", HTTP on {l}"))
+            .unwrap_or_default()
+    );
+    for c in &config.credentials {
+        out.push_str(&format!("\n{}: {}\n", c.name, c.provider.plan()));
+        let when = match c.refresh.every {
+            Some(every) => format!("every {}", humantime::format_duration(every)),
+            None => format!("at {} of the lifetime", c.refresh.at),
+        };
+        out.push_str(&format!(
+            "  refresh {when} (up to {} earlier), retry {}..{} (permanent errors every {}), timeout {}\n",
+            c.refresh.jitter,
+            humantime::format_duration(c.retry.initial),
+            humantime::format_duration(c.retry.max),
+            humantime::format_duration(c.retry.permanent),
+            humantime::format_duration(c.timeout),
+        ));
+        let lifetime = match (c.lifetime, c.provider.documented_lifetime()) {
+            (Some(l), _) => format!("{} (configured)", humantime::format_duration(l)),
+            (None, Some(d)) => format!(
+                "the smallest of expires_in, JWT exp and the documented {}",
+                humantime::format_duration(d)
+            ),
+            (None, None) => "the smallest of expires_in and JWT exp (else 1h)".to_owned(),
+        };
+        out.push_str(&format!("  lifetime: {lifetime}\n"));
+        for o in &c.outputs {
+            out.push_str(&format!("  -> {}\n", o.describe()));
+        }
+        for h in &c.hooks {
+            out.push_str(&format!("  on refresh: {}\n", h.describe()));
+        }
+    }
+    out
+}
+
+async fn once(path: &Path, force: bool) -> Exit {
+    let config = match load(path, Secrets::Resolve) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    logging::init(config.log.format, &config.log.level);
+    let state_dir = match StateDir::open(&config.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tokend: {e}");
+            return Exit::Failed;
+        }
+    };
+    let engine = Arc::new(Engine::new(state_dir));
+    let mut tasks = tokio::task::JoinSet::new();
+    // Bounded so that a config with thousands of credentials does not open thousands of
+    // connections at once.
+    let permits = Arc::new(tokio::sync::Semaphore::new(32));
+    for cred in &config.credentials {
+        let engine = engine.clone();
+        let permits = permits.clone();
+        let cred = Arc::new(cred.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let mut slot = engine.slot(cred);
+            if let Some(token) = slot.current_token(SystemTime::now()) {
+                crate::events::token_reused(&slot.credential.name, &token, slot.refresh_at(&token));
+            }
+            engine.ensure(&mut slot, force).await
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(Outcome::Current { .. } | Outcome::Refreshed { .. })) => {}
+            Ok(Err(e)) => failed.push(e.to_string()),
+            Err(e) => failed.push(format!("a refresh task crashed: {e}")),
+        }
+    }
+    if failed.is_empty() {
+        Exit::Ok
+    } else {
+        failed.sort();
+        for f in &failed {
+            eprintln!("tokend: {f}");
+        }
+        eprintln!(
+            "tokend: {} of {} credential(s) failed; the others were written",
+            failed.len(),
+            config.credentials.len()
+        );
+        Exit::Failed
+    }
+}
+
+fn status_cmd(path: &Path, json: bool) -> Exit {
+    let config = match load(path, Secrets::Skip) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let now = SystemTime::now();
+    let entries = status::collect(&config, now);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&entries).expect("status always serializes")
+        );
+    } else {
+        print!("{}", status::table(&entries, now));
+    }
+    if entries.iter().all(status::Entry::is_valid) {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    }
+}
+
+async fn emulate(listen: std::net::SocketAddr) -> Exit {
+    logging::init(config::LogFormat::Text, "info");
+    let emu = match emulator::Emulator::start(listen, emulator::EmulatorConfig::default()).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("tokend: cannot listen on {listen}: {e}");
+            return Exit::Failed;
+        }
+    };
+    eprintln!(
+        "tokend: provider emulators on {} (vandar /v2/login /v3/refreshtoken, saba /api/v1/user/authenticate, \
+         yavapteke /YavaptekeAPI/connect/token, oauth2 /oauth2/token; control under /_emulator/); Ctrl-C stops",
+        emu.url()
+    );
+    daemon::wait_for_termination().await;
+    Exit::Ok
+}
+
+/// The default demo directory, for messages.
+pub fn demo_dir_hint(dir: &Path) -> PathBuf {
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}

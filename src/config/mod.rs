@@ -1,0 +1,125 @@
+//! The configuration: loaded from YAML into `raw` types, then validated in one place into
+//! [`Config`], with secrets resolved and defaults applied. Nothing downstream re-validates.
+
+pub mod raw;
+pub mod units;
+mod validate;
+
+pub use validate::Secrets;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use raw::LogFormat;
+
+use crate::hooks::Hook;
+use crate::output::Output;
+use crate::provider::ProviderConfig;
+use crate::schedule::{RefreshPolicy, RetryPolicy};
+use crate::secret::Environment;
+
+pub const DEFAULT_PATH: &str = "/etc/tokend/config.yaml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/tokend";
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub log: LogSettings,
+    pub credentials: Vec<Credential>,
+    /// Things that are allowed but worth a word from `check` (literal secrets, plain http).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Credential {
+    pub name: String,
+    pub provider: ProviderConfig,
+    pub refresh: RefreshPolicy,
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+    /// Overrides whatever the provider says about the token's lifetime.
+    pub lifetime: Option<Duration>,
+    pub outputs: Vec<Output>,
+    pub hooks: Vec<Hook>,
+}
+
+/// Every way loading a configuration can fail; all mean exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file `{}`: {reason}", path.display())]
+    Read { path: PathBuf, reason: String },
+    #[error("{}", format_invalid(path, errors))]
+    Invalid { path: PathBuf, errors: Vec<String> },
+}
+
+fn format_invalid(path: &Path, errors: &[String]) -> String {
+    if let [one] = errors {
+        return format!("invalid config `{}`: {one}", path.display());
+    }
+    let mut text = format!(
+        "invalid config `{}` ({} problems):",
+        path.display(),
+        errors.len()
+    );
+    for e in errors {
+        text.push_str("\n  - ");
+        text.push_str(e);
+    }
+    text
+}
+
+impl ConfigError {
+    pub fn errors(&self) -> Vec<String> {
+        match self {
+            ConfigError::Read { .. } => vec![self.to_string()],
+            ConfigError::Invalid { errors, .. } => errors.clone(),
+        }
+    }
+}
+
+/// Where the config is read from: `--config`, else `$TOKEND_CONFIG`, else the default.
+pub fn default_path() -> PathBuf {
+    std::env::var_os("TOKEND_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+}
+
+/// Reads, parses and validates the file at `path`, resolving every secret.
+pub fn load(path: &Path, env: &dyn Environment, secrets: Secrets) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_path_buf(),
+        reason: crate::util::io_reason(&e),
+    })?;
+    parse(&text, path, env, secrets)
+}
+
+/// Parses and validates configuration text; `path` locates errors and anchors relative paths.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    env: &dyn Environment,
+    secrets: Secrets,
+) -> Result<Config, ConfigError> {
+    let invalid = |errors| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        errors,
+    };
+    if text.trim().is_empty() {
+        return Err(invalid(vec!["the file is empty".to_owned()]));
+    }
+    let raw: raw::RawConfig = match serde_yaml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => return Err(invalid(vec![validate::describe_yaml_error(&e)])),
+    };
+    validate::build(raw, text, path, env, secrets).map_err(invalid)
+}

@@ -1,0 +1,162 @@
+//! The configuration file exactly as written: serde types with `deny_unknown_fields`, no
+//! defaults applied and nothing validated. `validate.rs` turns this into [`super::Config`].
+//!
+//! A credential is one flat struct rather than an enum tagged by `provider`, on purpose:
+//! serde buffers tagged enums, which throws away the line and column of every error inside
+//! a credential. Which keys belong to which provider is checked in validation instead.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::units::{Dur, Mode, Share};
+use crate::secret::SecretSource;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub state_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub log: Option<RawLog>,
+    pub defaults: Option<RawDefaults>,
+    pub credentials: Option<Vec<RawCredential>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<LogFormat>,
+    pub level: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    pub refresh: Option<RawRefresh>,
+    pub retry: Option<RawRetry>,
+    pub timeout: Option<Dur>,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRefresh {
+    pub at: Option<Share>,
+    /// `every: null` is allowed and means "use `at`", so this is Option<Option<_>>.
+    #[serde(default, deserialize_with = "explicit_null")]
+    pub every: Option<Option<Dur>>,
+    pub jitter: Option<Share>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub initial: Option<Dur>,
+    pub max: Option<Dur>,
+    /// Delay between attempts after a permanent error (rejected credentials).
+    pub permanent: Option<Dur>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Vandar,
+    Saba,
+    Yavapteke,
+    Oauth2,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Vandar => "vandar",
+            ProviderKind::Saba => "saba",
+            ProviderKind::Yavapteke => "yavapteke",
+            ProviderKind::Oauth2 => "oauth2",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredential {
+    pub name: String,
+    pub provider: ProviderKind,
+    pub refresh: Option<RawRefresh>,
+    pub retry: Option<RawRetry>,
+    pub timeout: Option<Dur>,
+    pub ca_file: Option<PathBuf>,
+    pub lifetime: Option<Dur>,
+    pub outputs: Option<Vec<RawOutput>>,
+    pub on_refresh: Option<Vec<RawHook>>,
+
+    // Provider-specific keys; validation rejects those that do not apply.
+    pub base_url: Option<String>,
+    pub token_url: Option<String>,
+    pub refresh_token: Option<SecretSource>,
+    pub mobile: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<SecretSource>,
+    pub virtual_number: Option<String>,
+    pub token_valid_days: Option<i64>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretSource>,
+    pub client_secret_param: Option<String>,
+    pub scope: Option<String>,
+    pub auth: Option<ClientAuth>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    #[default]
+    ClientSecretPost,
+    ClientSecretBasic,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutput {
+    pub file: Option<PathBuf>,
+    pub dir: Option<PathBuf>,
+    pub format: Option<OutputFormat>,
+    pub template: Option<String>,
+    pub env_prefix: Option<String>,
+    pub mode: Option<Mode>,
+    pub group: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    #[default]
+    Raw,
+    Json,
+    Env,
+    Template,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHook {
+    pub signal: Option<String>,
+    pub pid_file: Option<PathBuf>,
+    pub exec: Option<Vec<String>>,
+    pub timeout: Option<Dur>,
+}
+
+fn explicit_null<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}

@@ -1,0 +1,164 @@
+//! The small value types of the configuration language: durations (`30s`, `4d`), shares
+//! (`80%`) and file modes (`"0640"`), each parsed by a pure function with its own error text.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+
+/// A duration written as `500ms`, `30s`, `5m`, `2h` or `4d` (combinations like `1h30m` too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let ok = !t.is_empty()
+        && t.chars().next().is_some_and(|c| c.is_ascii_digit())
+        && !t.chars().last().is_some_and(|c| c.is_ascii_digit());
+    match ok.then(|| humantime::parse_duration(t)) {
+        Some(Ok(d)) => Ok(d),
+        _ => Err(format!(
+            "`{text}` is not a duration; write a number and a unit, like 500ms, 30s, 5m, 2h or 4d"
+        )),
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = d.deserialize_any(StrVisitor("a duration like 30s, 5m or 4d"))?;
+        parse_duration(&s).map(Dur).map_err(de::Error::custom)
+    }
+}
+
+/// A share of a token's lifetime, written `80%`; stored as a fraction in [0, 1].
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub struct Share(pub f64);
+
+impl Share {
+    pub fn of(self, d: Duration) -> Duration {
+        d.mul_f64(self.0)
+    }
+}
+
+impl fmt::Display for Share {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}%", (self.0 * 100.0 * 1000.0).round() / 1000.0)
+    }
+}
+
+pub fn parse_share(text: &str) -> Result<Share, String> {
+    let bad = || format!("`{text}` is not a share; write a percentage like 80%");
+    let number = text.trim().strip_suffix('%').ok_or_else(bad)?;
+    let value: f64 = number.trim().parse().map_err(|_| bad())?;
+    if !value.is_finite() {
+        return Err(bad());
+    }
+    Ok(Share(value / 100.0))
+}
+
+impl<'de> serde::Deserialize<'de> for Share {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = d.deserialize_any(StrVisitor("a percentage like 80%"))?;
+        parse_share(&s).map_err(de::Error::custom)
+    }
+}
+
+/// A Unix permission mode. Written as a quoted octal string (`"0640"`); an unquoted
+/// `0640` is read by YAML as the decimal number 640, whose digits we take as octal,
+/// because that is what every operator who writes it means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mode(pub u32);
+
+pub fn parse_mode(text: &str) -> Result<Mode, String> {
+    let digits = text.trim().trim_start_matches("0o");
+    let bad = || format!("`{text}` is not a file mode; write it in octal, like \"0640\"");
+    if digits.is_empty() || digits.len() > 4 {
+        return Err(bad());
+    }
+    let mode = u32::from_str_radix(digits, 8).map_err(|_| bad())?;
+    if mode > 0o777 {
+        return Err(format!(
+            "file mode `{text}` sets special bits (setuid, setgid or sticky); only 0000..0777 is allowed"
+        ));
+    }
+    Ok(Mode(mode))
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Mode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = d.deserialize_any(StrVisitor("a file mode like \"0640\""))?;
+        parse_mode(&s).map_err(de::Error::custom)
+    }
+}
+
+/// Accepts strings and bare numbers (YAML users write `timeout: 30` and `mode: 0640`) and
+/// hands back the text, so each type's own parser gives the error message.
+struct StrVisitor(&'static str);
+
+impl Visitor<'_> for StrVisitor {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("4d"), Ok(Duration::from_secs(4 * 86400)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        for bad in ["", "30", "s", "5x", "-5s", "4 days later"] {
+            assert!(parse_duration(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn shares() {
+        assert_eq!(parse_share("80%"), Ok(Share(0.8)));
+        assert_eq!(parse_share("12.5%"), Ok(Share(0.125)));
+        assert!(parse_share("80").is_err());
+        assert!(parse_share("abc%").is_err());
+        assert!(parse_share("inf%").is_err());
+        assert_eq!(Share(0.8).to_string(), "80%");
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("0640"), Ok(Mode(0o640)));
+        assert_eq!(parse_mode("640"), Ok(Mode(0o640)));
+        assert_eq!(parse_mode("0o600"), Ok(Mode(0o600)));
+        assert!(parse_mode("0990").is_err());
+        assert!(parse_mode("4755").unwrap_err().contains("special bits"));
+        assert_eq!(Mode(0o600).to_string(), "0600");
+    }
+}

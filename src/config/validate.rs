@@ -1,0 +1,784 @@
+//! Turns the raw file into a [`Config`]: defaults applied, every rule checked, every secret
+//! resolved. Errors are collected, not returned at the first, so one `check` shows them all.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::raw::{
+    ClientAuth, OutputFormat, ProviderKind, RawConfig, RawCredential, RawDefaults, RawHook,
+    RawOutput, RawRefresh, RawRetry,
+};
+use super::units::Share;
+use super::{Config, Credential, DEFAULT_STATE_DIR, LogSettings};
+use crate::atomic::Access;
+use crate::hooks::Hook;
+use crate::output::{Format, Output, Target, render};
+use crate::provider::{Provider, ProviderConfig, oauth2, saba, vandar, yavapteke};
+use crate::schedule::{RefreshPolicy, RetryPolicy};
+use crate::secret::{Environment, Secret, SecretSource};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_NAME_LEN: usize = 100;
+
+/// A serde/YAML error as one sentence: location first, and for unknown keys the closest
+/// valid key instead of serde's list of every possibility.
+pub fn describe_yaml_error(e: &serde_yaml::Error) -> String {
+    let text = e.to_string();
+    // yaml_serde appends " at line L column C"; we put the location first instead.
+    let message = match text.find(" at line ") {
+        Some(i) => &text[..i],
+        None => text.as_str(),
+    };
+    let message = rewrite_unknown_field(message).unwrap_or_else(|| message.to_owned());
+    match e.location() {
+        Some(loc) => format!("line {} column {}: {message}", loc.line(), loc.column()),
+        None => message,
+    }
+}
+
+/// "unknown field `x`, expected one of `a`, `b`" → "unknown key `x`; did you mean `a`?"
+fn rewrite_unknown_field(message: &str) -> Option<String> {
+    let start = message.find("unknown field `")?;
+    let prefix = &message[..start];
+    let rest = &message[start + "unknown field `".len()..];
+    let end = rest.find('`')?;
+    let key = &rest[..end];
+    let candidates: Vec<&str> = rest[end + 1..]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .collect();
+    let hint = crate::util::did_you_mean(key, &candidates);
+    let hint = if hint.is_empty() {
+        format!("; valid keys here: {}", candidates.join(", "))
+    } else {
+        hint
+    };
+    Some(format!("{prefix}unknown key `{key}`{hint}"))
+}
+
+/// Whether secrets are read: `status` only needs names and paths, and must work for an
+/// operator who cannot read the secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Secrets {
+    Resolve,
+    Skip,
+}
+
+struct Errors(Vec<String>);
+
+impl Errors {
+    fn push(&mut self, context: &str, message: impl Into<String>) {
+        self.0.push(format!("{context}: {}", message.into()));
+    }
+}
+
+pub fn build(
+    raw: RawConfig,
+    text: &str,
+    path: &Path,
+    env: &dyn Environment,
+    secrets: Secrets,
+) -> Result<Config, Vec<String>> {
+    let mut errors = Errors(Vec::new());
+    let mut warnings = Vec::new();
+    let base = absolute(crate::atomic::parent(path));
+    let base = base.as_path();
+
+    let state_dir = match raw.state_dir {
+        Some(p) => resolve(base, &p),
+        // systemd's StateDirectory= may list several; the first is ours.
+        None => env
+            .var("STATE_DIRECTORY")
+            .and_then(|v| v.split(':').next().map(PathBuf::from))
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+    };
+
+    let listen = raw
+        .listen
+        .as_deref()
+        .and_then(|l| match SocketAddr::from_str(l) {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errors.push(
+                    "`listen`",
+                    format!("`{l}` is not an address; write IP:PORT, like 127.0.0.1:9464"),
+                );
+                None
+            }
+        });
+
+    let log = raw.log.unwrap_or(super::raw::RawLog {
+        format: None,
+        level: None,
+    });
+    let level = log.level.unwrap_or_else(|| "info".to_owned());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        errors.push(
+            "`log.level`",
+            format!("`{level}` is not a level; use error, warn, info, debug or trace"),
+        );
+    }
+
+    let defaults = raw.defaults.unwrap_or_default();
+    let credentials_raw = raw.credentials.unwrap_or_default();
+    if credentials_raw.is_empty() {
+        errors.push(
+            "`credentials`",
+            "no credentials are configured, so there is nothing to do",
+        );
+    }
+
+    let mut credentials = Vec::new();
+    for (index, rc) in credentials_raw.into_iter().enumerate() {
+        let context = credential_context(&rc.name, index, text);
+        if let Some(c) = build_credential(
+            rc,
+            &defaults,
+            base,
+            env,
+            secrets,
+            &context,
+            &mut errors,
+            &mut warnings,
+        ) {
+            credentials.push(c);
+        }
+    }
+
+    check_unique_names(&credentials, &mut errors);
+    check_output_paths(&credentials, &state_dir, &mut errors);
+
+    if errors.0.is_empty() {
+        Ok(Config {
+            path: absolute(path),
+            state_dir,
+            listen,
+            log: LogSettings {
+                format: log.format.unwrap_or_default(),
+                level,
+            },
+            credentials,
+            warnings,
+        })
+    } else {
+        Err(errors.0)
+    }
+}
+
+/// "credential `vandar-main` (line 12)": where the operator should look.
+fn credential_context(name: &str, index: usize, text: &str) -> String {
+    let line = text.lines().position(|l| {
+        let l = l.trim_start().trim_start_matches("- ").trim();
+        l.strip_prefix("name:").is_some_and(|v| {
+            v.trim().trim_matches(|c| c == '"' || c == '\'') == name
+        })
+    });
+    match (name.is_empty(), line) {
+        (false, Some(n)) => format!("credential `{name}` (line {})", n + 1),
+        (false, None) => format!("credential `{name}`"),
+        (true, _) => format!("credentials[{index}]"),
+    }
+}
+
+fn build_credential(
+    rc: RawCredential,
+    defaults: &RawDefaults,
+    base: &Path,
+    env: &dyn Environment,
+    secrets: Secrets,
+    ctx: &str,
+    errors: &mut Errors,
+    warnings: &mut Vec<String>,
+) -> Option<Credential> {
+    let before = errors.0.len();
+    check_name(&rc.name, ctx, errors);
+    check_provider_keys(&rc, ctx, errors);
+
+    let refresh = merge_refresh(defaults.refresh.as_ref(), rc.refresh.as_ref(), ctx, errors);
+    let retry = merge_retry(defaults.retry.as_ref(), rc.retry.as_ref(), ctx, errors);
+    let timeout = rc
+        .timeout
+        .or(defaults.timeout)
+        .map(|d| d.0)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    if timeout.is_zero() {
+        errors.push(ctx, "`timeout` must be longer than zero");
+    }
+    let ca_file = rc
+        .ca_file
+        .as_ref()
+        .or(defaults.ca_file.as_ref())
+        .map(|p| resolve(base, p));
+    if let Some(ca) = &ca_file
+        && let Err(e) = std::fs::metadata(ca)
+    {
+        errors.push(
+            ctx,
+            format!(
+                "cannot read ca_file `{}`: {}",
+                ca.display(),
+                crate::util::io_reason(&e)
+            ),
+        );
+    }
+    let lifetime = rc.lifetime.map(|d| d.0);
+    if lifetime.is_some_and(|d| d.is_zero()) {
+        errors.push(ctx, "`lifetime` must be longer than zero");
+    }
+
+    let reader = SecretReader { base, env, secrets, ctx };
+    let mut secret = |field: &str, source: &Option<SecretSource>, errors: &mut Errors| {
+        reader.read(field, source.as_ref()?, errors, warnings)
+    };
+
+    let provider = match rc.provider {
+        ProviderKind::Vandar => {
+            let refresh_token = secret("refresh_token", &rc.refresh_token, errors);
+            let password = secret("password", &rc.password, errors);
+            let login = match (&rc.mobile, rc.password.is_some()) {
+                (Some(mobile), true) => password.map(|password| vandar::Login {
+                    mobile: mobile.clone(),
+                    password,
+                }),
+                (None, false) => None,
+                (Some(_), false) => {
+                    errors.push(ctx, "`mobile` is set but `password` is missing");
+                    None
+                }
+                (None, true) => {
+                    errors.push(ctx, "`password` is set but `mobile` is missing");
+                    None
+                }
+            };
+            if rc.refresh_token.is_none() && rc.mobile.is_none() && rc.password.is_none() {
+                errors.push(
+                    ctx,
+                    "vandar needs `refresh_token` (v3 chain) or `mobile` + `password` (v2 login), or both",
+                );
+            }
+            ProviderConfig::Vandar(vandar::Vandar {
+                base_url: url(ctx, "base_url", rc.base_url.as_deref(), vandar::DEFAULT_BASE_URL, errors, warnings),
+                refresh_token,
+                login,
+            })
+        }
+        ProviderKind::Saba => {
+            let days = rc.token_valid_days.unwrap_or(i64::from(saba::DEFAULT_VALID_DAYS));
+            if !(1..=365).contains(&days) {
+                errors.push(ctx, format!("`token_valid_days` is {days}; Saba accepts 1 to 365"));
+            }
+            let username = required(ctx, "username", rc.username.clone(), errors);
+            let virtual_number = required(ctx, "virtual_number", rc.virtual_number.clone(), errors);
+            required_secret(ctx, "password", &rc.password, errors);
+            let password = secret("password", &rc.password, errors);
+            ProviderConfig::Saba(saba::Saba {
+                base_url: url(ctx, "base_url", rc.base_url.as_deref(), saba::DEFAULT_BASE_URL, errors, warnings),
+                username: username.unwrap_or_default(),
+                password: password.unwrap_or_else(|| Secret::new("")),
+                virtual_number: virtual_number.unwrap_or_default(),
+                token_valid_days: days.clamp(1, 365) as u16,
+            })
+        }
+        ProviderKind::Yavapteke => {
+            let client_id = required(ctx, "client_id", rc.client_id.clone(), errors);
+            required_secret(ctx, "client_secret", &rc.client_secret, errors);
+            let client_secret = secret("client_secret", &rc.client_secret, errors);
+            let param = rc
+                .client_secret_param
+                .clone()
+                .unwrap_or_else(|| yavapteke::DEFAULT_SECRET_PARAM.to_owned());
+            if param.is_empty() || !param.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                errors.push(ctx, format!("`client_secret_param` `{param}` is not a form field name"));
+            }
+            ProviderConfig::Yavapteke(yavapteke::Yavapteke {
+                token_url: url(ctx, "token_url", rc.token_url.as_deref(), yavapteke::DEFAULT_TOKEN_URL, errors, warnings),
+                client_id: client_id.unwrap_or_default(),
+                client_secret: client_secret.unwrap_or_else(|| Secret::new("")),
+                client_secret_param: param,
+            })
+        }
+        ProviderKind::Oauth2 => {
+            let client_id = required(ctx, "client_id", rc.client_id.clone(), errors);
+            required_secret(ctx, "client_secret", &rc.client_secret, errors);
+            let client_secret = secret("client_secret", &rc.client_secret, errors);
+            let token_url = match &rc.token_url {
+                Some(u) => url(ctx, "token_url", Some(u), "", errors, warnings),
+                None => {
+                    errors.push(ctx, "`token_url` is required for provider oauth2");
+                    String::new()
+                }
+            };
+            ProviderConfig::OAuth2(oauth2::OAuth2 {
+                token_url,
+                client_id: client_id.unwrap_or_default(),
+                client_secret: client_secret.unwrap_or_else(|| Secret::new("")),
+                scope: rc.scope.clone().filter(|s| !s.is_empty()),
+                auth: rc.auth.unwrap_or(ClientAuth::ClientSecretPost),
+            })
+        }
+    };
+
+    // `every` against the lifetime, where the lifetime is known before the first token.
+    let known_lifetime = lifetime.or_else(|| provider.documented_lifetime());
+    if let (Some(every), Some(life)) = (refresh.every, known_lifetime)
+        && every >= life
+    {
+        errors.push(
+            ctx,
+            format!(
+                "`refresh.every` ({}) must be shorter than the token lifetime ({})",
+                humantime::format_duration(every),
+                humantime::format_duration(life)
+            ),
+        );
+    }
+
+    let outputs: Vec<Output> = match &rc.outputs {
+        Some(list) if !list.is_empty() => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| build_output(o, &rc.name, base, &format!("{ctx}: outputs[{i}]"), errors))
+            .collect(),
+        _ => {
+            errors.push(ctx, "no `outputs`: say where the token should be written");
+            Vec::new()
+        }
+    };
+    let hooks: Vec<Hook> = rc
+        .on_refresh
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, h)| build_hook(h, base, &format!("{ctx}: on_refresh[{i}]"), errors))
+        .collect();
+
+    (errors.0.len() == before).then(|| Credential {
+        name: rc.name,
+        provider,
+        refresh,
+        retry,
+        timeout,
+        ca_file,
+        lifetime,
+        outputs,
+        hooks,
+    })
+}
+
+fn check_name(name: &str, ctx: &str, errors: &mut Errors) {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+        && name.len() <= MAX_NAME_LEN;
+    if !valid {
+        errors.push(
+            ctx,
+            format!(
+                "`name` `{name}` is not valid: use lower-case letters, digits, `.`, `_` and `-`, starting with a letter or digit, at most {MAX_NAME_LEN} characters"
+            ),
+        );
+    }
+}
+
+/// Rejects keys that belong to another provider, naming the ones this provider takes.
+fn check_provider_keys(rc: &RawCredential, ctx: &str, errors: &mut Errors) {
+    let set = [
+        ("base_url", rc.base_url.is_some()),
+        ("token_url", rc.token_url.is_some()),
+        ("refresh_token", rc.refresh_token.is_some()),
+        ("mobile", rc.mobile.is_some()),
+        ("username", rc.username.is_some()),
+        ("password", rc.password.is_some()),
+        ("virtual_number", rc.virtual_number.is_some()),
+        ("token_valid_days", rc.token_valid_days.is_some()),
+        ("client_id", rc.client_id.is_some()),
+        ("client_secret", rc.client_secret.is_some()),
+        ("client_secret_param", rc.client_secret_param.is_some()),
+        ("scope", rc.scope.is_some()),
+        ("auth", rc.auth.is_some()),
+    ];
+    let allowed: &[&str] = match rc.provider {
+        ProviderKind::Vandar => &["base_url", "refresh_token", "mobile", "password"],
+        ProviderKind::Saba => &["base_url", "username", "password", "virtual_number", "token_valid_days"],
+        ProviderKind::Yavapteke => &["token_url", "client_id", "client_secret", "client_secret_param"],
+        ProviderKind::Oauth2 => &["token_url", "client_id", "client_secret", "scope", "auth"],
+    };
+    for (key, present) in set {
+        if present && !allowed.contains(&key) {
+            errors.push(
+                ctx,
+                format!(
+                    "`{key}` does not apply to provider {} (it takes {})",
+                    rc.provider.as_str(),
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+fn required(ctx: &str, field: &str, value: Option<String>, errors: &mut Errors) -> Option<String> {
+    match value {
+        Some(v) if !v.is_empty() => Some(v),
+        Some(_) => {
+            errors.push(ctx, format!("`{field}` is empty"));
+            None
+        }
+        None => {
+            errors.push(ctx, format!("`{field}` is required"));
+            None
+        }
+    }
+}
+
+fn required_secret(ctx: &str, field: &str, value: &Option<SecretSource>, errors: &mut Errors) {
+    if value.is_none() {
+        errors.push(ctx, format!("`{field}` is required"));
+    }
+}
+
+/// Reads secrets for one credential: relative files against the config's directory, a
+/// warning for literals, an error naming the field for anything unreadable.
+struct SecretReader<'a> {
+    base: &'a Path,
+    env: &'a dyn Environment,
+    secrets: Secrets,
+    ctx: &'a str,
+}
+
+impl SecretReader<'_> {
+    fn read(
+        &self,
+        field: &str,
+        source: &SecretSource,
+        errors: &mut Errors,
+        warnings: &mut Vec<String>,
+    ) -> Option<Secret> {
+        let ctx = self.ctx;
+        if source.is_literal() {
+            warnings.push(format!(
+                "{ctx}: `{field}` is written in the config file; prefer {{file: ...}}, {{env: ...}} or {{credential: ...}}"
+            ));
+        }
+        if self.secrets == Secrets::Skip {
+            return Some(Secret::new(""));
+        }
+        let source = match source {
+            SecretSource::File(p) => SecretSource::File(resolve(self.base, p)),
+            other => other.clone(),
+        };
+        match source.resolve(self.env) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                errors.push(ctx, format!("`{field}`: {e}"));
+                None
+            }
+        }
+    }
+}
+
+fn url(
+    ctx: &str,
+    field: &str,
+    value: Option<&str>,
+    default: &str,
+    errors: &mut Errors,
+    warnings: &mut Vec<String>,
+) -> String {
+    let text = value.unwrap_or(default);
+    match reqwest::Url::parse(text) {
+        Ok(u) if u.scheme() == "https" => {}
+        Ok(u) if u.scheme() == "http" => {
+            let host = u.host_str().unwrap_or("");
+            let loopback = host == "localhost"
+                || host
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                warnings.push(format!(
+                    "{ctx}: `{field}` {text} is plain http: secrets and tokens cross the network unencrypted"
+                ));
+            }
+        }
+        Ok(u) => errors.push(ctx, format!("`{field}` {text} has scheme `{}`; use https", u.scheme())),
+        Err(e) => errors.push(ctx, format!("`{field}` `{text}` is not a URL: {e}")),
+    }
+    text.to_owned()
+}
+
+fn merge_refresh(
+    defaults: Option<&RawRefresh>,
+    own: Option<&RawRefresh>,
+    ctx: &str,
+    errors: &mut Errors,
+) -> RefreshPolicy {
+    let d = RefreshPolicy::default();
+    let pick = |f: fn(&RawRefresh) -> Option<Share>| own.and_then(f).or_else(|| defaults.and_then(f));
+    let at = pick(|r| r.at).unwrap_or(d.at);
+    let jitter = pick(|r| r.jitter).unwrap_or(d.jitter);
+    let every = match own.and_then(|r| r.every) {
+        Some(v) => v,
+        None => defaults.and_then(|r| r.every).flatten(),
+    }
+    .map(|e| e.0);
+    if !(at.0 > 0.0 && at.0 < 1.0) {
+        errors.push(ctx, format!("`refresh.at` is {at}; it must be between 0% and 100%, exclusive"));
+    }
+    // 0% jitter is a deliberate "no jitter", so only the upper bound is exclusive here.
+    if !(jitter.0 >= 0.0 && jitter.0 < 1.0) {
+        errors.push(ctx, format!("`refresh.jitter` is {jitter}; it must be from 0% to below 100%"));
+    }
+    if every.is_some_and(|e| e.is_zero()) {
+        errors.push(ctx, "`refresh.every` must be longer than zero");
+    }
+    RefreshPolicy { at, every, jitter }
+}
+
+fn merge_retry(
+    defaults: Option<&RawRetry>,
+    own: Option<&RawRetry>,
+    ctx: &str,
+    errors: &mut Errors,
+) -> RetryPolicy {
+    let d = RetryPolicy::default();
+    let pick = |f: fn(&RawRetry) -> Option<super::units::Dur>| {
+        own.and_then(f).or_else(|| defaults.and_then(f)).map(|x| x.0)
+    };
+    let policy = RetryPolicy {
+        initial: pick(|r| r.initial).unwrap_or(d.initial),
+        max: pick(|r| r.max).unwrap_or(d.max),
+        permanent: pick(|r| r.permanent).unwrap_or(d.permanent),
+    };
+    if policy.initial.is_zero() || policy.permanent.is_zero() {
+        errors.push(ctx, "`retry.initial` and `retry.permanent` must be longer than zero");
+    }
+    if policy.max < policy.initial {
+        errors.push(
+            ctx,
+            format!(
+                "`retry.max` ({}) is shorter than `retry.initial` ({})",
+                humantime::format_duration(policy.max),
+                humantime::format_duration(policy.initial)
+            ),
+        );
+    }
+    policy
+}
+
+fn build_output(o: &RawOutput, credential: &str, base: &Path, ctx: &str, errors: &mut Errors) -> Option<Output> {
+    let before = errors.0.len();
+    let access = Access {
+        mode: o.mode.map(|m| m.0).unwrap_or(0o600),
+        gid: o.group.as_deref().and_then(|g| match resolve_group(g) {
+            Ok(gid) => Some(gid),
+            Err(e) => {
+                errors.push(ctx, e);
+                None
+            }
+        }),
+    };
+    let target = match (&o.file, &o.dir) {
+        (Some(file), None) => {
+            let format = match (o.format.unwrap_or_default(), &o.template) {
+                (OutputFormat::Template, Some(t)) => {
+                    let unknown = render::template_unknown(t);
+                    if !unknown.is_empty() {
+                        errors.push(
+                            ctx,
+                            format!(
+                                "`template` uses unknown placeholder(s) {}; known: {}",
+                                unknown.iter().map(|u| format!("{{{{{u}}}}}")).collect::<Vec<_>>().join(", "),
+                                render::PLACEHOLDERS.iter().map(|p| format!("{{{{{p}}}}}")).collect::<Vec<_>>().join(", ")
+                            ),
+                        );
+                    } else if !t.contains("{{") {
+                        errors.push(ctx, "`template` has no {{token}} placeholder");
+                    }
+                    Format::Template(t.clone())
+                }
+                (OutputFormat::Template, None) => {
+                    errors.push(ctx, "`format: template` needs a `template:`");
+                    Format::Raw
+                }
+                (_, Some(_)) => {
+                    errors.push(ctx, "`template` is set but `format` is not `template`");
+                    Format::Raw
+                }
+                (OutputFormat::Raw, None) => Format::Raw,
+                (OutputFormat::Json, None) => Format::Json,
+                (OutputFormat::Env, None) => {
+                    let prefix = o.env_prefix.clone().unwrap_or_else(|| render::env_prefix(credential));
+                    let valid = prefix.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                        && prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    if !valid {
+                        errors.push(ctx, format!("`env_prefix` `{prefix}` is not a valid variable name prefix"));
+                    }
+                    Format::Env { prefix }
+                }
+            };
+            if o.env_prefix.is_some() && o.format != Some(OutputFormat::Env) {
+                errors.push(ctx, "`env_prefix` only applies to `format: env`");
+            }
+            Target::File {
+                path: resolve(base, file),
+                format,
+            }
+        }
+        (None, Some(dir)) => {
+            if o.format.is_some() || o.template.is_some() || o.env_prefix.is_some() {
+                errors.push(
+                    ctx,
+                    "a `dir` output always holds token, token.json and expires_at; `format`, `template` and `env_prefix` do not apply",
+                );
+            }
+            Target::Dir { path: resolve(base, dir) }
+        }
+        (Some(_), Some(_)) => {
+            errors.push(ctx, "set `file` or `dir`, not both");
+            return None;
+        }
+        (None, None) => {
+            errors.push(ctx, "an output needs `file:` or `dir:`");
+            return None;
+        }
+    };
+    (errors.0.len() == before).then_some(Output { target, access })
+}
+
+fn resolve_group(group: &str) -> Result<u32, String> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!("group `{group}` does not exist on this host")),
+        Err(e) => Err(format!("cannot look up group `{group}`: {e}")),
+    }
+}
+
+fn build_hook(h: &RawHook, base: &Path, ctx: &str, errors: &mut Errors) -> Option<Hook> {
+    match (&h.signal, &h.exec) {
+        (Some(signal), None) => {
+            if h.timeout.is_some() {
+                errors.push(ctx, "`timeout` applies to `exec` hooks only");
+            }
+            let name = signal.trim().to_ascii_uppercase();
+            let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
+            let parsed = nix::sys::signal::Signal::from_str(&name);
+            let Some(pid_file) = &h.pid_file else {
+                errors.push(ctx, "a `signal` hook needs `pid_file`");
+                return None;
+            };
+            match parsed {
+                Ok(sig) => Some(Hook::Signal {
+                    signal: sig,
+                    pid_file: resolve(base, pid_file),
+                }),
+                Err(_) => {
+                    errors.push(ctx, format!("`{signal}` is not a signal name (HUP, USR1, TERM, ...)"));
+                    None
+                }
+            }
+        }
+        (None, Some(argv)) => {
+            if h.pid_file.is_some() {
+                errors.push(ctx, "`pid_file` applies to `signal` hooks only");
+            }
+            if argv.is_empty() || argv[0].is_empty() {
+                errors.push(ctx, "`exec` needs a program: [\"/path/to/program\", \"arg\", ...]");
+                return None;
+            }
+            Some(Hook::Exec {
+                argv: argv.clone(),
+                timeout: h.timeout.map(|d| d.0).unwrap_or(DEFAULT_HOOK_TIMEOUT),
+            })
+        }
+        (Some(_), Some(_)) => {
+            errors.push(ctx, "a hook is either `signal` or `exec`, not both");
+            None
+        }
+        (None, None) => {
+            errors.push(ctx, "a hook needs `signal:` + `pid_file:` or `exec:`");
+            None
+        }
+    }
+}
+
+fn check_unique_names(credentials: &[Credential], errors: &mut Errors) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for c in credentials {
+        *seen.entry(&c.name).or_default() += 1;
+    }
+    let mut dups: Vec<_> = seen.into_iter().filter(|(_, n)| *n > 1).collect();
+    dups.sort();
+    for (name, n) in dups {
+        errors.push(&format!("credential `{name}`"), format!("the name is used {n} times; names must be unique"));
+    }
+}
+
+/// Two outputs on one path (or a file inside a `dir` output, or anything inside the state
+/// directory) would overwrite each other.
+fn check_output_paths(credentials: &[Credential], state_dir: &Path, errors: &mut Errors) {
+    let mut all: Vec<(&str, PathBuf, bool)> = Vec::new();
+    for c in credentials {
+        for o in &c.outputs {
+            all.push((&c.name, normalize(o.path()), matches!(o.target, Target::Dir { .. })));
+        }
+    }
+    let state_dir = normalize(state_dir);
+    for (i, (name, path, _)) in all.iter().enumerate() {
+        if path.starts_with(&state_dir) {
+            errors.push(
+                &format!("credential `{name}`"),
+                format!("output `{}` is inside state_dir `{}`", path.display(), state_dir.display()),
+            );
+        }
+        for (other_name, other, other_is_dir) in &all[i + 1..] {
+            let clash = path == other
+                || (*other_is_dir && path.starts_with(other))
+                || (all[i].2 && other.starts_with(path));
+            if clash {
+                errors.push(
+                    &format!("credential `{name}`"),
+                    format!(
+                        "output `{}` collides with output `{}` of credential `{other_name}`; two outputs cannot write the same path",
+                        path.display(),
+                        other.display()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Lexical normalization (`a/./b/../c` → `a/c`), enough to catch two spellings of one path.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}

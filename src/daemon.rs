@@ -1,0 +1,351 @@
+//! The supervisor behind `tokend run`: one loop owns every credential's schedule, starts
+//! refreshes when they are due (bounded concurrency), and handles signals and reloads.
+//!
+//! Workers send results back over a channel; only this loop decides. Deadlines are wall-clock
+//! instants, re-checked at least every [`MAX_SLEEP`], so a suspend or a clock step delays a
+//! due refresh by at most that much, while an idle process wakes only a few times a minute.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use crate::commands::Exit;
+use crate::config::{self, Config, Credential, Secrets};
+use crate::engine::{Engine, Outcome, RefreshError, Slot};
+use crate::secret::ProcessEnv;
+use crate::state::StateDir;
+
+/// Longest the loop sleeps without looking at the wall clock.
+pub const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// In-flight refreshes get this long to finish on SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// At most this many refreshes talk to providers at once.
+const MAX_CONCURRENT: usize = 64;
+
+/// What can happen to the daemon from outside: signals, and later the HTTP trigger.
+#[derive(Debug)]
+pub enum Control {
+    Shutdown,
+    Reload,
+    RefreshAll,
+    Refresh(String),
+}
+
+pub async fn run(config_path: PathBuf, config: Config) -> Exit {
+    let state_dir = match StateDir::open(&config.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tokend: {e}");
+            return Exit::Failed;
+        }
+    };
+    let (control_tx, control_rx) = mpsc::channel(64);
+    if let Err(e) = forward_signals(control_tx.clone()) {
+        eprintln!("tokend: cannot install signal handlers: {e}");
+        return Exit::Failed;
+    }
+    let engine = Arc::new(Engine::new(state_dir));
+    Supervisor::new(engine, config_path, config).run(control_rx).await
+}
+
+/// SIGTERM: Kubernetes and systemd stop us with it. SIGINT: Ctrl-C. SIGHUP: reload, as
+/// `systemctl reload` sends. SIGUSR1: refresh everything now.
+fn forward_signals(tx: mpsc::Sender<Control>) -> std::io::Result<()> {
+    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
+    tokio::spawn(async move {
+        while let Some(sig) = signals.next().await {
+            let control = match sig {
+                SIGHUP => Control::Reload,
+                SIGUSR1 => Control::RefreshAll,
+                _ => Control::Shutdown,
+            };
+            if tx.send(control).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (for commands without a supervisor).
+pub async fn wait_for_termination() {
+    if let Ok(mut signals) = signal_hook_tokio::Signals::new([SIGTERM, SIGINT]) {
+        signals.next().await;
+    } else {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+struct Entry {
+    credential: Arc<Credential>,
+    /// `None` while a refresh task holds the slot.
+    slot: Option<Slot>,
+    next: SystemTime,
+    force: bool,
+    /// A changed or removed credential whose refresh was in flight: apply on return.
+    pending: Pending,
+}
+
+enum Pending {
+    None,
+    Replace(Arc<Credential>),
+    Remove,
+}
+
+type Done = (String, Slot, Result<Outcome, RefreshError>);
+
+struct Supervisor {
+    engine: Arc<Engine>,
+    config_path: PathBuf,
+    config: Config,
+    entries: HashMap<String, Entry>,
+    queue: BTreeSet<(SystemTime, String)>,
+    tasks: JoinSet<Done>,
+    permits: Arc<Semaphore>,
+}
+
+impl Supervisor {
+    fn new(engine: Arc<Engine>, config_path: PathBuf, config: Config) -> Self {
+        let mut s = Supervisor {
+            engine,
+            config_path,
+            config: config.clone(),
+            entries: HashMap::new(),
+            queue: BTreeSet::new(),
+            tasks: JoinSet::new(),
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
+        };
+        for c in &config.credentials {
+            s.add(Arc::new(c.clone()));
+        }
+        s
+    }
+
+    async fn run(mut self, mut control: mpsc::Receiver<Control>) -> Exit {
+        tracing::info!(
+            credentials = self.entries.len(),
+            config = %self.config_path.display(),
+            state_dir = %self.config.state_dir.display(),
+            "tokend started"
+        );
+        loop {
+            self.start_due();
+            let sleep = self.sleep_duration();
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    match done {
+                        Ok(done) => self.finish(done),
+                        Err(e) => tracing::error!(error = %e, "a refresh task crashed"),
+                    }
+                }
+                msg = control.recv() => match msg {
+                    Some(Control::Shutdown) | None => break,
+                    Some(Control::Reload) => self.reload().await,
+                    Some(Control::RefreshAll) => {
+                        tracing::info!("refreshing every credential now (SIGUSR1)");
+                        let names: Vec<String> = self.entries.keys().cloned().collect();
+                        for name in names {
+                            self.force(&name);
+                        }
+                    }
+                    Some(Control::Refresh(name)) => self.force(&name),
+                },
+            }
+        }
+        self.shutdown().await
+    }
+
+    fn add(&mut self, credential: Arc<Credential>) {
+        let name = credential.name.clone();
+        let slot = self.engine.slot(credential.clone());
+        let now = SystemTime::now();
+        // A fresh token in state is published at once (outputs may be missing); the
+        // engine's `ensure` does that without calling the provider.
+        let next = match slot.current_token(now) {
+            Some(token) if now < slot.refresh_at(&token) && slot.state.failures == 0 => {
+                crate::events::token_reused(&name, &token, slot.refresh_at(&token));
+                now
+            }
+            _ => slot.next_attempt(now),
+        };
+        self.entries.insert(
+            name.clone(),
+            Entry {
+                credential,
+                slot: Some(slot),
+                next,
+                force: false,
+                pending: Pending::None,
+            },
+        );
+        self.queue.insert((next, name));
+    }
+
+    fn force(&mut self, name: &str) {
+        let now = SystemTime::now();
+        if let Some(entry) = self.entries.get_mut(name) {
+            entry.force = true;
+            if entry.slot.is_some() {
+                self.queue.remove(&(entry.next, name.to_owned()));
+                entry.next = now;
+                self.queue.insert((now, name.to_owned()));
+            }
+        }
+    }
+
+    fn sleep_duration(&self) -> Duration {
+        let now = SystemTime::now();
+        match self.queue.first() {
+            Some((at, _)) => at.duration_since(now).unwrap_or_default().min(MAX_SLEEP),
+            None => MAX_SLEEP,
+        }
+    }
+
+    /// Starts every refresh whose deadline has passed (by the wall clock).
+    fn start_due(&mut self) {
+        let now = SystemTime::now();
+        while let Some((at, name)) = self.queue.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.queue.pop_first();
+            let Some(entry) = self.entries.get_mut(&name) else {
+                continue;
+            };
+            let Some(mut slot) = entry.slot.take() else {
+                continue;
+            };
+            let force = std::mem::take(&mut entry.force);
+            let engine = self.engine.clone();
+            let permits = self.permits.clone();
+            self.tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let result = engine.ensure(&mut slot, force).await;
+                (name, slot, result)
+            });
+        }
+    }
+
+    fn finish(&mut self, (name, slot, result): Done) {
+        let Some(entry) = self.entries.get_mut(&name) else {
+            return;
+        };
+        match std::mem::replace(&mut entry.pending, Pending::None) {
+            Pending::Remove => {
+                self.entries.remove(&name);
+                return;
+            }
+            Pending::Replace(credential) => {
+                self.entries.remove(&name);
+                self.add(credential);
+                return;
+            }
+            Pending::None => {}
+        }
+        let now = SystemTime::now();
+        if let Err(e) = &result {
+            tracing::debug!(credential = %name, error = %e, "attempt failed");
+        }
+        let next = if entry.force { now } else { slot.next_attempt(now) };
+        entry.next = next;
+        entry.slot = Some(slot);
+        self.queue.insert((next, name));
+    }
+
+    /// SIGHUP: re-read the config; diff by name. An invalid config changes nothing.
+    async fn reload(&mut self) {
+        let path = self.config_path.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || config::load(&path, &ProcessEnv, Secrets::Resolve))
+                .await;
+        let new = match loaded {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "reload failed: the new config is invalid; keeping the running one");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed");
+                return;
+            }
+        };
+        if new.state_dir != self.config.state_dir
+            || new.listen != self.config.listen
+            || new.log != self.config.log
+        {
+            tracing::warn!("state_dir, listen and log changes take effect only after a restart");
+        }
+        let (mut added, mut changed, mut removed, mut kept) = (0, 0, 0, 0);
+        let new_names: std::collections::HashSet<&str> =
+            new.credentials.iter().map(|c| c.name.as_str()).collect();
+        let old_names: Vec<String> = self.entries.keys().cloned().collect();
+        for name in old_names {
+            if !new_names.contains(name.as_str()) {
+                removed += 1;
+                self.remove(&name);
+            }
+        }
+        for c in &new.credentials {
+            let credential = Arc::new(c.clone());
+            match self.entries.get_mut(&c.name) {
+                None => {
+                    added += 1;
+                    self.add(credential);
+                }
+                Some(entry) if *entry.credential == *c => kept += 1,
+                Some(entry) => {
+                    changed += 1;
+                    if entry.slot.is_some() {
+                        self.queue.remove(&(entry.next, c.name.clone()));
+                        self.entries.remove(&c.name);
+                        self.add(credential);
+                    } else {
+                        entry.credential = credential.clone();
+                        entry.pending = Pending::Replace(credential);
+                    }
+                }
+            }
+        }
+        tracing::info!(added, changed, removed, unchanged = kept, "config reloaded");
+        self.config = new;
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(entry) = self.entries.get_mut(name) {
+            if entry.slot.is_some() {
+                self.queue.remove(&(entry.next, name.to_owned()));
+                self.entries.remove(name);
+            } else {
+                entry.pending = Pending::Remove;
+            }
+        }
+    }
+
+    /// Start nothing new; give in-flight refreshes the grace period to land (a rotated
+    /// refresh token must reach the state file), then stop.
+    async fn shutdown(mut self) -> Exit {
+        let in_flight = self.tasks.len();
+        tracing::info!(in_flight, "stopping");
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                abandoned = self.tasks.len(),
+                "in-flight refreshes did not finish within {}s; stopping anyway",
+                SHUTDOWN_GRACE.as_secs()
+            );
+            self.tasks.abort_all();
+        }
+        tracing::info!("stopped");
+        Exit::Ok
+    }
+}

@@ -1,0 +1,441 @@
+//! The refresh of one credential, shared by `once` and the daemon: decide from state whether
+//! a fetch is needed, fetch, make a rotated refresh token durable, write outputs, run hooks.
+//!
+//! The order is the safety argument: state (with the new refresh token) is saved before any
+//! output is touched, and a failed fetch never touches an output at all.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::Credential;
+use crate::events;
+use crate::hooks::HookContext;
+use crate::output::OutputError;
+use crate::provider::{FetchError, HttpClients, Provider, ProviderConfig, RefreshUpdate, jwt};
+use crate::schedule;
+use crate::secret::{Secret, fingerprint};
+use crate::state::{CredentialState, StateDir, StateError, StoredError, StoredToken, Timestamp};
+use crate::token::{self, Token};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("credential `{credential}`: {source}")]
+    Fetch { credential: String, source: FetchError },
+    #[error("credential `{credential}`: {message}")]
+    BadToken { credential: String, message: String },
+    #[error("credential `{credential}`: {source}")]
+    Output { credential: String, source: OutputError },
+    #[error("credential `{credential}`: {source}")]
+    State { credential: String, source: StateError },
+    #[error("credential `{credential}`: {message}")]
+    Client { credential: String, message: String },
+}
+
+impl RefreshError {
+    /// Output and state errors are the disk's, and disks recover (space freed, volume
+    /// remounted): retried like a provider outage.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RefreshError::Fetch { source, .. } => source.is_transient(),
+            RefreshError::BadToken { .. } | RefreshError::Output { .. } | RefreshError::State { .. } => true,
+            RefreshError::Client { .. } => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RefreshError::Fetch { source, .. } => source.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+/// What `ensure` did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The token in state was still fresh; outputs were checked and restored if needed.
+    Current { token: Token, written: bool },
+    Refreshed { token: Token, written: bool },
+}
+
+impl Outcome {
+    pub fn token(&self) -> &Token {
+        match self {
+            Outcome::Current { token, .. } | Outcome::Refreshed { token, .. } => token,
+        }
+    }
+}
+
+/// One credential's live state, owned by whoever drives it (a `once` task or a daemon worker).
+pub struct Slot {
+    pub credential: Arc<Credential>,
+    pub state: CredentialState,
+    /// The random draw for this token's jitter, fixed when the token arrives.
+    draw: f64,
+}
+
+impl Slot {
+    pub fn credential(&self) -> &Credential {
+        &self.credential
+    }
+
+    /// The token in state if it belongs to this credential's identity and is unexpired.
+    pub fn current_token(&self, now: SystemTime) -> Option<Token> {
+        let stored = self.state.token.as_ref()?;
+        let token = stored.to_token();
+        (!token.is_expired(now)).then_some(token)
+    }
+
+    /// When the current token should be replaced (with this token's jitter).
+    pub fn refresh_at(&self, token: &Token) -> SystemTime {
+        schedule::refresh_at(token.issued_at, token.expires_at, &self.credential.refresh, self.draw)
+    }
+
+    /// When the driver should call [`Engine::ensure`] next.
+    pub fn next_attempt(&self, now: SystemTime) -> SystemTime {
+        if let Some(at) = self.state.next_attempt.map(|t| t.0)
+            && self.state.failures > 0
+        {
+            return at;
+        }
+        match self.current_token(now) {
+            Some(token) => self.refresh_at(&token),
+            None => now,
+        }
+    }
+}
+
+/// Shared by every credential: the state directory and the HTTP client pools.
+pub struct Engine {
+    pub state_dir: StateDir,
+    clients: HttpClients,
+}
+
+impl Engine {
+    pub fn new(state_dir: StateDir) -> Self {
+        crate::provider::install_crypto_provider();
+        Engine {
+            state_dir,
+            clients: HttpClients::default(),
+        }
+    }
+
+    /// Loads a credential's state. Unreadable state is moved aside (and logged): refusing
+    /// to start would leave outputs to expire, and the chain may still be recoverable by
+    /// login. State from another identity keeps nothing but the failure history.
+    pub fn slot(&self, credential: Arc<Credential>) -> Slot {
+        let name = credential.name.clone();
+        let identity = identity(&credential.provider);
+        let mut state = match self.state_dir.load(&name) {
+            Ok(Some(s)) => s,
+            Ok(None) => CredentialState::default(),
+            Err(e) => {
+                let moved = self.state_dir.quarantine(&name);
+                events::state_discarded(
+                    &name,
+                    &format!(
+                        "{e}; moved to {}",
+                        moved.map(|p| p.display().to_string()).unwrap_or_else(|| "nowhere (rename failed)".into())
+                    ),
+                );
+                CredentialState::default()
+            }
+        };
+        if state.identity.as_deref().is_some_and(|id| id != identity) {
+            events::state_discarded(&name, "the credential's provider, URL or account changed since the token was issued");
+            state.token = None;
+            state.failures = 0;
+            state.next_attempt = None;
+        }
+        state.credential = name;
+        state.identity = Some(identity);
+        Slot {
+            credential,
+            state,
+            draw: fastrand::f64(),
+        }
+    }
+
+    /// Makes the credential's outputs hold a token that is not due for refresh: reuse the
+    /// token in state when it is fresh (and `force` is false), else fetch a new one.
+    pub async fn ensure(&self, slot: &mut Slot, force: bool) -> Result<Outcome, RefreshError> {
+        let now = SystemTime::now();
+        let cred = slot.credential.clone();
+        if !force
+            && let Some(token) = slot.current_token(now)
+            && now < slot.refresh_at(&token)
+        {
+            let written = self.publish(&cred, &token).await?;
+            if slot.state.failures > 0 {
+                // A previous attempt failed after the fetch (disk): it is resolved now.
+                slot.state.failures = 0;
+                slot.state.next_attempt = Some(Timestamp(slot.refresh_at(&token)));
+                self.save(slot)?;
+            }
+            return Ok(Outcome::Current { token, written });
+        }
+        match self.refresh(slot, now).await {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => {
+                self.record_failure(slot, &e);
+                Err(e)
+            }
+        }
+    }
+
+    async fn refresh(&self, slot: &mut Slot, started: SystemTime) -> Result<Outcome, RefreshError> {
+        let cred = slot.credential.clone();
+        let name = cred.name.as_str();
+        let http = self
+            .clients
+            .get(cred.ca_file.as_deref(), cred.timeout)
+            .map_err(|message| RefreshError::Client { credential: name.to_owned(), message })?;
+        let (refresh_token, seed_fp) = choose_refresh_token(&cred.provider, &slot.state);
+
+        let clock = Instant::now();
+        let result = cred.provider.fetch(&http, refresh_token.as_ref()).await;
+        let took = clock.elapsed();
+
+        let fetched = match result {
+            Ok(f) => f,
+            Err(e) => {
+                if matches!(e, FetchError::RefreshRejected { .. }) {
+                    // Dead chain: never send that token again; a new seed restarts it.
+                    slot.state.refresh_token = None;
+                    slot.state.refresh_seed = seed_fp;
+                }
+                return Err(RefreshError::Fetch { credential: name.to_owned(), source: e });
+            }
+        };
+
+        // The refresh token first: the one we sent is spent, whatever happens next.
+        match &fetched.refresh {
+            RefreshUpdate::Rotated(next) if cred.provider.uses_refresh_chain() => {
+                slot.state.refresh_token = Some(next.clone());
+                slot.state.refresh_seed = seed_fp;
+                events::chain_rotated(name, &next.fingerprint());
+            }
+            RefreshUpdate::Rejected { message } => {
+                slot.state.refresh_token = None;
+                slot.state.refresh_seed = seed_fp;
+                events::chain_rejected(name, message);
+            }
+            _ => {}
+        }
+
+        let jwt_exp = jwt::expiry(fetched.token.expose());
+        let lifetime = token::lifetime(
+            started,
+            cred.lifetime,
+            fetched.expires_in,
+            jwt_exp,
+            cred.provider.documented_lifetime(),
+        );
+        let (lifetime, source) = match lifetime {
+            Ok(l) => l,
+            Err(message) => {
+                // Persist the rotation even though this token is unusable.
+                self.save(slot)?;
+                return Err(RefreshError::BadToken { credential: name.to_owned(), message });
+            }
+        };
+        if source == token::LifetimeSource::Fallback {
+            events::lifetime_warning(
+                name,
+                &format!(
+                    "the provider said nothing about the token's lifetime; assuming {} (set `lifetime:` to be sure)",
+                    crate::util::human_duration(lifetime)
+                ),
+            );
+        }
+        if let (_, Some(w)) = schedule::interval(lifetime, &cred.refresh) {
+            events::lifetime_warning(name, &w);
+        }
+        let token = Token {
+            value: fetched.token,
+            token_type: fetched.token_type,
+            issued_at: started,
+            expires_at: started + lifetime,
+        };
+        slot.draw = fastrand::f64();
+        slot.state.token = Some(StoredToken::from(&token));
+        slot.state.last_success = Some(Timestamp(SystemTime::now()));
+        slot.state.last_error = None;
+        slot.state.failures = 0;
+        slot.state.next_attempt = Some(Timestamp(slot.refresh_at(&token)));
+        self.save(slot)?;
+        events::token_refreshed(name, &token, fetched.flow, source, took);
+
+        let written = self.publish(&cred, &token).await?;
+        Ok(Outcome::Refreshed { token, written })
+    }
+
+    /// Writes every output, then runs the hooks if any output changed.
+    async fn publish(&self, cred: &Credential, token: &Token) -> Result<bool, RefreshError> {
+        let mut written = false;
+        // Outputs are a handful of small files: synchronous writes on a blocking-tolerant
+        // path keep the recipe simple; fsync latency is the cost either way.
+        for output in &cred.outputs {
+            written |= tokio::task::block_in_place(|| output.write(token, &cred.name)).map_err(|source| {
+                RefreshError::Output { credential: cred.name.clone(), source }
+            })?;
+        }
+        if written {
+            let paths: Vec<String> = cred.outputs.iter().map(|o| o.path().display().to_string()).collect();
+            events::outputs_written(&cred.name, &paths);
+            let ctx = HookContext {
+                credential: &cred.name,
+                expires_at: crate::util::rfc3339(token.expires_at),
+                outputs: paths,
+            };
+            for hook in &cred.hooks {
+                match hook.run(&ctx).await {
+                    Ok(()) => events::hook_ran(&cred.name, &hook.describe()),
+                    Err(e) => events::hook_failed(&cred.name, &hook.describe(), &e),
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    fn record_failure(&self, slot: &mut Slot, error: &RefreshError) {
+        let now = SystemTime::now();
+        slot.state.failures = slot.state.failures.saturating_add(1);
+        let delay = schedule::retry_delay(
+            slot.state.failures,
+            error.is_transient(),
+            error.retry_after(),
+            &slot.credential.retry,
+            fastrand::f64(),
+        );
+        slot.state.next_attempt = Some(Timestamp(now + delay));
+        slot.state.last_error = Some(StoredError {
+            at: Timestamp(now),
+            message: error.to_string(),
+            transient: error.is_transient(),
+        });
+        let left = slot.current_token(now).and_then(|t| t.expires_at.duration_since(now).ok());
+        events::refresh_failed(
+            &slot.credential.name,
+            &error.to_string(),
+            error.is_transient(),
+            slot.state.failures,
+            delay,
+            left,
+        );
+        // Best effort: the error is already in the log, and the state file may be the
+        // very thing that is failing.
+        if let Err(e) = self.save(slot) {
+            tracing::warn!(credential = %slot.credential.name, error = %e, "cannot record the failure in state");
+        }
+    }
+
+    fn save(&self, slot: &Slot) -> Result<(), RefreshError> {
+        tokio::task::block_in_place(|| self.state_dir.save(&slot.state)).map_err(|source| RefreshError::State {
+            credential: slot.credential.name.clone(),
+            source,
+        })
+    }
+}
+
+/// The refresh token to send, and the fingerprint of the configured seed it descends from.
+///
+/// A configured seed that differs from the one the chain grew from is a new dashboard token:
+/// it replaces the chain. Otherwise the chain's latest token is used; when the chain is dead
+/// (rejected), nothing is sent and the provider logs in if it can.
+fn choose_refresh_token(provider: &ProviderConfig, state: &CredentialState) -> (Option<Secret>, Option<String>) {
+    if !provider.uses_refresh_chain() {
+        return (None, None);
+    }
+    let seed = provider.refresh_seed();
+    let seed_fp = seed.map(|s| s.fingerprint());
+    match seed {
+        Some(seed) if state.refresh_seed != seed_fp => (Some(seed.clone()), seed_fp),
+        _ => (state.refresh_token.clone(), seed_fp),
+    }
+}
+
+/// Fingerprint of who a token is issued to and with which secrets: a change means the
+/// stored token must not be reused.
+fn identity(provider: &ProviderConfig) -> String {
+    let text = match provider {
+        ProviderConfig::Vandar(v) => format!(
+            "vandar|{}|{}|{}",
+            v.base_url,
+            v.login.as_ref().map(|l| format!("{}|{}", l.mobile, l.password.expose())).unwrap_or_default(),
+            v.refresh_token.as_ref().map(|r| r.expose()).unwrap_or_default()
+        ),
+        ProviderConfig::Saba(s) => format!(
+            "saba|{}|{}|{}|{}|{}",
+            s.base_url,
+            s.username,
+            s.password.expose(),
+            s.virtual_number,
+            s.token_valid_days
+        ),
+        ProviderConfig::Yavapteke(y) => format!("yavapteke|{}|{}|{}", y.token_url, y.client_id, y.client_secret.expose()),
+        ProviderConfig::OAuth2(o) => format!(
+            "oauth2|{}|{}|{}|{}",
+            o.token_url,
+            o.client_id,
+            o.client_secret.expose(),
+            o.scope.as_deref().unwrap_or("")
+        ),
+    };
+    fingerprint(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::vandar::Vandar;
+
+    fn vandar(seed: Option<&str>) -> ProviderConfig {
+        ProviderConfig::Vandar(Vandar {
+            base_url: "http://x".into(),
+            refresh_token: seed.map(Secret::new),
+            login: None,
+        })
+    }
+
+    #[test]
+    fn first_use_takes_the_seed() {
+        let (rt, fp) = choose_refresh_token(&vandar(Some("seed")), &CredentialState::default());
+        assert_eq!(rt, Some(Secret::new("seed")));
+        assert_eq!(fp, Some(fingerprint("seed")));
+    }
+
+    #[test]
+    fn chain_continues_from_state_never_from_the_seed_again() {
+        let state = CredentialState {
+            refresh_token: Some(Secret::new("rotated")),
+            refresh_seed: Some(fingerprint("seed")),
+            ..Default::default()
+        };
+        let (rt, _) = choose_refresh_token(&vandar(Some("seed")), &state);
+        assert_eq!(rt, Some(Secret::new("rotated")));
+    }
+
+    #[test]
+    fn dead_chain_sends_nothing_until_a_new_seed() {
+        let state = CredentialState {
+            refresh_token: None,
+            refresh_seed: Some(fingerprint("seed")),
+            ..Default::default()
+        };
+        assert_eq!(choose_refresh_token(&vandar(Some("seed")), &state).0, None);
+        assert_eq!(
+            choose_refresh_token(&vandar(Some("new-seed")), &state).0,
+            Some(Secret::new("new-seed"))
+        );
+    }
+
+    #[test]
+    fn login_only_has_no_chain() {
+        let state = CredentialState {
+            refresh_token: Some(Secret::new("leftover")),
+            ..Default::default()
+        };
+        assert_eq!(choose_refresh_token(&vandar(None), &state).0, None);
+    }
+}

@@ -1,0 +1,77 @@
+//! Every observable event of a credential's life, each in one function that writes the log
+//! line (and, later, updates the metric) together, so logs and metrics can never disagree.
+//!
+//! Fields first, then a short sentence. ERROR means an operator must act.
+
+use std::time::{Duration, SystemTime};
+
+use crate::token::{LifetimeSource, Token};
+use crate::util::{human_duration, rfc3339};
+
+pub fn token_refreshed(credential: &str, token: &Token, flow: &str, source: LifetimeSource, took: Duration) {
+    tracing::info!(
+        credential,
+        event = "refreshed",
+        flow,
+        fingerprint = %token.value.fingerprint(),
+        expires_at = %rfc3339(token.expires_at),
+        lifetime = %human_duration(token.lifetime()),
+        lifetime_from = ?source,
+        took_ms = took.as_millis() as u64,
+        "token refreshed"
+    );
+}
+
+pub fn token_reused(credential: &str, token: &Token, next: SystemTime) {
+    tracing::info!(
+        credential,
+        event = "reused",
+        fingerprint = %token.value.fingerprint(),
+        expires_at = %rfc3339(token.expires_at),
+        next_refresh = %rfc3339(next),
+        "token from state is still fresh; reused without calling the provider"
+    );
+}
+
+pub fn outputs_written(credential: &str, paths: &[String]) {
+    tracing::debug!(credential, event = "written", outputs = %paths.join(", "), "outputs written");
+}
+
+pub fn refresh_failed(credential: &str, error: &str, transient: bool, failures: u32, retry_in: Duration, token_left: Option<Duration>) {
+    let retry_in = human_duration(retry_in);
+    let left = token_left.map(human_duration).unwrap_or_else(|| "none".into());
+    if transient {
+        tracing::warn!(credential, event = "failed", error, failures, retry_in = %retry_in, token_left = %left, "refresh failed; retrying");
+    } else {
+        tracing::error!(credential, event = "failed", error, failures, retry_in = %retry_in, token_left = %left, "refresh failed and needs attention; retrying slowly");
+    }
+}
+
+pub fn chain_rejected(credential: &str, message: &str) {
+    tracing::warn!(
+        credential,
+        event = "chain_rejected",
+        error = message,
+        "refresh token was rejected; logged in instead and will keep logging in until a new refresh token is configured"
+    );
+}
+
+pub fn chain_rotated(credential: &str, fingerprint: &str) {
+    tracing::debug!(credential, event = "rotated", refresh_fingerprint = fingerprint, "new refresh token saved");
+}
+
+pub fn state_discarded(credential: &str, reason: &str) {
+    tracing::warn!(credential, event = "state_discarded", reason, "state not used");
+}
+
+pub fn lifetime_warning(credential: &str, warning: &str) {
+    tracing::warn!(credential, event = "schedule", "{warning}");
+}
+
+pub fn hook_failed(credential: &str, hook: &str, error: &str) {
+    tracing::warn!(credential, event = "hook_failed", hook, error, "on_refresh hook failed");
+}
+
+pub fn hook_ran(credential: &str, hook: &str) {
+    tracing::debug!(credential, event = "hook", hook, "on_refresh hook ran");
+}

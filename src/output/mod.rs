@@ -1,0 +1,101 @@
+//! Outputs: where a credential's token is written and in which shape. Rendering is pure
+//! (`render.rs`); writing is a plain file ([`crate::atomic`]) or a kubelet-style directory (`dir.rs`).
+
+pub mod dir;
+pub mod render;
+
+use std::path::{Path, PathBuf};
+
+use crate::atomic::{self, Access};
+use crate::token::Token;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    pub target: Target,
+    pub access: Access,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    File { path: PathBuf, format: Format },
+    /// A directory holding `token`, `token.json` and `expires_at`, swapped as a whole.
+    Dir { path: PathBuf },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Format {
+    Raw,
+    Json,
+    Env { prefix: String },
+    Template(String),
+}
+
+impl Output {
+    pub fn path(&self) -> &Path {
+        match &self.target {
+            Target::File { path, .. } | Target::Dir { path } => path,
+        }
+    }
+
+    /// What `check` prints for this output.
+    pub fn describe(&self) -> String {
+        let mode = crate::config::units::Mode(self.access.mode);
+        let group = self
+            .access
+            .gid
+            .map(|g| format!(", group {g}"))
+            .unwrap_or_default();
+        match &self.target {
+            Target::File { path, format } => {
+                let format = match format {
+                    Format::Raw => "raw",
+                    Format::Json => "json",
+                    Format::Env { .. } => "env",
+                    Format::Template(_) => "template",
+                };
+                format!("file {} ({format}, mode {mode}{group})", path.display())
+            }
+            Target::Dir { path } => format!("dir {} (mode {mode}{group})", path.display()),
+        }
+    }
+
+    /// Writes `token` unless the output already holds exactly it. Returns whether anything
+    /// was written, so hooks run only when readers have something new.
+    pub fn write(&self, token: &Token, credential: &str) -> Result<bool, OutputError> {
+        let fail = |source: std::io::Error| OutputError {
+            path: self.path().to_path_buf(),
+            reason: crate::util::io_reason(&source),
+        };
+        match &self.target {
+            Target::File { path, format } => {
+                let bytes = render::render(format, token, credential);
+                if atomic::is_current(path, &bytes, self.access) {
+                    return Ok(false);
+                }
+                atomic::write_file(path, &bytes, self.access).map_err(fail)?;
+                Ok(true)
+            }
+            Target::Dir { path } => {
+                let files = render::dir_files(token, credential);
+                dir::write(path, &files, self.access).map_err(fail)
+            }
+        }
+    }
+
+    /// Whether the output currently holds `token` (for readiness and restore decisions).
+    pub fn holds(&self, token: &Token, credential: &str) -> bool {
+        match &self.target {
+            Target::File { path, format } => {
+                atomic::is_current(path, &render::render(format, token, credential), self.access)
+            }
+            Target::Dir { path } => dir::holds(path, &render::dir_files(token, credential)),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write output `{}`: {reason}", path.display())]
+pub struct OutputError {
+    pub path: PathBuf,
+    pub reason: String,
+}

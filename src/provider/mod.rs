@@ -1,0 +1,582 @@
+//! Fetching tokens: one module per provider behind the [`Provider`] trait, the shared HTTP
+//! plumbing (size-capped bodies, no redirects, timeouts) and the transient/permanent error split.
+//!
+//! Each provider is two layers: a pure `parse_*` function from an [`Answer`] to a [`Fetched`]
+//! (unit-tested and fuzzed), and an async `fetch` that builds the request.
+
+pub mod jwt;
+pub mod oauth2;
+pub mod saba;
+pub mod vandar;
+pub mod yavapteke;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::secret::Secret;
+
+/// Responses are read up to this many bytes; a token endpoint never needs more.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A provider's configuration with secrets resolved: the closed set tokend speaks.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProviderConfig {
+    Vandar(vandar::Vandar),
+    Saba(saba::Saba),
+    Yavapteke(yavapteke::Yavapteke),
+    OAuth2(oauth2::OAuth2),
+}
+
+/// What every provider does: fetch a token, given the current refresh token if the
+/// provider keeps a refresh chain.
+pub trait Provider {
+    /// The lifetime the provider's documentation promises, if it says.
+    fn documented_lifetime(&self) -> Option<Duration>;
+
+    /// Whether this credential keeps a rotating refresh token in state.
+    fn uses_refresh_chain(&self) -> bool {
+        false
+    }
+
+    /// The refresh token from the configuration that starts a chain, if any.
+    fn refresh_seed(&self) -> Option<&Secret> {
+        None
+    }
+
+    /// A description of what the provider will be asked, for `check` (never a secret).
+    fn plan(&self) -> String;
+
+    fn fetch(
+        &self,
+        http: &HttpClient,
+        refresh_token: Option<&Secret>,
+    ) -> impl Future<Output = Result<Fetched, FetchError>> + Send;
+}
+
+impl Provider for ProviderConfig {
+    fn documented_lifetime(&self) -> Option<Duration> {
+        match self {
+            ProviderConfig::Vandar(p) => p.documented_lifetime(),
+            ProviderConfig::Saba(p) => p.documented_lifetime(),
+            ProviderConfig::Yavapteke(p) => p.documented_lifetime(),
+            ProviderConfig::OAuth2(p) => p.documented_lifetime(),
+        }
+    }
+
+    fn uses_refresh_chain(&self) -> bool {
+        match self {
+            ProviderConfig::Vandar(p) => p.uses_refresh_chain(),
+            ProviderConfig::Saba(p) => p.uses_refresh_chain(),
+            ProviderConfig::Yavapteke(p) => p.uses_refresh_chain(),
+            ProviderConfig::OAuth2(p) => p.uses_refresh_chain(),
+        }
+    }
+
+    fn refresh_seed(&self) -> Option<&Secret> {
+        match self {
+            ProviderConfig::Vandar(p) => p.refresh_seed(),
+            ProviderConfig::Saba(p) => p.refresh_seed(),
+            ProviderConfig::Yavapteke(p) => p.refresh_seed(),
+            ProviderConfig::OAuth2(p) => p.refresh_seed(),
+        }
+    }
+
+    fn plan(&self) -> String {
+        match self {
+            ProviderConfig::Vandar(p) => p.plan(),
+            ProviderConfig::Saba(p) => p.plan(),
+            ProviderConfig::Yavapteke(p) => p.plan(),
+            ProviderConfig::OAuth2(p) => p.plan(),
+        }
+    }
+
+    async fn fetch(
+        &self,
+        http: &HttpClient,
+        refresh_token: Option<&Secret>,
+    ) -> Result<Fetched, FetchError> {
+        match self {
+            ProviderConfig::Vandar(p) => p.fetch(http, refresh_token).await,
+            ProviderConfig::Saba(p) => p.fetch(http, refresh_token).await,
+            ProviderConfig::Yavapteke(p) => p.fetch(http, refresh_token).await,
+            ProviderConfig::OAuth2(p) => p.fetch(http, refresh_token).await,
+        }
+    }
+}
+
+/// A provider's successful answer, validated but not yet turned into a [`crate::token::Token`]
+/// (that needs the clock and the lifetime rules).
+#[derive(Debug)]
+pub struct Fetched {
+    pub token: Secret,
+    pub token_type: String,
+    pub expires_in: Option<Duration>,
+    pub refresh: RefreshUpdate,
+    /// Which flow produced it ("login", "refresh", "client_credentials"), for logs.
+    pub flow: &'static str,
+}
+
+/// What happened to the refresh chain during a fetch.
+#[derive(Debug, PartialEq)]
+pub enum RefreshUpdate {
+    /// No refresh token involved, or the provider did not rotate it.
+    Unchanged,
+    /// A new refresh token came back; the one sent is dead from now on.
+    Rotated(Secret),
+    /// The refresh token was rejected and the fetch fell back to a login: the chain is dead
+    /// and must not be used again until the configuration provides a new seed.
+    Rejected { message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot reach {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("no answer from {url} within {}", humantime::format_duration(*.timeout))]
+    Timeout { url: String, timeout: Duration },
+    #[error("{url} answered HTTP {status}{}", detail(.message))]
+    Unavailable {
+        url: String,
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("provider rejected the credentials (HTTP {status}){}", detail(.message))]
+    Rejected { status: u16, message: String },
+    #[error(
+        "provider rejected the refresh token (HTTP {status}){}; {}",
+        detail(.message),
+        if *.login_configured { "falling back to login" } else {
+            "it cannot be renewed without a person: create a new token in the provider's dashboard and put its refresh token in the config"
+        }
+    )]
+    RefreshRejected {
+        status: u16,
+        message: String,
+        login_configured: bool,
+    },
+    #[error("unusable answer from provider (HTTP {status}): {reason}")]
+    BadAnswer { status: u16, reason: String },
+    #[error("{0}")]
+    Misconfigured(String),
+}
+
+fn detail(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
+}
+
+impl FetchError {
+    /// Transient errors are retried with fast backoff; permanent ones (a person must act)
+    /// slowly, so that an account is never locked by a retry storm.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Connect { .. }
+                | FetchError::Timeout { .. }
+                | FetchError::Unavailable { .. }
+                | FetchError::BadAnswer { .. }
+        )
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            FetchError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            FetchError::Unavailable { status, .. }
+            | FetchError::Rejected { status, .. }
+            | FetchError::RefreshRejected { status, .. }
+            | FetchError::BadAnswer { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// An HTTP answer, body already read and capped.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub url: String,
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The body as JSON, or the reason it is not, phrased for an operator.
+    pub fn json(&self) -> Result<Value, FetchError> {
+        serde_json::from_slice(&self.body).map_err(|_| FetchError::BadAnswer {
+            status: self.status,
+            reason: format!("the body is not JSON ({})", body_kind(&self.body)),
+        })
+    }
+
+    /// The standard classification of a non-success status; `rejected` builds the error for
+    /// a 4xx that means "these credentials are wrong".
+    pub fn error(&self, message: String) -> FetchError {
+        match self.status {
+            408 | 425 | 429 | 500..=599 => FetchError::Unavailable {
+                url: self.url.clone(),
+                status: self.status,
+                message,
+                retry_after: self.retry_after,
+            },
+            300..=399 => FetchError::Misconfigured(format!(
+                "{} answered HTTP {} (a redirect); token requests are never redirected, so \
+                 point the URL at the final address",
+                self.url, self.status
+            )),
+            status => FetchError::Rejected { status, message },
+        }
+    }
+
+    /// A short, printable excerpt of an error body for the log: providers put their
+    /// reason there. Only used for non-2xx answers, which carry no token.
+    pub fn excerpt(&self) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        let clean: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let clean = clean.split_whitespace().collect::<Vec<_>>().join(" ");
+        if clean.chars().count() > 200 {
+            format!("{}…", clean.chars().take(200).collect::<String>())
+        } else {
+            clean
+        }
+    }
+}
+
+/// The provider's own explanation of an error answer: the usual JSON fields when the body
+/// is JSON, else a short excerpt of the body (Vandar's 401 body `{"unauthorized"}` is not JSON).
+pub fn provider_message(answer: &Answer) -> String {
+    let Ok(v) = serde_json::from_slice::<Value>(&answer.body) else {
+        return answer.excerpt();
+    };
+    let mut parts: Vec<String> = Vec::new();
+    for key in ["error", "error_description", "message"] {
+        if let Some(text) = v.get(key).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+            parts.push(text.to_owned());
+        }
+    }
+    if let Some(errors) = v.get("errors").and_then(Value::as_array) {
+        let texts: Vec<String> = errors
+            .iter()
+            .map(|e| e.as_str().map(str::to_owned).unwrap_or_else(|| e.to_string()))
+            .collect();
+        if !texts.is_empty() {
+            parts.push(texts.join("; "));
+        }
+    }
+    if parts.is_empty() {
+        answer.excerpt()
+    } else {
+        parts.join(": ")
+    }
+}
+
+fn body_kind(body: &[u8]) -> String {
+    let trimmed = body.trim_ascii_start();
+    if trimmed.is_empty() {
+        "it is empty".into()
+    } else if trimmed.starts_with(b"<") {
+        "it looks like HTML".into()
+    } else if std::str::from_utf8(body).is_err() {
+        "it is not even UTF-8".into()
+    } else {
+        format!("{} bytes of text", body.len())
+    }
+}
+
+/// A string field reached by a path of keys, for parse functions.
+pub fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
+}
+
+/// `expires_in` as providers send it: a number, or sometimes a numeric string.
+pub fn expires_in(v: &Value) -> Option<Duration> {
+    let secs = match v.get("expires_in")? {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(1e10)))
+}
+
+/// Turns a raw token field into a validated secret, or a BadAnswer naming the field.
+pub fn token_field(answer: &Answer, v: &Value, path: &[&str]) -> Result<Secret, FetchError> {
+    let field = path.join(".");
+    let bad = |reason: String| FetchError::BadAnswer {
+        status: answer.status,
+        reason,
+    };
+    match path.iter().try_fold(v, |v, k| v.get(k)) {
+        None | Some(Value::Null) => Err(bad(format!("the answer has no `{field}`"))),
+        Some(Value::String(s)) => {
+            crate::token::validate_token(s).map_err(|e| bad(format!("`{field}`: {e}")))
+        }
+        Some(_) => Err(bad(format!("`{field}` is not a string"))),
+    }
+}
+
+/// The HTTP client every provider uses: one shared reqwest client per trust configuration
+/// (connection pools are shared across credentials), no redirects, per-request timeout.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    timeout: Duration,
+}
+
+/// Builds and caches [`HttpClient`]s so thousands of credentials share a few pools.
+#[derive(Default, Clone)]
+pub struct HttpClients {
+    cache: Arc<Mutex<HashMap<Option<PathBuf>, reqwest::Client>>>,
+}
+
+impl HttpClients {
+    pub fn get(&self, ca_file: Option<&Path>, timeout: Duration) -> Result<HttpClient, String> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let key = ca_file.map(Path::to_path_buf);
+        if let Some(client) = cache.get(&key) {
+            return Ok(HttpClient {
+                client: client.clone(),
+                timeout,
+            });
+        }
+        let client = build_client(ca_file)?;
+        cache.insert(key, client.clone());
+        Ok(HttpClient { client, timeout })
+    }
+}
+
+/// Makes `ring` the process's TLS provider (reqwest is built without one). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn build_client(ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
+    install_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(4);
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            format!(
+                "cannot read ca_file `{}`: {}",
+                path.display(),
+                crate::util::io_reason(&e)
+            )
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("ca_file `{}` is not a PEM bundle: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "ca_file `{}` holds no certificate",
+                path.display()
+            ));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+impl HttpClient {
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// POSTs a JSON body.
+    pub async fn post_json(&self, url: &str, body: &Value) -> Result<Answer, FetchError> {
+        let req = self.client.post(url).json(body);
+        self.send(url, req).await
+    }
+
+    /// POSTs a form body, optionally with HTTP Basic credentials (already encoded).
+    pub async fn post_form(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> Result<Answer, FetchError> {
+        let mut req = self.client.post(url).form(form);
+        if let Some((user, pass)) = basic {
+            req = req.basic_auth(user, Some(pass));
+        }
+        self.send(url, req).await
+    }
+
+    async fn send(&self, url: &str, req: reqwest::RequestBuilder) -> Result<Answer, FetchError> {
+        let req = req
+            .timeout(self.timeout)
+            .header(reqwest::header::ACCEPT, "application/json");
+        // One deadline covers connect, headers and body, so a slow-loris body cannot
+        // hold a refresh forever.
+        match tokio::time::timeout(self.timeout, self.exchange(url, req)).await {
+            Ok(result) => result,
+            Err(_) => Err(FetchError::Timeout {
+                url: url.to_owned(),
+                timeout: self.timeout,
+            }),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        url: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Answer, FetchError> {
+        let mut resp = req.send().await.map_err(|e| self.transport_error(url, e))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+        {
+            return Err(oversized(status));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport_error(url, e))? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(oversized(status));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Answer {
+            url: url.to_owned(),
+            status,
+            retry_after,
+            body,
+        })
+    }
+
+    fn transport_error(&self, url: &str, e: reqwest::Error) -> FetchError {
+        if e.is_timeout() {
+            return FetchError::Timeout {
+                url: url.to_owned(),
+                timeout: self.timeout,
+            };
+        }
+        // reqwest's top-level message is generic ("error sending request"); the cause chain
+        // holds the part an operator needs ("connection refused", "invalid peer certificate").
+        let mut reason = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            reason = s.to_string();
+            source = s.source();
+        }
+        FetchError::Connect {
+            url: url.to_owned(),
+            reason,
+        }
+    }
+}
+
+fn oversized(status: u16) -> FetchError {
+    FetchError::BadAnswer {
+        status,
+        reason: format!("the body is larger than {} KiB", MAX_BODY_BYTES / 1024),
+    }
+}
+
+/// `Retry-After` in its seconds form; the HTTP-date form is rare on token endpoints and is
+/// ignored (the backoff applies instead). Capped at a day so a bogus header cannot park us.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let secs: u64 = value.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(86_400)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            url: "http://127.0.0.1/x".into(),
+            status,
+            retry_after: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn status_classification() {
+        assert!(answer(500, "").error(String::new()).is_transient());
+        assert!(answer(503, "").error(String::new()).is_transient());
+        assert!(answer(429, "").error(String::new()).is_transient());
+        assert!(!answer(400, "").error(String::new()).is_transient());
+        assert!(!answer(401, "").error(String::new()).is_transient());
+        assert!(!answer(302, "").error(String::new()).is_transient());
+    }
+
+    #[test]
+    fn non_json_is_described_not_parsed() {
+        let e = answer(200, "<html>502</html>").json().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unusable answer from provider (HTTP 200): the body is not JSON (it looks like HTML)"
+        );
+        assert!(answer(200, "").json().unwrap_err().to_string().contains("empty"));
+    }
+
+    #[test]
+    fn excerpt_is_single_line_and_short() {
+        let a = answer(401, "{\"unauthorized\"}\n\r\t");
+        assert_eq!(a.excerpt(), "{\"unauthorized\"}");
+        assert_eq!(answer(500, &"x".repeat(500)).excerpt().chars().count(), 201);
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("99999999"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn expires_in_forms() {
+        let v: Value = serde_json::json!({"expires_in": 3600});
+        assert_eq!(expires_in(&v), Some(Duration::from_secs(3600)));
+        let v: Value = serde_json::json!({"expires_in": "60"});
+        assert_eq!(expires_in(&v), Some(Duration::from_secs(60)));
+        let v: Value = serde_json::json!({"expires_in": -5});
+        assert_eq!(expires_in(&v), None);
+    }
+
+    #[test]
+    fn token_field_errors_name_the_field() {
+        let a = answer(200, "");
+        let v = serde_json::json!({"data": {"token": 5}, "t": ""});
+        let e = token_field(&a, &v, &["data", "token"]).unwrap_err();
+        assert!(e.to_string().contains("`data.token` is not a string"), "{e}");
+        let e = token_field(&a, &v, &["t"]).unwrap_err();
+        assert!(e.to_string().contains("`t`: the token is empty"), "{e}");
+        let e = token_field(&a, &v, &["missing"]).unwrap_err();
+        assert!(e.to_string().contains("no `missing`"), "{e}");
+    }
+}

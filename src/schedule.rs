@@ -1,0 +1,221 @@
+//! When to refresh and when to retry: pure functions of times, policies and a random draw,
+//! so every rule is tested as arithmetic and the daemon only has to sleep until the answer.
+
+use std::time::{Duration, SystemTime};
+
+use crate::config::units::Share;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefreshPolicy {
+    /// Refresh when this share of the lifetime has passed.
+    pub at: Share,
+    /// Or at this fixed interval after issue, when shorter than the lifetime.
+    pub every: Option<Duration>,
+    /// Up to this share of the lifetime earlier, drawn at random, so that many credentials
+    /// (or many replicas) do not hit a provider at the same instant.
+    pub jitter: Share,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        RefreshPolicy {
+            at: Share(0.8),
+            every: None,
+            jitter: Share(0.05),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+    /// Between attempts after a permanent error, so an account is never locked out.
+    pub permanent: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+            permanent: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// How long before expiry a refresh must happen at the latest: a tenth of the lifetime,
+/// at most five minutes. A 4 s token is replaced 0.4 s before it dies whatever `at` says.
+pub fn safety_margin(lifetime: Duration) -> Duration {
+    (lifetime / 10).min(Duration::from_secs(300))
+}
+
+/// The interval after issue at which `policy` refreshes a token of `lifetime`, and a warning
+/// when `every` had to be clamped because it is not shorter than the lifetime.
+pub fn interval(lifetime: Duration, policy: &RefreshPolicy) -> (Duration, Option<String>) {
+    let by_share = policy.at.of(lifetime);
+    match policy.every {
+        Some(every) if every < lifetime => (every, None),
+        Some(every) => (
+            by_share,
+            Some(format!(
+                "`refresh.every` ({}) is not shorter than the token lifetime ({}); refreshing at {} of the lifetime instead",
+                humantime::format_duration(every),
+                humantime::format_duration(lifetime),
+                policy.at
+            )),
+        ),
+        None => (by_share, None),
+    }
+}
+
+/// The moment to refresh a token issued at `issued` that expires at `expires`. `draw` is a
+/// uniform random number in [0, 1): jitter only ever moves the refresh earlier.
+pub fn refresh_at(
+    issued: SystemTime,
+    expires: SystemTime,
+    policy: &RefreshPolicy,
+    draw: f64,
+) -> SystemTime {
+    let lifetime = expires.duration_since(issued).unwrap_or_default();
+    let (after, _) = interval(lifetime, policy);
+    let latest = lifetime.saturating_sub(safety_margin(lifetime));
+    let jitter = policy.jitter.of(lifetime).mul_f64(draw.clamp(0.0, 1.0));
+    issued + after.min(latest).saturating_sub(jitter)
+}
+
+/// Whether a token should be replaced now (used by `once`, without jitter).
+pub fn is_due(now: SystemTime, issued: SystemTime, expires: SystemTime, policy: &RefreshPolicy) -> bool {
+    now >= refresh_at(issued, expires, policy, 0.0)
+}
+
+/// Delay before the next attempt after `failures` consecutive failures (1 for the first).
+///
+/// Transient errors: capped exponential backoff with full jitter over [initial, cap], and
+/// never sooner than the provider's `Retry-After`. Permanent errors: the slow `permanent`
+/// delay plus up to 10 % jitter, so retries never come more often than that.
+pub fn retry_delay(
+    failures: u32,
+    transient: bool,
+    retry_after: Option<Duration>,
+    policy: &RetryPolicy,
+    draw: f64,
+) -> Duration {
+    let draw = draw.clamp(0.0, 1.0);
+    let delay = if transient {
+        let exp = failures.saturating_sub(1).min(32);
+        let cap = policy
+            .initial
+            .saturating_mul(1u32 << exp.min(31))
+            .min(policy.max)
+            .max(policy.initial);
+        policy.initial + (cap - policy.initial).mul_f64(draw)
+    } else {
+        policy.permanent + (policy.permanent / 10).mul_f64(draw)
+    };
+    delay.max(retry_after.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn t0() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn policy(at: f64, jitter: f64, every: Option<Duration>) -> RefreshPolicy {
+        RefreshPolicy {
+            at: Share(at),
+            every,
+            jitter: Share(jitter),
+        }
+    }
+
+    #[test]
+    fn refresh_lands_at_the_share_before_expiry_for_all_lifetimes() {
+        let p = RefreshPolicy::default();
+        for lifetime in [2 * S, 4 * S, 60 * S, 3600 * S, 5 * DAY, 30 * DAY, 365 * DAY] {
+            for draw in [0.0, 0.25, 0.5, 0.999] {
+                let at = refresh_at(t0(), t0() + lifetime, &p, draw);
+                let offset = at.duration_since(t0()).unwrap();
+                let margin = safety_margin(lifetime);
+                assert!(offset <= lifetime - margin, "{lifetime:?}: {offset:?} too late");
+                assert!(offset < lifetime, "{lifetime:?} refresh after expiry");
+                // Jitter only ever makes it earlier, by at most jitter × lifetime.
+                let nominal = p.at.of(lifetime).min(lifetime - margin);
+                assert!(offset <= nominal);
+                assert!(offset + p.jitter.of(lifetime) >= nominal);
+            }
+        }
+    }
+
+    #[test]
+    fn vandar_five_days_at_80_percent_is_four_days() {
+        let at = refresh_at(t0(), t0() + 5 * DAY, &policy(0.8, 0.0, None), 0.0);
+        assert_eq!(at, t0() + 4 * DAY);
+    }
+
+    #[test]
+    fn short_tokens_keep_a_margin_even_at_99_percent() {
+        let at = refresh_at(t0(), t0() + 4 * S, &policy(0.99, 0.0, None), 0.0);
+        assert_eq!(at, t0() + Duration::from_millis(3600));
+        let at = refresh_at(t0(), t0() + DAY, &policy(0.999, 0.0, None), 0.0);
+        assert_eq!(at, t0() + DAY - Duration::from_secs(300));
+    }
+
+    #[test]
+    fn every_is_used_when_shorter_and_clamped_with_a_warning_when_not() {
+        let p = policy(0.8, 0.0, Some(4 * DAY));
+        assert_eq!(refresh_at(t0(), t0() + 15 * DAY, &p, 0.0), t0() + 4 * DAY);
+        let (d, warning) = interval(3 * DAY, &p);
+        assert_eq!(d, (3 * DAY).mul_f64(0.8));
+        assert!(warning.unwrap().contains("not shorter than the token lifetime"));
+    }
+
+    #[test]
+    fn due_without_jitter() {
+        let p = policy(0.8, 0.05, None);
+        let exp = t0() + 100 * S;
+        assert!(!is_due(t0() + 79 * S, t0(), exp, &p));
+        assert!(is_due(t0() + 80 * S, t0(), exp, &p));
+        assert!(is_due(t0() + 200 * S, t0(), exp, &p));
+    }
+
+    #[test]
+    fn transient_backoff_grows_and_caps() {
+        let p = RetryPolicy {
+            initial: S,
+            max: 60 * S,
+            permanent: 1800 * S,
+        };
+        assert_eq!(retry_delay(1, true, None, &p, 0.999), S);
+        assert_eq!(retry_delay(2, true, None, &p, 0.0), S);
+        assert!(retry_delay(3, true, None, &p, 0.999) <= 4 * S);
+        assert!(retry_delay(3, true, None, &p, 0.999) > 3 * S);
+        for n in 7..100 {
+            let d = retry_delay(n, true, None, &p, 0.999);
+            assert!(d <= 60 * S && d > 59 * S, "{n}: {d:?}");
+        }
+        assert_eq!(retry_delay(u32::MAX, true, None, &p, 0.0), S);
+    }
+
+    #[test]
+    fn retry_after_is_honoured() {
+        let p = RetryPolicy::default();
+        assert_eq!(retry_delay(1, true, Some(120 * S), &p, 0.5), 120 * S);
+        assert!(retry_delay(9, true, Some(2 * S), &p, 0.9) > 2 * S);
+    }
+
+    #[test]
+    fn permanent_errors_retry_slowly() {
+        let p = RetryPolicy::default();
+        for n in [1, 2, 50] {
+            let d = retry_delay(n, false, None, &p, 0.5);
+            assert!(d >= 1800 * S && d <= 1980 * S, "{d:?}");
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! The state directory: one JSON file per credential holding the current token, the current
+//! refresh token of a rotating chain and the last error, plus the single-instance lock.
+//!
+//! State is what makes restarts free (a valid token is reused without a provider call) and
+//! what keeps a rotating refresh token alive across restarts and crashes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{self, Access};
+use crate::secret::Secret;
+use crate::token::Token;
+
+pub const LOCK_FILE: &str = "tokend.lock";
+const VERSION: u32 = 1;
+
+/// Everything tokend remembers about one credential.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CredentialState {
+    pub version: u32,
+    pub credential: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<StoredToken>,
+    /// The refresh token to send next. Single-use: replaced before anything else happens.
+    #[serde(default, with = "opt_secret", skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<Secret>,
+    /// Fingerprint of the configured seed this chain grew from. When the configuration
+    /// provides a different seed (a new dashboard token), the chain restarts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_seed: Option<String>,
+    /// Fingerprint of who the token was issued to (provider, URL, account); a token from
+    /// another identity is never reused after a config change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<StoredError>,
+    /// Consecutive failed attempts; 0 after a success.
+    #[serde(default)]
+    pub failures: u32,
+    /// When the next attempt is planned: the jittered refresh time, or the retry time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredToken {
+    #[serde(with = "secret")]
+    pub token: Secret,
+    pub token_type: String,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredError {
+    pub at: Timestamp,
+    pub message: String,
+    pub transient: bool,
+}
+
+/// A wall-clock instant stored as RFC 3339 with milliseconds, readable by people.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub SystemTime);
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
+            .map(Timestamp)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl From<&Token> for StoredToken {
+    fn from(t: &Token) -> Self {
+        StoredToken {
+            token: t.value.clone(),
+            token_type: t.token_type.clone(),
+            issued_at: Timestamp(t.issued_at),
+            expires_at: Timestamp(t.expires_at),
+        }
+    }
+}
+
+impl StoredToken {
+    pub fn to_token(&self) -> Token {
+        Token {
+            value: self.token.clone(),
+            token_type: self.token_type.clone(),
+            issued_at: self.issued_at.0,
+            expires_at: self.expires_at.0,
+        }
+    }
+}
+
+// Secrets have no Serialize impl on purpose; only the state file may write them out.
+mod secret {
+    use super::Secret;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Secret, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.expose())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
+mod opt_secret {
+    use super::Secret;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_some(v.expose()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+        Option::<String>::deserialize(d).map(|o| o.map(Secret::new))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot use state directory `{}`: {reason}", path.display())]
+    Dir { path: PathBuf, reason: String },
+    #[error("another tokend is running on state directory `{}`: it holds the lock `{}`{}", dir.display(), lock.display(), holder.as_ref().map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Locked {
+        dir: PathBuf,
+        lock: PathBuf,
+        holder: Option<String>,
+    },
+    #[error("cannot write state file `{}`: {reason}", path.display())]
+    Write { path: PathBuf, reason: String },
+    #[error("cannot read state file `{}`: {reason}", path.display())]
+    Read { path: PathBuf, reason: String },
+}
+
+/// The state directory, locked for this process.
+pub struct StateDir {
+    path: PathBuf,
+    // Held for the life of the process: the OS releases the flock when we exit or die.
+    _lock: File,
+}
+
+impl StateDir {
+    /// Creates the directory (0700) if needed and takes the single-instance lock.
+    pub fn open(path: &Path) -> Result<StateDir, StateError> {
+        let dir_err = |e: io::Error| StateError::Dir {
+            path: path.to_path_buf(),
+            reason: crate::util::io_reason(&e),
+        };
+        if !path.is_dir() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(dir_err)?;
+        }
+        // The state holds tokens; keep it private even if it was created by someone else.
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(dir_err)?;
+        let lock_path = path.join(LOCK_FILE);
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(dir_err)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&lock_path)
+                    .ok()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty());
+                return Err(StateError::Locked {
+                    dir: path.to_path_buf(),
+                    lock: lock_path,
+                    holder,
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(dir_err(e)),
+        }
+        // The PID is informational, for the error message of a second instance.
+        lock.set_len(0).map_err(dir_err)?;
+        writeln!(lock, "{}", std::process::id()).map_err(dir_err)?;
+        Ok(StateDir {
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn load(&self, credential: &str) -> Result<Option<CredentialState>, StateError> {
+        load(&self.path, credential)
+    }
+
+    /// Durably replaces the credential's state file (the same recipe as outputs).
+    pub fn save(&self, state: &CredentialState) -> Result<(), StateError> {
+        let path = file_path(&self.path, &state.credential);
+        let mut state = state.clone();
+        state.version = VERSION;
+        let bytes = serde_json::to_vec_pretty(&state).expect("state always serializes");
+        atomic::write_file(&path, &bytes, Access::PRIVATE).map_err(|e| StateError::Write {
+            path,
+            reason: crate::util::io_reason(&e),
+        })
+    }
+
+    /// Moves an unreadable state file aside so the credential can start over, keeping it
+    /// for a person to inspect. Returns where it went.
+    pub fn quarantine(&self, credential: &str) -> Option<PathBuf> {
+        let from = file_path(&self.path, credential);
+        let to = self.path.join(format!(
+            "{credential}.json.corrupt-{}",
+            crate::util::unix_secs(SystemTime::now())
+        ));
+        fs::rename(&from, &to).ok().map(|_| to)
+    }
+}
+
+pub fn file_path(dir: &Path, credential: &str) -> PathBuf {
+    dir.join(format!("{credential}.json"))
+}
+
+/// Reads a credential's state without the lock (`status` reads while `run` writes; every
+/// write is an atomic rename, so a read sees one whole version).
+pub fn load(dir: &Path, credential: &str) -> Result<Option<CredentialState>, StateError> {
+    let path = file_path(dir, credential);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(StateError::Read {
+                path,
+                reason: crate::util::io_reason(&e),
+            });
+        }
+    };
+    match serde_json::from_slice::<CredentialState>(&bytes) {
+        Ok(s) if s.credential == credential => Ok(Some(s)),
+        Ok(s) => Err(StateError::Read {
+            path,
+            reason: format!("it belongs to credential `{}`", s.credential),
+        }),
+        Err(e) => Err(StateError::Read {
+            path,
+            reason: format!("it is not valid state JSON ({e})"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+    use std::time::Duration;
+
+    fn sample() -> CredentialState {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_123);
+        CredentialState {
+            credential: "vandar-main".into(),
+            token: Some(StoredToken {
+                token: Secret::new("tok"),
+                token_type: "Bearer".into(),
+                issued_at: Timestamp(t0),
+                expires_at: Timestamp(t0 + Duration::from_secs(432_000)),
+            }),
+            refresh_token: Some(Secret::new("def502next")),
+            refresh_seed: Some("abcd1234".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn round_trip_with_private_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        let sd = StateDir::open(&dir).unwrap();
+        sd.save(&sample()).unwrap();
+        let mut loaded = sd.load("vandar-main").unwrap().unwrap();
+        loaded.version = 0;
+        assert_eq!(loaded, sample());
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        let file = file_path(&dir, "vandar-main");
+        assert_eq!(fs::metadata(file).unwrap().mode() & 0o777, 0o600);
+        assert!(sd.load("other").unwrap().is_none());
+    }
+
+    #[test]
+    fn second_open_is_refused_naming_the_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let _first = StateDir::open(tmp.path()).unwrap();
+        let err = StateDir::open(tmp.path()).err().unwrap().to_string();
+        assert!(err.contains("tokend.lock"), "{err}");
+        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_and_can_be_quarantined() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(tmp.path()).unwrap();
+        fs::write(file_path(tmp.path(), "x"), b"{not json").unwrap();
+        let err = sd.load("x").unwrap_err().to_string();
+        assert!(err.contains("not valid state JSON"), "{err}");
+        let moved = sd.quarantine("x").unwrap();
+        assert!(moved.exists());
+        assert!(sd.load("x").unwrap().is_none());
+    }
+}

@@ -1,0 +1,83 @@
+//! Small helpers shared by several layers: human-readable I/O reasons, key suggestions,
+//! and the one timestamp format tokend shows to people and writes to files.
+
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// An I/O error as the tail of a sentence: "permission denied", without "(os error 13)".
+pub fn io_reason(e: &io::Error) -> String {
+    // The OS text ("No such file or directory") says more than the kind ("entity not found").
+    let full = e.to_string();
+    let text = full.split(" (os error").next().unwrap_or(&full);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// `; did you mean `x`?` when one candidate is close enough to be a likely typo.
+pub fn did_you_mean(word: &str, candidates: &[&str]) -> String {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(word, c), *c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| format!("; did you mean `{c}`?"))
+        .unwrap_or_default()
+}
+
+/// RFC 3339 in UTC, whole seconds: `2026-11-21T23:10:00Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub fn from_unix_secs(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// A duration the way an operator reads it in a log line: `41m`, `3d 4h`, `2s`.
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let (days, hours, mins, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (days, hours, mins) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, m) => format!("{m}m{}", if s > 0 { format!(" {s}s") } else { String::new() }),
+        (0, h, m) => format!("{h}h{}", if m > 0 { format!(" {m}m") } else { String::new() }),
+        (d, h, _) => format!("{d}d{}", if h > 0 { format!(" {h}h") } else { String::new() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_only_for_near_misses() {
+        assert_eq!(
+            did_you_mean("refresh_tokn", &["refresh_token", "refresh", "name"]),
+            "; did you mean `refresh_token`?"
+        );
+        assert_eq!(did_you_mean("zzz", &["refresh_token", "name"]), "");
+    }
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human_duration(Duration::from_secs(41 * 60)), "41m");
+        assert_eq!(human_duration(Duration::from_secs(3 * 86400 + 4 * 3600)), "3d 4h");
+        assert_eq!(human_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
+    }
+
+    #[test]
+    fn rfc3339_is_utc_seconds() {
+        assert_eq!(rfc3339(from_unix_secs(1_800_000_000)), "2027-01-15T08:00:00Z");
+    }
+}
