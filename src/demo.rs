@@ -27,6 +27,8 @@ pub async fn run(dir: &Path) -> Exit {
             return Exit::Failed;
         }
     };
+    // Each run starts new emulators that know nothing of the last run's refresh tokens.
+    let _ = std::fs::remove_dir_all(dir.join("state"));
     let config_path = match write_demo_files(&dir, &emulator, &emulator_config) {
         Ok(p) => p,
         Err(e) => {

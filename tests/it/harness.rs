@@ -1,0 +1,285 @@
+//! The shared test harness: a temp directory, a provider emulator on loopback, a config
+//! writer and a builder for the real `tokend` binary, plus polling helpers (no fixed sleeps).
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use tokend::emulator::{Emulator, EmulatorConfig, Endpoint, Fault};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tokend");
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub emu: Emulator,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env::with(EmulatorConfig::default())
+    }
+
+    pub fn with(config: EmulatorConfig) -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("temp dir"),
+            emu: Emulator::start_background(config).expect("emulator"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn url(&self) -> String {
+        self.emu.url()
+    }
+
+    /// Writes `secrets/NAME` and returns its path.
+    pub fn secret(&self, name: &str, value: &str) -> PathBuf {
+        let p = self.path(&format!("secrets/{name}"));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, value).unwrap();
+        p
+    }
+
+    /// Writes `config.yaml`: `state_dir` in the temp dir, then `body` with `{url}` and
+    /// `{dir}` replaced. Returns the path.
+    pub fn config(&self, body: &str) -> PathBuf {
+        self.config_at("config.yaml", body)
+    }
+
+    pub fn config_at(&self, name: &str, body: &str) -> PathBuf {
+        let text = format!(
+            "state_dir: {{dir}}/state\n{}",
+            body.replace("{url}", &self.url())
+        )
+        .replace("{dir}", &self.dir.path().display().to_string());
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Writes a raw config file (no state_dir added, only `{url}`/`{dir}` replaced).
+    pub fn raw_config(&self, body: &str) -> PathBuf {
+        let text = body
+            .replace("{url}", &self.url())
+            .replace("{dir}", &self.dir.path().display().to_string());
+        let p = self.path("config.yaml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// `tokend --config <dir>/config.yaml ARGS...` with a clean environment.
+    pub fn tokend(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(self.path("config.yaml"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("TOKEND_CONFIG")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("STATE_DIRECTORY")
+            .env_remove("NOTIFY_SOCKET")
+            .current_dir(self.dir.path());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.tokend(args).output().expect("run tokend"))
+    }
+
+    /// Starts `tokend run` in the background; stderr goes to `daemon.log`.
+    pub fn daemon(&self) -> Daemon {
+        self.daemon_with(&mut self.tokend(&["run"]))
+    }
+
+    pub fn daemon_with(&self, cmd: &mut Command) -> Daemon {
+        let log = self.path("daemon.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn tokend run");
+        Daemon { child: Some(child), log }
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_default()
+    }
+
+    pub fn state(&self, credential: &str) -> serde_json::Value {
+        let text = self.read(&format!("state/{credential}.json"));
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A finished run of the binary.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// A background `tokend run`; killed on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit; returns its code, or None on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+pub fn read_all(mut r: impl Read) -> String {
+    let mut s = String::new();
+    r.read_to_string(&mut s).unwrap();
+    s
+}
+
+/// A standard single-credential config per provider, pointing at the emulator.
+pub fn yavapteke_config(env: &Env, extra: &str) -> PathBuf {
+    env.secret("yav", "yav-secret\n");
+    env.config(&format!(
+        r#"credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {{url}}/YavaptekeAPI/connect/token
+    client_id: 3f37b142-e371-461e-924c-a913ff878534
+    client_secret: {{ file: {{dir}}/secrets/yav }}
+    timeout: 2s
+    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}
+{extra}    outputs:
+      - file: {{dir}}/out/pharmacy.token
+"#
+    ))
+}
+
+pub fn vandar_config(env: &Env, with_login: bool, extra: &str) -> PathBuf {
+    env.secret("vandar-refresh", "def502seed\n");
+    env.secret("vandar-password", "vandar-pass\n");
+    let login = if with_login {
+        "    mobile: \"09123456789\"\n    password: { file: {dir}/secrets/vandar-password }\n"
+    } else {
+        ""
+    };
+    env.config(&format!(
+        r#"credentials:
+  - name: vandar-main
+    provider: vandar
+    base_url: {{url}}
+    refresh_token: {{ file: {{dir}}/secrets/vandar-refresh }}
+{login}    timeout: 2s
+    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}
+{extra}    outputs:
+      - file: {{dir}}/out/vandar.token
+"#
+    ))
+}
+
+pub fn saba_config(env: &Env, extra: &str) -> PathBuf {
+    env.secret("saba", "saba-pass\n");
+    env.config(&format!(
+        r#"credentials:
+  - name: saba-sms
+    provider: saba
+    base_url: {{url}}
+    username: sabauser
+    password: {{ file: {{dir}}/secrets/saba }}
+    virtual_number: "30001234"
+    timeout: 2s
+    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}
+{extra}    outputs:
+      - file: {{dir}}/out/saba.token
+"#
+    ))
+}
