@@ -33,6 +33,9 @@ mod vandar;
 mod wire;
 mod yavapteke;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -153,9 +153,10 @@ impl State {
         token
     }
 
-    /// Single use: a valid token is consumed by being presented.
-    pub(super) fn redeem_refresh_token(&mut self, token: &str) -> Result<(), Rejection> {
-        let rejection = match self.refresh.get_mut(token) {
+    /// Single use: a valid token is consumed by being presented. No token at all counts as
+    /// an unknown one.
+    pub(super) fn redeem_refresh_token(&mut self, token: Option<&str>) -> Result<(), Rejection> {
+        let rejection = match token.and_then(|token| self.refresh.get_mut(token)) {
             Some((_, status @ RefreshStatus::Valid)) => {
                 *status = RefreshStatus::Consumed;
                 return Ok(());

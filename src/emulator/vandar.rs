@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::state::{Rejection, State};
+use super::state::State;
 use super::wire::{Api, content_type_is, json as reply};
 use super::{EmulatorConfig, Endpoint, jwt};
 
@@ -122,11 +122,7 @@ impl Api for Refresh {
     }
 
     fn answer(config: &EmulatorConfig, state: &mut State, request: Option<String>) -> Response {
-        let redeemed = match &request {
-            Some(token) => state.redeem_refresh_token(token),
-            None => Err(Rejection::Unknown),
-        };
-        if let Err(rejection) = redeemed {
+        if let Err(rejection) = state.redeem_refresh_token(request.as_deref()) {
             tracing::debug!(?rejection, "vandar refresh token refused");
             return reply(StatusCode::UNAUTHORIZED, UNAUTHORIZED.to_owned(), false);
         }
