@@ -2,4 +2,14 @@
 //! asserting what an operator sees — files, modes, exit codes and logs.
 
 mod harness;
+
+mod clock;
+mod commands;
+mod config_errors;
+mod daemon;
+mod hooks;
+mod outputs;
+mod providers;
+mod secrets;
 mod smoke;
+mod state;
