@@ -51,7 +51,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> Exit {
         return Exit::Failed;
     }
     let engine = Arc::new(Engine::new(state_dir));
-    Supervisor::new(engine, config_path, config).run(control_rx).await
+    Supervisor::new(engine, config_path, config)
+        .run(control_rx)
+        .await
 }
 
 /// SIGTERM: Kubernetes and systemd stop us with it. SIGINT: Ctrl-C. SIGHUP: reload, as
@@ -253,7 +255,11 @@ impl Supervisor {
         if let Err(e) = &result {
             tracing::debug!(credential = %name, error = %e, "attempt failed");
         }
-        let next = if entry.force { now } else { slot.next_attempt(now) };
+        let next = if entry.force {
+            now
+        } else {
+            slot.next_attempt(now)
+        };
         entry.next = next;
         entry.slot = Some(slot);
         self.queue.insert((next, name));

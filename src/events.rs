@@ -8,7 +8,13 @@ use std::time::{Duration, SystemTime};
 use crate::token::{LifetimeSource, Token};
 use crate::util::{human_duration, rfc3339};
 
-pub fn token_refreshed(credential: &str, token: &Token, flow: &str, source: LifetimeSource, took: Duration) {
+pub fn token_refreshed(
+    credential: &str,
+    token: &Token,
+    flow: &str,
+    source: LifetimeSource,
+    took: Duration,
+) {
     tracing::info!(
         credential,
         event = "refreshed",
@@ -37,9 +43,18 @@ pub fn outputs_written(credential: &str, paths: &[String]) {
     tracing::debug!(credential, event = "written", outputs = %paths.join(", "), "outputs written");
 }
 
-pub fn refresh_failed(credential: &str, error: &str, transient: bool, failures: u32, retry_in: Duration, token_left: Option<Duration>) {
+pub fn refresh_failed(
+    credential: &str,
+    error: &str,
+    transient: bool,
+    failures: u32,
+    retry_in: Duration,
+    token_left: Option<Duration>,
+) {
     let retry_in = human_duration(retry_in);
-    let left = token_left.map(human_duration).unwrap_or_else(|| "none".into());
+    let left = token_left
+        .map(human_duration)
+        .unwrap_or_else(|| "none".into());
     if transient {
         tracing::warn!(credential, event = "failed", error, failures, retry_in = %retry_in, token_left = %left, "refresh failed; retrying");
     } else {
@@ -57,11 +72,21 @@ pub fn chain_rejected(credential: &str, message: &str) {
 }
 
 pub fn chain_rotated(credential: &str, fingerprint: &str) {
-    tracing::debug!(credential, event = "rotated", refresh_fingerprint = fingerprint, "new refresh token saved");
+    tracing::debug!(
+        credential,
+        event = "rotated",
+        refresh_fingerprint = fingerprint,
+        "new refresh token saved"
+    );
 }
 
 pub fn state_discarded(credential: &str, reason: &str) {
-    tracing::warn!(credential, event = "state_discarded", reason, "state not used");
+    tracing::warn!(
+        credential,
+        event = "state_discarded",
+        reason,
+        "state not used"
+    );
 }
 
 pub fn lifetime_warning(credential: &str, warning: &str) {
@@ -69,7 +94,13 @@ pub fn lifetime_warning(credential: &str, warning: &str) {
 }
 
 pub fn hook_failed(credential: &str, hook: &str, error: &str) {
-    tracing::warn!(credential, event = "hook_failed", hook, error, "on_refresh hook failed");
+    tracing::warn!(
+        credential,
+        event = "hook_failed",
+        hook,
+        error,
+        "on_refresh hook failed"
+    );
 }
 
 pub fn hook_ran(credential: &str, hook: &str) {
