@@ -40,21 +40,25 @@ pub fn describe_yaml_error(e: &serde_yaml::Error) -> String {
     }
 }
 
-/// "unknown field `x`, expected one of `a`, `b`" → "unknown key `x`; did you mean `a`?"
+/// "unknown field `x`, expected one of `a`, `b`" → "unknown key `x`; did you mean `a`?",
+/// and the same for enum values ("unknown variant").
 fn rewrite_unknown_field(message: &str) -> Option<String> {
-    let start = message.find("unknown field `")?;
+    let (start, marker, noun) = ["unknown field `", "unknown variant `"]
+        .iter()
+        .zip(["key", "value"])
+        .find_map(|(m, noun)| message.find(m).map(|i| (i, *m, noun)))?;
     let prefix = &message[..start];
-    let rest = &message[start + "unknown field `".len()..];
+    let rest = &message[start + marker.len()..];
     let end = rest.find('`')?;
     let key = &rest[..end];
     let candidates: Vec<&str> = rest[end + 1..].split('`').skip(1).step_by(2).collect();
     let hint = crate::util::did_you_mean(key, &candidates);
     let hint = if hint.is_empty() {
-        format!("; valid keys here: {}", candidates.join(", "))
+        format!("; valid {noun}s here: {}", candidates.join(", "))
     } else {
         hint
     };
-    Some(format!("{prefix}unknown key `{key}`{hint}"))
+    Some(format!("{prefix}unknown {noun} `{key}`{hint}"))
 }
 
 /// Whether secrets are read: `status` only needs names and paths, and must work for an
@@ -132,6 +136,8 @@ pub fn build(
 
     let sources = Sources { base, env, secrets };
     let mut credentials = Vec::new();
+    // Outputs of every credential, valid or not, so path clashes are reported in the same run.
+    let mut all_outputs: Vec<(String, Vec<Output>)> = Vec::new();
     for (index, rc) in credentials_raw.into_iter().enumerate() {
         let context = credential_context(&rc.name, index, text);
         if let Some(c) = build_credential(
@@ -141,13 +147,14 @@ pub fn build(
             &context,
             &mut errors,
             &mut warnings,
+            &mut all_outputs,
         ) {
             credentials.push(c);
         }
     }
 
-    check_unique_names(&credentials, &mut errors);
-    check_output_paths(&credentials, &state_dir, &mut errors);
+    check_unique_names(&all_outputs, &mut errors);
+    check_output_paths(&all_outputs, &state_dir, &mut errors);
 
     if errors.0.is_empty() {
         Ok(Config {
@@ -187,6 +194,7 @@ fn build_credential(
     ctx: &str,
     errors: &mut Errors,
     warnings: &mut Vec<String>,
+    all_outputs: &mut Vec<(String, Vec<Output>)>,
 ) -> Option<Credential> {
     let base = sources.base;
     let before = errors.0.len();
@@ -382,6 +390,7 @@ fn build_credential(
         .filter_map(|(i, h)| build_hook(h, base, &format!("{ctx}: on_refresh[{i}]"), errors))
         .collect();
 
+    all_outputs.push((rc.name.clone(), outputs.clone()));
     (errors.0.len() == before).then(|| Credential {
         name: rc.name,
         provider,
@@ -805,10 +814,10 @@ fn build_hook(h: &RawHook, base: &Path, ctx: &str, errors: &mut Errors) -> Optio
     }
 }
 
-fn check_unique_names(credentials: &[Credential], errors: &mut Errors) {
+fn check_unique_names(credentials: &[(String, Vec<Output>)], errors: &mut Errors) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
-    for c in credentials {
-        *seen.entry(&c.name).or_default() += 1;
+    for (name, _) in credentials {
+        *seen.entry(name).or_default() += 1;
     }
     let mut dups: Vec<_> = seen.into_iter().filter(|(_, n)| *n > 1).collect();
     dups.sort();
@@ -822,15 +831,16 @@ fn check_unique_names(credentials: &[Credential], errors: &mut Errors) {
 
 /// Two outputs on one path (or a file inside a `dir` output, or anything inside the state
 /// directory) would overwrite each other.
-fn check_output_paths(credentials: &[Credential], state_dir: &Path, errors: &mut Errors) {
+fn check_output_paths(
+    credentials: &[(String, Vec<Output>)],
+    state_dir: &Path,
+    errors: &mut Errors,
+) {
     let mut all: Vec<(&str, PathBuf, bool)> = Vec::new();
-    for c in credentials {
-        for o in &c.outputs {
-            all.push((
-                &c.name,
-                normalize(o.path()),
-                matches!(o.target, Target::Dir { .. }),
-            ));
+    for (name, outputs) in credentials {
+        for o in outputs {
+            let is_dir = matches!(o.target, Target::Dir { .. });
+            all.push((name, normalize(o.path()), is_dir));
         }
     }
     let state_dir = normalize(state_dir);
