@@ -5,6 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::metrics::{self, label, result_label, timestamp};
 use crate::token::{LifetimeSource, Token};
 use crate::util::{human_duration, rfc3339};
 
@@ -26,9 +27,36 @@ pub fn token_refreshed(
         took_ms = took.as_millis() as u64,
         "token refreshed"
     );
+    let m = metrics::get();
+    m.expiry
+        .get_or_create(&label(credential))
+        .set(timestamp(token.expires_at));
+    m.last_success
+        .get_or_create(&label(credential))
+        .set(timestamp(SystemTime::now()));
+    m.refresh_total
+        .get_or_create(&result_label(credential, "success"))
+        .inc();
+    m.duration
+        .get_or_create(&label(credential))
+        .observe(took.as_secs_f64());
 }
 
-pub fn token_reused(credential: &str, token: &Token, next: SystemTime) {
+pub fn token_reused(
+    credential: &str,
+    token: &Token,
+    next: SystemTime,
+    last_success: Option<SystemTime>,
+) {
+    let m = metrics::get();
+    m.expiry
+        .get_or_create(&label(credential))
+        .set(timestamp(token.expires_at));
+    if let Some(at) = last_success {
+        m.last_success
+            .get_or_create(&label(credential))
+            .set(timestamp(at));
+    }
     tracing::info!(
         credential,
         event = "reused",
@@ -105,4 +133,29 @@ pub fn hook_failed(credential: &str, hook: &str, error: &str) {
 
 pub fn hook_ran(credential: &str, hook: &str) {
     tracing::debug!(credential, event = "hook", hook, "on_refresh hook ran");
+}
+
+pub fn output_failed(credential: &str) {
+    metrics::get()
+        .output_errors
+        .get_or_create(&label(credential))
+        .inc();
+}
+
+/// The supervisor planned the next attempt.
+pub fn scheduled(credential: &str, next: SystemTime) {
+    metrics::get()
+        .next_refresh
+        .get_or_create(&label(credential))
+        .set(timestamp(next));
+}
+
+/// A credential left the configuration.
+pub fn removed(credential: &str) {
+    tracing::info!(
+        credential,
+        event = "removed",
+        "credential removed from the configuration"
+    );
+    metrics::get().forget(credential);
 }
