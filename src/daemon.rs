@@ -151,6 +151,7 @@ impl Supervisor {
         for c in &config.credentials {
             s.add(Arc::new(c.clone()));
         }
+        s.check_ready();
         s
     }
 
@@ -214,7 +215,19 @@ impl Supervisor {
             }
             _ => slot.next_attempt(now),
         };
-        self.publish_view(&name, &slot, false, false, next);
+        // A failure recorded before a restart counts as the first attempt (for READY=1):
+        // its backoff is honoured, so a crash loop cannot become a login storm.
+        let waiting = slot.state.failures > 0 && next > now;
+        if waiting {
+            tracing::info!(
+                credential = %name,
+                event = "waiting",
+                last_error = slot.state.last_error.as_ref().map(|e| e.message.as_str()).unwrap_or(""),
+                next_attempt = %crate::util::rfc3339(next),
+                "the last attempt before the restart failed; waiting for its retry time"
+            );
+        }
+        self.publish_view(&name, &slot, false, waiting, next);
         events::scheduled(&name, next);
         self.entries.insert(
             name.clone(),
@@ -343,15 +356,20 @@ impl Supervisor {
             entry.slot = Some(slot);
         }
         self.queue.insert((next, name));
+        self.check_ready();
+        self.notify_status();
+    }
+
+    /// READY=1 once every credential has a token or has failed its first attempt.
+    fn check_ready(&mut self) {
         if !self.ready_sent && self.observed.all_attempted() {
             self.ready_sent = true;
             self.notifier.ready();
             tracing::info!(
-                summary = %self.observed.summary(now),
+                summary = %self.observed.summary(SystemTime::now()),
                 "every credential had its first attempt"
             );
         }
-        self.notify_status();
     }
 
     /// SIGHUP: re-read the config; diff by name. An invalid config changes nothing.
