@@ -271,6 +271,15 @@ fn every_provider_writes_exactly_an_issued_token() {
         assert_eq!(env.emu.successes(kind.endpoint()), 1, "{kind:?}");
         assert_eq!(total_requests(&env), 1, "{kind:?}: exactly one request");
         assert_no_token_leaked(kind, &env, &r.all());
+        // Secrets and Vandar's personal profile data stay out of logs and state.
+        let state = env.read(&format!("state/{}.json", kind.name()));
+        for private in [kind.secret(true), "national_code", "maryam@example.com"] {
+            assert!(
+                !r.all().contains(private) && !state.contains(private),
+                "{kind:?}: `{private}` in the output of `once` or in state:\n{}\n{state}",
+                r.all()
+            );
+        }
         match kind {
             Kind::OAuth2Post => {
                 assert_eq!(
@@ -622,8 +631,18 @@ fn saba_sends_token_valid_days_defaulting_to_30() {
         &env,
         &[Kind::Saba.cred().extra("    token_valid_days: 15\n")],
     );
+    let before = SystemTime::now();
     env.run(&["once", "--force"]).assert_code(0);
     assert_eq!(env.emu.last_saba_token_valid_day(), Some(15));
+    let state = env.state("saba-sms");
+    let expires = parse_time(state["token"]["expires_at"].as_str().unwrap());
+    let days15 = Duration::from_secs(15 * 86_400);
+    assert!(
+        expires >= before + days15 - Duration::from_secs(5)
+            && expires <= SystemTime::now() + days15 + Duration::from_secs(1),
+        "a 15-day token expires at {}",
+        state["token"]["expires_at"]
+    );
 }
 
 #[test]

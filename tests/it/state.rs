@@ -156,6 +156,21 @@ fn a_fresh_token_in_state_is_reused_and_restored_to_outputs() {
     assert_eq!(total_requests(&env), 1);
     assert_eq!(env.read("out/idp.token"), token);
     assert_eq!(mode(&env.path("out/idp.token")), 0o600);
+
+    // An output added to the config gets the stored token too.
+    let config = env.read("config.yaml")
+        + "      - file: {dir}/out/added.env\n        format: env\n"
+            .replace("{dir}", &env.dir.path().display().to_string())
+            .as_str();
+    std::fs::write(env.path("config.yaml"), config).unwrap();
+    env.run(&["once"]).assert_code(0);
+    assert_eq!(total_requests(&env), 1);
+    assert!(
+        env.read("out/added.env")
+            .starts_with(&format!("IDP_TOKEN={token}\n")),
+        "{}",
+        env.read("out/added.env")
+    );
 }
 
 #[test]
