@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "tokend", version, about = "Keeps API access tokens fresh and writes them atomically to files")]
+#[command(
+    name = "tokend",
+    version,
+    about = "Keeps API access tokens fresh and writes them atomically to files"
+)]
 pub struct Cli {
     /// Configuration file [default: $TOKEND_CONFIG, else /etc/tokend/config.yaml]
     #[arg(long, short = 'c', global = true, value_name = "FILE")]

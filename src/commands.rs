@@ -131,7 +131,12 @@ async fn once(path: &Path, force: bool) -> Exit {
             let _permit = permits.acquire_owned().await;
             let mut slot = engine.slot(cred);
             if let Some(token) = slot.current_token(SystemTime::now()) {
-                crate::events::token_reused(&slot.credential.name, &token, slot.refresh_at(&token));
+                crate::events::token_reused(
+                    &slot.credential.name,
+                    &token,
+                    slot.refresh_at(&token),
+                    slot.state.last_success.map(|t| t.0),
+                );
             }
             engine.ensure(&mut slot, force).await
         });
