@@ -1,1 +1,1192 @@
-//! (tests to be written)
+//! Invalid configurations: each is refused with exit code 2 before any request leaves, and
+//! the message says where the fault is (file, line and column, credential, field) and which
+//! rule it breaks. A table of snippets, so that messages cannot silently degrade.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// One invalid config: a name for failure messages, the whole file (`{dir}` and `{url}` are
+/// replaced; every snippet starts with its own `state_dir` line so line numbers are literal)
+/// and the words stderr must contain.
+struct Case {
+    name: &'static str,
+    yaml: &'static str,
+    expect: &'static [&'static str],
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "bad indentation",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    client_id: abc
+   client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: &["line 6 column 4"],
+    },
+    Case {
+        name: "tab indentation",
+        yaml: "state_dir: {dir}/state\ncredentials:\n  - name: pharmacy\n\tprovider: yavapteke\n",
+        expect: &["line 4"],
+    },
+    Case {
+        name: "empty file",
+        yaml: "",
+        expect: &["empty"],
+    },
+    Case {
+        name: "whitespace-only file",
+        yaml: "\n   \n\n",
+        expect: &["empty"],
+    },
+    Case {
+        name: "unknown top-level key",
+        yaml: r#"state_dir: {dir}/state
+credentails:
+  - name: pharmacy
+"#,
+        expect: &[
+            "line 2 column 1",
+            "`credentails`",
+            "did you mean `credentials`",
+        ],
+    },
+    Case {
+        name: "unknown credential key",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: vandar-main
+    provider: vandar
+    refresh_tokn: { file: {dir}/secrets/vandar-refresh }
+    base_url: {url}
+    outputs:
+      - file: {dir}/out/vandar.token
+"#,
+        expect: &[
+            "line 5 column 5",
+            "`refresh_tokn`",
+            "did you mean `refresh_token`",
+        ],
+    },
+    Case {
+        name: "unknown output key",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+        mdoe: "0640"
+"#,
+        expect: &["line 10 column 9", "`mdoe`", "did you mean `mode`"],
+    },
+    Case {
+        name: "unknown secret source",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { fiel: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: &["line 7", "`fiel`", "did you mean `file`"],
+    },
+    Case {
+        name: "unknown provider",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: vandar-main
+    provider: vandr
+    outputs:
+      - file: {dir}/out/vandar.token
+"#,
+        expect: &["line 4 column 15", "`vandr`", "`vandar`"],
+    },
+    Case {
+        name: "wrong type: outputs is a string",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs: {dir}/out/pharmacy.token
+"#,
+        expect: &["line 7 column 14", "outputs", "invalid type"],
+    },
+    Case {
+        name: "key of another provider",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: vandar-main
+    provider: vandar
+    base_url: {url}
+    refresh_token: { file: {dir}/secrets/vandar-refresh }
+    virtual_number: "30001234"
+    outputs:
+      - file: {dir}/out/vandar.token
+"#,
+        expect: &[
+            "credential `vandar-main` (line 3)",
+            "`virtual_number` does not apply to provider vandar",
+        ],
+    },
+    Case {
+        name: "duplicate credential names",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/one.token
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/two.token
+"#,
+        expect: &["credential `pharmacy`", "2 times", "unique"],
+    },
+    Case {
+        name: "two outputs on one path in one credential",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/same.token
+      - file: {dir}/out/same.token
+        format: json
+"#,
+        expect: &["credential `pharmacy`", "{dir}/out/same.token", "collides"],
+    },
+    Case {
+        name: "two outputs on one path across credentials (spelled differently)",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/same.token
+  - name: vandar-main
+    provider: vandar
+    base_url: {url}
+    refresh_token: { file: {dir}/secrets/vandar-refresh }
+    outputs:
+      - file: {dir}/out/./x/../same.token
+"#,
+        expect: &[
+            "credential `pharmacy`",
+            "credential `vandar-main`",
+            "{dir}/out/same.token",
+            "collides",
+        ],
+    },
+    Case {
+        name: "a file output inside a dir output",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - dir: {dir}/out/shared
+  - name: vandar-main
+    provider: vandar
+    base_url: {url}
+    refresh_token: { file: {dir}/secrets/vandar-refresh }
+    outputs:
+      - file: {dir}/out/shared/token
+"#,
+        expect: &[
+            "{dir}/out/shared/token",
+            "{dir}/out/shared",
+            "collides",
+            "pharmacy",
+            "vandar-main",
+        ],
+    },
+    Case {
+        name: "an output inside state_dir",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/state/pharmacy.token
+"#,
+        expect: &[
+            "credential `pharmacy`",
+            "{dir}/state/pharmacy.token",
+            "state_dir",
+        ],
+    },
+    Case {
+        name: "refresh.at 0%",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    refresh: { at: 0% }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: &[
+            "credential `pharmacy` (line 3)",
+            "`refresh.at`",
+            "0%",
+            "between",
+        ],
+    },
+    Case {
+        name: "refresh.at 100%",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    refresh: { at: 100% }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: &["credential `pharmacy` (line 3)", "`refresh.at`", "100%"],
+    },
+    Case {
+        name: "refresh.at 150% in defaults",
+        yaml: r#"state_dir: {dir}/state
+defaults:
+  refresh: { at: 150% }
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: &["credential `pharmacy`", "`refresh.at`", "150%"],
+    },
+    Case {
+        name: "refresh.jitter 100%",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    refresh: { jitter: 100% }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: &["credential `pharmacy`", "`refresh.jitter`", "100%"],
+    },
+    Case {
+        name: "bad duration",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    timeout: 5x
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: &["line ", "`5x`", "not a duration"],
+    },
+    Case {
+        name: "share without a percent sign",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    refresh: { at: 80 }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: &["line ", "`80`", "percentage"],
+    },
+    Case {
+        name: "refresh.every longer than the documented lifetime",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    refresh: { every: 2h }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: &[
+            "credential `pharmacy` (line 3)",
+            "`refresh.every` (2h)",
+            "shorter than the token lifetime (1h)",
+        ],
+    },
+    Case {
+        name: "refresh.every longer than the configured lifetime",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: any-idp
+    provider: oauth2
+    token_url: {url}/oauth2/token
+    client_id: tokend
+    client_secret: { file: {dir}/secrets/oauth }
+    lifetime: 10m
+    refresh: { every: 10m }
+    outputs:
+      - file: {dir}/out/idp.token
+"#,
+        expect: &["credential `any-idp`", "`refresh.every` (10m)", "(10m)"],
+    },
+    Case {
+        name: "token_valid_days 0",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: saba-sms
+    provider: saba
+    base_url: {url}
+    username: sabauser
+    password: { file: {dir}/secrets/saba }
+    virtual_number: "30001234"
+    token_valid_days: 0
+    outputs:
+      - file: {dir}/out/saba.token
+"#,
+        expect: &[
+            "credential `saba-sms` (line 3)",
+            "`token_valid_days` is 0",
+            "1 to 365",
+        ],
+    },
+    Case {
+        name: "token_valid_days 366",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: saba-sms
+    provider: saba
+    base_url: {url}
+    username: sabauser
+    password: { file: {dir}/secrets/saba }
+    virtual_number: "30001234"
+    token_valid_days: 366
+    outputs:
+      - file: {dir}/out/saba.token
+"#,
+        expect: &[
+            "credential `saba-sms`",
+            "`token_valid_days` is 366",
+            "1 to 365",
+        ],
+    },
+    Case {
+        name: "missing secret file",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/no-such-file }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: &[
+            "credential `pharmacy`",
+            "`client_secret`",
+            "{dir}/secrets/no-such-file",
+            "no such file",
+        ],
+    },
+    Case {
+        name: "empty secret file",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/empty }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: &[
+            "credential `pharmacy`",
+            "`client_secret`",
+            "{dir}/secrets/empty",
+            "empty",
+        ],
+    },
+    Case {
+        name: "unset environment variable",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: saba-sms
+    provider: saba
+    base_url: {url}
+    username: sabauser
+    password: { env: TOKEND_TEST_SURELY_UNSET }
+    virtual_number: "30001234"
+    outputs:
+      - file: {dir}/out/saba.token
+"#,
+        expect: &[
+            "credential `saba-sms`",
+            "`password`",
+            "`TOKEND_TEST_SURELY_UNSET`",
+            "not set",
+        ],
+    },
+    Case {
+        name: "systemd credential without CREDENTIALS_DIRECTORY",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: saba-sms
+    provider: saba
+    base_url: {url}
+    username: sabauser
+    password: { credential: saba-password }
+    virtual_number: "30001234"
+    outputs:
+      - file: {dir}/out/saba.token
+"#,
+        expect: &[
+            "credential `saba-sms`",
+            "`password`",
+            "saba-password",
+            "CREDENTIALS_DIRECTORY",
+        ],
+    },
+    Case {
+        name: "upper-case name",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: Vandar_Main
+    provider: vandar
+    base_url: {url}
+    refresh_token: { file: {dir}/secrets/vandar-refresh }
+    outputs:
+      - file: {dir}/out/vandar.token
+"#,
+        expect: &[
+            "(line 3)",
+            "`name` `Vandar_Main` is not valid",
+            "lower-case",
+        ],
+    },
+    Case {
+        name: "name with a slash",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: ../evil
+    provider: vandar
+    base_url: {url}
+    refresh_token: { file: {dir}/secrets/vandar-refresh }
+    outputs:
+      - file: {dir}/out/vandar.token
+"#,
+        expect: &["`name` `../evil` is not valid"],
+    },
+    Case {
+        name: "no outputs",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+"#,
+        expect: &["credential `pharmacy` (line 3)", "no `outputs`"],
+    },
+    Case {
+        name: "no credentials",
+        yaml: "state_dir: {dir}/state\ncredentials: []\n",
+        expect: &["`credentials`", "no credentials"],
+    },
+    Case {
+        name: "output with file and dir",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+        dir: {dir}/out/pharmacy
+"#,
+        expect: &[
+            "credential `pharmacy`",
+            "outputs[0]",
+            "`file` or `dir`, not both",
+        ],
+    },
+    Case {
+        name: "format template without template",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+        format: template
+"#,
+        expect: &["credential `pharmacy`", "outputs[0]", "`template:`"],
+    },
+    Case {
+        name: "unknown template placeholder",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+      - file: {dir}/out/pharmacy.header
+        format: template
+        template: "Authorization: Bearer {{tokn}}"
+"#,
+        expect: &[
+            "credential `pharmacy`",
+            "outputs[1]",
+            "unknown placeholder",
+            "{{tokn}}",
+            "{{token}}",
+        ],
+    },
+    Case {
+        name: "vandar with neither refresh_token nor login",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: vandar-main
+    provider: vandar
+    base_url: {url}
+    outputs:
+      - file: {dir}/out/vandar.token
+"#,
+        expect: &[
+            "credential `vandar-main` (line 3)",
+            "`refresh_token`",
+            "`mobile` + `password`",
+        ],
+    },
+    Case {
+        name: "vandar mobile without password",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: vandar-main
+    provider: vandar
+    base_url: {url}
+    mobile: "09123456789"
+    outputs:
+      - file: {dir}/out/vandar.token
+"#,
+        expect: &[
+            "credential `vandar-main`",
+            "`mobile` is set",
+            "`password` is missing",
+        ],
+    },
+    Case {
+        name: "saba without username",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: saba-sms
+    provider: saba
+    base_url: {url}
+    password: { file: {dir}/secrets/saba }
+    virtual_number: "30001234"
+    outputs:
+      - file: {dir}/out/saba.token
+"#,
+        expect: &["credential `saba-sms`", "`username` is required"],
+    },
+    Case {
+        name: "oauth2 without token_url",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: any-idp
+    provider: oauth2
+    client_id: tokend
+    client_secret: { file: {dir}/secrets/oauth }
+    outputs:
+      - file: {dir}/out/idp.token
+"#,
+        expect: &["credential `any-idp`", "`token_url` is required"],
+    },
+    Case {
+        name: "token_url with an ftp scheme",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: ftp://example.com/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: &["credential `pharmacy`", "`token_url`", "ftp", "https"],
+    },
+    Case {
+        name: "invalid listen",
+        yaml: r#"state_dir: {dir}/state
+listen: 127.0.0.1
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: &["`listen`", "`127.0.0.1`", "IP:PORT"],
+    },
+    Case {
+        name: "retry.max shorter than retry.initial",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    retry: { initial: 10s, max: 1s }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: &[
+            "credential `pharmacy` (line 3)",
+            "`retry.max` (1s)",
+            "`retry.initial` (10s)",
+        ],
+    },
+    Case {
+        name: "bad mode",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+        mode: "0999"
+"#,
+        expect: &["line ", "`0999`", "file mode", "octal"],
+    },
+    Case {
+        name: "setuid mode",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+        mode: "4755"
+"#,
+        expect: &["line ", "`4755`", "special bits"],
+    },
+    Case {
+        name: "unknown group",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+        group: tokend-no-such-group
+"#,
+        expect: &[
+            "credential `pharmacy`",
+            "outputs[0]",
+            "`tokend-no-such-group`",
+            "does not exist",
+        ],
+    },
+    Case {
+        name: "signal hook without pid_file",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+    on_refresh:
+      - signal: HUP
+"#,
+        expect: &["credential `pharmacy`", "on_refresh[0]", "`pid_file`"],
+    },
+    Case {
+        name: "bad signal name",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+    on_refresh:
+      - exec: ["/bin/true"]
+      - signal: HUPP
+        pid_file: {dir}/app.pid
+"#,
+        expect: &[
+            "credential `pharmacy`",
+            "on_refresh[1]",
+            "`HUPP`",
+            "not a signal name",
+        ],
+    },
+    Case {
+        name: "exec hook with an empty program",
+        yaml: r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+    on_refresh:
+      - exec: []
+"#,
+        expect: &[
+            "credential `pharmacy`",
+            "on_refresh[0]",
+            "`exec` needs a program",
+        ],
+    },
+];
+
+/// Writes the secrets the snippets refer to, so each snippet has exactly the fault it names.
+fn write_secrets(env: &Env) {
+    env.secret("yav", "yav-secret\n");
+    env.secret("vandar-refresh", "def502seed\n");
+    env.secret("saba", "saba-pass\n");
+    env.secret("oauth", "oauth-secret\n");
+    env.secret("empty", "\n");
+}
+
+fn total_requests(env: &Env) -> u64 {
+    Endpoint::ALL.iter().map(|ep| env.emu.requests(*ep)).sum()
+}
+
+/// Runs `args` against the snippet and asserts exit 2, the config path and every expected
+/// phrase on stderr, and that nothing reached the emulator.
+#[track_caller]
+fn assert_refused(env: &Env, case: &Case, args: &[&str]) -> Run {
+    let dir = env.dir.path().display().to_string();
+    let r = env.run(args);
+    let context = format!(
+        "case `{}` with `{}`\n--- stdout\n{}\n--- stderr\n{}",
+        case.name,
+        args.join(" "),
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(r.code, 2, "exit code, {context}");
+    let config_path = env.path("config.yaml").display().to_string();
+    assert!(
+        r.stderr.contains(&config_path),
+        "stderr does not name the config file, {context}"
+    );
+    assert!(
+        r.stderr.starts_with("tokend: "),
+        "errors start with `tokend: `, {context}"
+    );
+    for want in case.expect {
+        let want = want.replace("{dir}", &dir);
+        assert!(r.stderr.contains(&want), "stderr lacks `{want}`, {context}");
+    }
+    assert_eq!(total_requests(env), 0, "a request was sent, {context}");
+    assert!(
+        !env.path("out").exists(),
+        "an output was written, {context}"
+    );
+    r
+}
+
+#[test]
+fn table_of_invalid_configs_is_refused_with_exit_2_and_located() {
+    assert!(CASES.len() >= 20);
+    // Every case runs even when one fails, so a regression shows its whole extent.
+    let failed: Vec<&str> = CASES
+        .iter()
+        .filter(|case| {
+            std::panic::catch_unwind(|| {
+                let env = Env::new();
+                write_secrets(&env);
+                env.raw_config(case.yaml);
+                assert_refused(&env, case, &["once"]);
+                assert_refused(&env, case, &["once", "--force"]);
+                let r = assert_refused(&env, case, &["check"]);
+                assert!(
+                    r.stdout.is_empty(),
+                    "check prints no plan for an invalid config (case `{}`): {}",
+                    case.name,
+                    r.stdout
+                );
+            })
+            .is_err()
+        })
+        .map(|case| case.name)
+        .collect();
+    assert!(failed.is_empty(), "failed cases: {failed:?}");
+}
+
+#[test]
+fn run_refuses_invalid_configs_with_exit_2() {
+    for name in [
+        "unknown credential key",
+        "refresh.at 150% in defaults",
+        "missing secret file",
+    ] {
+        let case = CASES.iter().find(|c| c.name == name).unwrap();
+        let env = Env::new();
+        write_secrets(&env);
+        env.raw_config(case.yaml);
+        let mut d = env.daemon();
+        assert_eq!(
+            d.wait_exit(Duration::from_secs(10)),
+            Some(2),
+            "case `{name}`: {}",
+            d.log()
+        );
+        let log = d.log();
+        let dir = env.dir.path().display().to_string();
+        for want in case.expect {
+            let want = want.replace("{dir}", &dir);
+            assert!(
+                log.contains(&want),
+                "case `{name}`: log lacks `{want}`: {log}"
+            );
+        }
+        assert_eq!(total_requests(&env), 0, "case `{name}`");
+    }
+}
+
+#[test]
+fn three_independent_errors_are_reported_together() {
+    let env = Env::new();
+    write_secrets(&env);
+    env.raw_config(
+        r#"state_dir: {dir}/state
+listen: nowhere
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    refresh: { at: 150% }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+  - name: saba-sms
+    provider: saba
+    base_url: {url}
+    username: sabauser
+    password: { file: {dir}/secrets/missing-saba }
+    virtual_number: "30001234"
+    outputs:
+      - file: {dir}/out/saba.token
+"#,
+    );
+    let dir = env.dir.path().display().to_string();
+    for args in [&["check"][..], &["once"][..]] {
+        let r = env.run(args);
+        r.assert_code(2);
+        assert!(r.stderr.contains("3 problems"), "{}", r.stderr);
+        for want in [
+            "`listen`".to_owned(),
+            "`nowhere`".to_owned(),
+            "credential `pharmacy` (line 4)".to_owned(),
+            "`refresh.at` is 150%".to_owned(),
+            "credential `saba-sms` (line 12)".to_owned(),
+            format!("{dir}/secrets/missing-saba"),
+        ] {
+            assert!(r.stderr.contains(&want), "lacks `{want}`: {}", r.stderr);
+        }
+        // One problem per line, so that each can be read on its own.
+        let problem_lines = r
+            .stderr
+            .lines()
+            .filter(|l| l.trim_start().starts_with("- "))
+            .count();
+        assert_eq!(problem_lines, 3, "{}", r.stderr);
+    }
+    assert_eq!(total_requests(&env), 0);
+}
+
+#[test]
+#[ignore = "BUG: YAML errors drop libyaml's context (`while scanning a quoted scalar at line L column C`)"]
+fn unclosed_quote_points_at_the_quote() {
+    let env = Env::new();
+    write_secrets(&env);
+    env.raw_config(
+        r#"state_dir: {dir}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    client_id: "abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+    );
+    for args in [&["check"][..], &["once"][..]] {
+        let r = env.run(args);
+        r.assert_code(2);
+        assert!(
+            r.stderr
+                .contains(&env.path("config.yaml").display().to_string()),
+            "{}",
+            r.stderr
+        );
+        // libyaml reports the end of the file as the problem, and the opening quote
+        // (line 5 column 16) as the context: the operator needs the latter.
+        assert!(r.stderr.contains("line 5 column 16"), "{}", r.stderr);
+        assert!(r.stderr.contains("quoted"), "{}", r.stderr);
+    }
+    assert_eq!(total_requests(&env), 0);
+}
+
+/// A value that parses as YAML but not as its type (a duration, a share, a mode) must be
+/// located at its own line and named by its key, as an unknown key or provider is.
+#[test]
+#[ignore = "BUG: a bad duration/share/mode is located at the enclosing mapping and its key is not named"]
+fn bad_values_are_located_at_their_own_line_and_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("    timeout: 5x\n", "line 8 column 14", "timeout"),
+        (
+            "    refresh: { at: 80 }\n",
+            "line 8 column 20",
+            "refresh.at",
+        ),
+        ("    retry: { max: 5 }\n", "line 8 column 19", "retry.max"),
+        (
+            "    outputs:\n      - file: {dir}/out/p.json\n        mode: \"0999\"\n",
+            "line 10 column 15",
+            "mode",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (line, location, key) in cases {
+        let env = Env::new();
+        write_secrets(&env);
+        let outputs = if line.contains("outputs") {
+            ""
+        } else {
+            "    outputs:\n      - file: {dir}/out/pharmacy.token\n"
+        };
+        env.raw_config(&format!(
+            r#"state_dir: {{dir}}/state
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {{url}}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: {{ file: {{dir}}/secrets/yav }}
+{line}{outputs}"#
+        ));
+        let r = env.run(&["check"]);
+        r.assert_code(2);
+        if !r.stderr.contains(location) || !r.stderr.contains(key) {
+            wrong.push(format!(
+                "`{}`: want `{location}` and `{key}`, got {}",
+                line.trim(),
+                r.stderr.trim()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// EnvFilter reads any word as a target name, so `level: inof` would be accepted and log
+/// nothing at all: a typo that silences the daemon.
+#[test]
+#[ignore = "BUG: a misspelled log.level (`inof`) is accepted and silences every log line"]
+fn misspelled_log_level_is_refused() {
+    for level in ["inof", "loud", "warning"] {
+        let env = Env::new();
+        write_secrets(&env);
+        env.raw_config(&format!(
+            r#"state_dir: {{dir}}/state
+log: {{ level: {level} }}
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {{url}}/YavaptekeAPI/connect/token
+    client_id: 3f37b142-e371-461e-924c-a913ff878534
+    client_secret: {{ file: {{dir}}/secrets/yav }}
+    outputs:
+      - file: {{dir}}/out/pharmacy.token
+"#
+        ));
+        for args in [&["check"][..], &["once"][..]] {
+            let r = env.run(args);
+            r.assert_code(2);
+            assert!(r.stderr.contains("`log.level`"), "{level}: {}", r.stderr);
+            assert!(r.stderr.contains(&format!("`{level}`")), "{}", r.stderr);
+        }
+        assert_eq!(total_requests(&env), 0, "{level}");
+    }
+}
+
+#[test]
+fn missing_config_file_is_exit_2_naming_the_path() {
+    let env = Env::new();
+    let r = env.run(&["once"]);
+    r.assert_code(2);
+    assert!(
+        r.stderr
+            .contains(&env.path("config.yaml").display().to_string()),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("no such file"), "{}", r.stderr);
+    for args in [&["check"][..], &["status"][..]] {
+        let r = env.run(args);
+        r.assert_code(2);
+        assert!(r.stderr.contains("config.yaml"), "{}", r.stderr);
+    }
+    let mut d = env.daemon();
+    assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(2), "{}", d.log());
+    assert_eq!(total_requests(&env), 0);
+}
+
+fn bare_tokend(env: &Env) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("RUST_LOG")
+        .env_remove("TOKEND_CONFIG")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("STATE_DIRECTORY")
+        .env_remove("NOTIFY_SOCKET")
+        .current_dir(env.dir.path());
+    cmd
+}
+
+#[test]
+fn tokend_config_env_var_is_used_without_config_flag() {
+    let env = Env::new();
+    yavapteke_config(&env, "");
+    let path = env.path("config.yaml");
+    // Moved away from the working directory's config.yaml, so only TOKEND_CONFIG finds it.
+    let elsewhere = env.path("elsewhere.yaml");
+    std::fs::rename(&path, &elsewhere).unwrap();
+
+    let r = Run::from(
+        bare_tokend(&env)
+            .arg("check")
+            .env("TOKEND_CONFIG", &elsewhere)
+            .output()
+            .unwrap(),
+    );
+    r.assert_code(0);
+    assert!(r.stdout.contains("pharmacy"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&elsewhere.display().to_string()),
+        "{}",
+        r.stdout
+    );
+
+    let r = Run::from(
+        bare_tokend(&env)
+            .arg("once")
+            .env("TOKEND_CONFIG", &elsewhere)
+            .output()
+            .unwrap(),
+    );
+    r.assert_code(0);
+    assert!(!env.read("out/pharmacy.token").is_empty());
+
+    // An unreadable TOKEND_CONFIG is reported by its own path, not the default's.
+    let missing = env.path("missing.yaml");
+    let r = Run::from(
+        bare_tokend(&env)
+            .arg("check")
+            .env("TOKEND_CONFIG", &missing)
+            .output()
+            .unwrap(),
+    );
+    r.assert_code(2);
+    assert!(
+        r.stderr.contains(&missing.display().to_string()),
+        "{}",
+        r.stderr
+    );
+
+    // --config wins over TOKEND_CONFIG.
+    let r = Run::from(
+        bare_tokend(&env)
+            .arg("--config")
+            .arg(&elsewhere)
+            .arg("check")
+            .env("TOKEND_CONFIG", &missing)
+            .output()
+            .unwrap(),
+    );
+    r.assert_code(0);
+}
