@@ -20,12 +20,24 @@ impl Access {
     };
 }
 
-/// Creates `dir` and its missing parents with mode 0755 (less the umask, as `mkdir -p`).
+/// Creates `dir` and its missing parents with exactly `mode` (not reduced by the umask:
+/// a 0640 output for a group reader is useless in a 0700 directory). Existing directories
+/// are left as they are.
 pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::DirBuilder::new().recursive(true).mode(mode).create(dir)
+    if let Some(parent) = dir.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        ensure_dir(parent, mode)?;
+    }
+    match fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => fs::set_permissions(dir, Permissions::from_mode(mode)),
+        // Another writer created it in between: fine.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Atomically and durably replaces `path` with `data`. A reader sees the old file or the new

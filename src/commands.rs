@@ -184,11 +184,13 @@ async fn once(path: &Path, force: bool) -> Exit {
         for f in &failed {
             eprintln!("tokend: {f}");
         }
-        eprintln!(
-            "tokend: {} of {} credential(s) failed; the others were written",
-            failed.len(),
-            config.credentials.len()
-        );
+        let total = config.credentials.len();
+        if failed.len() < total {
+            eprintln!(
+                "tokend: {} of {total} credentials failed; the others were written",
+                failed.len()
+            );
+        }
         Exit::Failed
     }
 }

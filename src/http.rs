@@ -75,7 +75,7 @@ async fn metrics() -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "text/plain; version=0.0.4; charset=utf-8",
         )],
         crate::metrics::get().render(),
     )

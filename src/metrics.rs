@@ -115,12 +115,43 @@ impl Metrics {
         }
     }
 
+    /// The Prometheus text format (0.0.4), which every scraper and `promtool` reads.
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
-        out
+        openmetrics_to_prometheus(&out)
     }
+}
+
+/// The client library writes OpenMetrics, where a counter's metadata names it without the
+/// `_total` its samples carry and the text ends with `# EOF`. The Prometheus text format
+/// wants the metadata on the sample name; this rewrites the one into the other.
+fn openmetrics_to_prometheus(text: &str) -> String {
+    let counters: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .filter(|name| !name.ends_with("_total"))
+        .collect();
+    let mut out = String::with_capacity(text.len() + counters.len() * 16);
+    for line in text.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 const RESULTS: [&str; 3] = ["success", "transient_error", "permanent_error"];
@@ -170,6 +201,12 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }
+        assert!(
+            text.contains("# TYPE tokend_refresh_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("# HELP tokend_refresh_total "), "{text}");
+        assert!(!text.contains("# EOF"));
         m.forget("a");
         assert!(!m.render().contains("credential=\"a\""));
     }

@@ -25,7 +25,7 @@ pub struct Entry {
     pub next_refresh: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_success: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Always present (null when the last attempt succeeded), for scripts.
     pub last_error: Option<String>,
     pub failures: u32,
     pub refresh_chain: bool,

@@ -25,8 +25,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 impl<'de> serde::Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = d.deserialize_any(StrVisitor("a duration like 30s, 5m or 4d"))?;
-        parse_duration(&s).map(Dur).map_err(de::Error::custom)
+        d.deserialize_any(ParseVisitor {
+            expecting: "a duration like 30s, 5m or 4d",
+            parse: |s| parse_duration(s).map(Dur),
+        })
     }
 }
 
@@ -58,8 +60,10 @@ pub fn parse_share(text: &str) -> Result<Share, String> {
 
 impl<'de> serde::Deserialize<'de> for Share {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = d.deserialize_any(StrVisitor("a percentage like 80%"))?;
-        parse_share(&s).map_err(de::Error::custom)
+        d.deserialize_any(ParseVisitor {
+            expecting: "a percentage like 80%",
+            parse: parse_share,
+        })
     }
 }
 
@@ -92,36 +96,41 @@ impl fmt::Display for Mode {
 
 impl<'de> serde::Deserialize<'de> for Mode {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = d.deserialize_any(StrVisitor("a file mode like \"0640\""))?;
-        parse_mode(&s).map_err(de::Error::custom)
+        d.deserialize_any(ParseVisitor {
+            expecting: "a file mode like \"0640\"",
+            parse: parse_mode,
+        })
     }
 }
 
 /// Accepts strings and bare numbers (YAML users write `timeout: 30` and `mode: 0640`) and
-/// hands back the text, so each type's own parser gives the error message.
-struct StrVisitor(&'static str);
+/// parses them inside the visitor, so the YAML layer reports the value's own line and key.
+struct ParseVisitor<T> {
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+}
 
-impl Visitor<'_> for StrVisitor {
-    type Value = String;
+impl<T> Visitor<'_> for ParseVisitor<T> {
+    type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
+        f.write_str(self.expecting)
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-        Ok(v.to_owned())
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.parse)(v).map_err(E::custom)
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
-        Ok(v.to_string())
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        self.visit_str(&v.to_string())
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
-        Ok(v.to_string())
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        self.visit_str(&v.to_string())
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
-        Ok(v.to_string())
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+        self.visit_str(&v.to_string())
     }
 }
 

@@ -28,16 +28,25 @@ const MAX_NAME_LEN: usize = 100;
 /// valid key instead of serde's list of every possibility.
 pub fn describe_yaml_error(e: &serde_yaml::Error) -> String {
     let text = e.to_string();
-    // yaml_serde appends " at line L column C"; we put the location first instead.
-    let message = match text.find(" at line ") {
-        Some(i) => &text[..i],
-        None => text.as_str(),
+    // yaml_serde appends " at line L column C" for the error's own location; we put that
+    // first instead. Anything after it is libyaml's context ("while scanning a quoted
+    // scalar at line 5 column 16"), which often points at the real culprit: keep it.
+    let (location, message) = match e.location() {
+        Some(loc) => {
+            let at = format!(" at line {} column {}", loc.line(), loc.column());
+            let message = match text.find(&at) {
+                Some(i) => format!("{}{}", &text[..i], &text[i + at.len()..]),
+                None => text.clone(),
+            };
+            (
+                format!("line {} column {}: ", loc.line(), loc.column()),
+                message,
+            )
+        }
+        None => (String::new(), text.clone()),
     };
-    let message = rewrite_unknown_field(message).unwrap_or_else(|| message.to_owned());
-    match e.location() {
-        Some(loc) => format!("line {} column {}: {message}", loc.line(), loc.column()),
-        None => message,
-    }
+    let message = rewrite_unknown_field(&message).unwrap_or(message);
+    format!("{location}{message}")
 }
 
 /// "unknown field `x`, expected one of `a`, `b`" → "unknown key `x`; did you mean `a`?",
@@ -118,7 +127,7 @@ pub fn build(
         level: None,
     });
     let level = log.level.unwrap_or_else(|| "info".to_owned());
-    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+    if !valid_log_level(&level) {
         errors.push(
             "`log.level`",
             format!("`{level}` is not a level; use error, warn, info, debug or trace"),
@@ -170,6 +179,18 @@ pub fn build(
         })
     } else {
         Err(errors.0)
+    }
+}
+
+/// A plain level, or a full filter (`info,tokend=debug`). A bare word that is not a level
+/// would parse as a target name and silently turn every log line off: refuse it.
+fn valid_log_level(level: &str) -> bool {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let is_directive = level.contains(['=', ',', ':', '[']);
+    if is_directive {
+        tracing_subscriber::EnvFilter::try_new(level).is_ok()
+    } else {
+        LEVELS.contains(&level.trim().to_ascii_lowercase().as_str())
     }
 }
 

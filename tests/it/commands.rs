@@ -444,7 +444,6 @@ fn help_exits_0() {
 /// stderr is usually a file, a pipe, journald or `kubectl logs`: terminal colour codes
 /// there are noise that breaks grep and log shippers.
 #[test]
-#[ignore = "BUG: logs carry ANSI colour escapes even when stderr is not a terminal"]
 fn logs_to_a_pipe_or_file_have_no_colour_escapes() {
     let env = Env::new();
     yavapteke_config(&env, "    lifetime: 2s\n");

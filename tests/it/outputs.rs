@@ -187,7 +187,6 @@ fn modes_are_exact_under_umask_077() {
 }
 
 #[test]
-#[ignore = "BUG: output directories created under umask 077 get 0700, not the documented 0755"]
 fn created_output_directories_are_0755_under_umask_077() {
     // SPEC: "Output directories are created (mode 0755) when missing." Under a strict umask a
     // 0700 directory hides a `mode: 0640` file from the group it was meant for.
