@@ -8,6 +8,8 @@ mod commands;
 mod config_errors;
 mod daemon;
 mod hooks;
+mod http;
+mod notify;
 mod outputs;
 mod providers;
 mod secrets;
