@@ -436,11 +436,20 @@ fn identity(provider: &ProviderConfig) -> String {
             y.client_secret.expose()
         ),
         ProviderConfig::OAuth2(o) => format!(
-            "oauth2|{}|{}|{}|{}",
-            o.token_url,
+            "oauth2|{:?}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            o.endpoint,
             o.client_id,
-            o.client_secret.expose(),
-            o.scope.as_deref().unwrap_or("")
+            o.client_secret.as_ref().map(|s| s.expose()).unwrap_or(""),
+            o.scope,
+            o.audience,
+            o.resource,
+            o.params,
+            match &o.grant {
+                crate::provider::oauth2::Grant::ClientCredentials => String::new(),
+                crate::provider::oauth2::Grant::RefreshToken { seed } => seed.expose().to_owned(),
+                crate::provider::oauth2::Grant::Password { username, password } =>
+                    format!("{username}|{}", password.expose()),
+            }
         ),
     };
     fingerprint(&text)

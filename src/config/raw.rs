@@ -112,6 +112,21 @@ pub struct RawCredential {
     pub client_secret_param: Option<String>,
     pub scope: Option<String>,
     pub auth: Option<ClientAuth>,
+    pub grant: Option<GrantKind>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub resource: Option<String>,
+    /// Extra form parameters for the token request.
+    pub params: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantKind {
+    #[default]
+    ClientCredentials,
+    RefreshToken,
+    Password,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -120,6 +135,8 @@ pub enum ClientAuth {
     #[default]
     ClientSecretPost,
     ClientSecretBasic,
+    /// A public client: `client_id` in the form, no secret.
+    None,
 }
 
 #[derive(Debug, Deserialize)]

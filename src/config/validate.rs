@@ -8,8 +8,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::raw::{
-    ClientAuth, OutputFormat, ProviderKind, RawConfig, RawCredential, RawDefaults, RawHook,
-    RawOutput, RawRefresh, RawRetry,
+    ClientAuth, GrantKind, OutputFormat, ProviderKind, RawConfig, RawCredential, RawDefaults,
+    RawHook, RawOutput, RawRefresh, RawRetry,
 };
 use super::units::Share;
 use super::{Config, Credential, DEFAULT_STATE_DIR, LogSettings};
@@ -356,21 +356,113 @@ fn build_credential(
         }
         ProviderKind::Oauth2 => {
             let client_id = required(ctx, "client_id", rc.client_id.clone(), errors);
-            required_secret(ctx, "client_secret", &rc.client_secret, errors);
-            let client_secret = secret("client_secret", &rc.client_secret, errors);
-            let token_url = match &rc.token_url {
-                Some(u) => url(ctx, "token_url", Some(u), "", errors, warnings),
-                None => {
-                    errors.push(ctx, "`token_url` is required for provider oauth2");
-                    String::new()
+            let auth = rc.auth.unwrap_or_default();
+            let client_secret = match (auth, &rc.client_secret) {
+                (ClientAuth::None, Some(_)) => {
+                    errors.push(
+                        ctx,
+                        "`auth: none` is a public client: remove `client_secret`",
+                    );
+                    None
+                }
+                (ClientAuth::None, None) => None,
+                (_, source) => {
+                    required_secret(ctx, "client_secret", source, errors);
+                    secret("client_secret", source, errors)
                 }
             };
+            let grant_kind = rc.grant.unwrap_or_default();
+            let grant = match grant_kind {
+                GrantKind::ClientCredentials => {
+                    for (key, set) in [
+                        ("refresh_token", rc.refresh_token.is_some()),
+                        ("username", rc.username.is_some()),
+                        ("password", rc.password.is_some()),
+                    ] {
+                        if set {
+                            errors.push(
+                                ctx,
+                                format!("`{key}` does not apply to `grant: client_credentials`"),
+                            );
+                        }
+                    }
+                    oauth2::Grant::ClientCredentials
+                }
+                GrantKind::RefreshToken => {
+                    required_secret(ctx, "refresh_token", &rc.refresh_token, errors);
+                    oauth2::Grant::RefreshToken {
+                        seed: secret("refresh_token", &rc.refresh_token, errors)
+                            .unwrap_or_else(|| Secret::new("")),
+                    }
+                }
+                GrantKind::Password => {
+                    let username = required(ctx, "username", rc.username.clone(), errors);
+                    required_secret(ctx, "password", &rc.password, errors);
+                    oauth2::Grant::Password {
+                        username: username.unwrap_or_default(),
+                        password: secret("password", &rc.password, errors)
+                            .unwrap_or_else(|| Secret::new("")),
+                    }
+                }
+            };
+            if grant_kind != GrantKind::Password
+                && rc.username.is_some()
+                && grant_kind != GrantKind::ClientCredentials
+            {
+                errors.push(ctx, "`username` only applies to `grant: password`");
+            }
+            let endpoint = match (&rc.token_url, &rc.issuer) {
+                (Some(u), None) => {
+                    oauth2::TokenEndpoint::Url(url(ctx, "token_url", Some(u), "", errors, warnings))
+                }
+                (None, Some(i)) => {
+                    oauth2::TokenEndpoint::Issuer(url(ctx, "issuer", Some(i), "", errors, warnings))
+                }
+                (Some(_), Some(_)) => {
+                    errors.push(ctx, "set `token_url` or `issuer` (discovery), not both");
+                    oauth2::TokenEndpoint::Url(String::new())
+                }
+                (None, None) => {
+                    errors.push(
+                        ctx,
+                        "provider oauth2 needs `token_url` (or `issuer` for discovery)",
+                    );
+                    oauth2::TokenEndpoint::Url(String::new())
+                }
+            };
+            let params: Vec<(String, String)> =
+                rc.params.clone().unwrap_or_default().into_iter().collect();
+            for (key, _) in &params {
+                const RESERVED: [&str; 9] = [
+                    "grant_type",
+                    "client_id",
+                    "client_secret",
+                    "refresh_token",
+                    "username",
+                    "password",
+                    "scope",
+                    "audience",
+                    "resource",
+                ];
+                if RESERVED.contains(&key.as_str()) {
+                    errors.push(
+                        ctx,
+                        format!(
+                            "`params.{key}` is set by tokend itself; use the `{key}` key instead"
+                        ),
+                    );
+                }
+            }
             ProviderConfig::OAuth2(oauth2::OAuth2 {
-                token_url,
+                endpoint,
                 client_id: client_id.unwrap_or_default(),
-                client_secret: client_secret.unwrap_or_else(|| Secret::new("")),
+                client_secret,
+                auth,
+                grant,
                 scope: rc.scope.clone().filter(|s| !s.is_empty()),
-                auth: rc.auth.unwrap_or(ClientAuth::ClientSecretPost),
+                audience: rc.audience.clone(),
+                resource: rc.resource.clone(),
+                params,
             })
         }
     };
@@ -458,6 +550,11 @@ fn check_provider_keys(rc: &RawCredential, ctx: &str, errors: &mut Errors) {
         ("client_secret_param", rc.client_secret_param.is_some()),
         ("scope", rc.scope.is_some()),
         ("auth", rc.auth.is_some()),
+        ("grant", rc.grant.is_some()),
+        ("issuer", rc.issuer.is_some()),
+        ("audience", rc.audience.is_some()),
+        ("resource", rc.resource.is_some()),
+        ("params", rc.params.is_some()),
     ];
     let allowed: &[&str] = match rc.provider {
         ProviderKind::Vandar => &["base_url", "refresh_token", "mobile", "password"],
@@ -474,7 +571,21 @@ fn check_provider_keys(rc: &RawCredential, ctx: &str, errors: &mut Errors) {
             "client_secret",
             "client_secret_param",
         ],
-        ProviderKind::Oauth2 => &["token_url", "client_id", "client_secret", "scope", "auth"],
+        ProviderKind::Oauth2 => &[
+            "token_url",
+            "issuer",
+            "client_id",
+            "client_secret",
+            "scope",
+            "auth",
+            "grant",
+            "audience",
+            "resource",
+            "params",
+            "refresh_token",
+            "username",
+            "password",
+        ],
     };
     for (key, present) in set {
         if present && !allowed.contains(&key) {

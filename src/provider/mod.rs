@@ -408,6 +408,12 @@ impl HttpClient {
         self.timeout
     }
 
+    /// GETs a JSON document (OIDC discovery).
+    pub async fn get(&self, url: &str) -> Result<Answer, FetchError> {
+        let req = self.client.get(url);
+        self.send(url, req).await
+    }
+
     /// POSTs a JSON body.
     pub async fn post_json(&self, url: &str, body: &Value) -> Result<Answer, FetchError> {
         let req = self.client.post(url).json(body);

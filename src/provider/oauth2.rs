@@ -1,7 +1,10 @@
-//! Generic OAuth2 client_credentials (RFC 6749 §4.4) with `client_secret_post` or
-//! `client_secret_basic`, and the standard token-response parser yaVapteke shares.
+//! Generic OAuth2 (RFC 6749): the client_credentials, refresh_token (rotating, like Vandar's
+//! chain) and password grants, client_secret_post/basic/none, optional OIDC discovery of the
+//! token endpoint, and the standard token-response parser yaVapteke shares.
 
 use std::time::Duration;
+
+use serde_json::Value;
 
 use super::{Answer, FetchError, Fetched, HttpClient, Provider, RefreshUpdate};
 use crate::config::raw::ClientAuth;
@@ -9,11 +12,135 @@ use crate::secret::Secret;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct OAuth2 {
-    pub token_url: String,
+    pub endpoint: TokenEndpoint,
     pub client_id: String,
-    pub client_secret: Secret,
-    pub scope: Option<String>,
+    /// `None` only with `auth: none` (public clients).
+    pub client_secret: Option<Secret>,
     pub auth: ClientAuth,
+    pub grant: Grant,
+    pub scope: Option<String>,
+    pub audience: Option<String>,
+    pub resource: Option<String>,
+    /// Extra form parameters some servers require, sent as given.
+    pub params: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum TokenEndpoint {
+    Url(String),
+    /// Looked up at `{issuer}/.well-known/openid-configuration` before each fetch, so an
+    /// identity provider that moves its endpoint is followed without a restart.
+    Issuer(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Grant {
+    ClientCredentials,
+    /// The configured refresh token seeds a chain that lives in state, exactly like Vandar's.
+    RefreshToken {
+        seed: Secret,
+    },
+    /// Logs in with the resource owner's credentials, then uses any refresh token the server
+    /// returns until it is rejected, and logs in again.
+    Password {
+        username: String,
+        password: Secret,
+    },
+}
+
+impl Grant {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Grant::ClientCredentials => "client_credentials",
+            Grant::RefreshToken { .. } => "refresh_token",
+            Grant::Password { .. } => "password",
+        }
+    }
+}
+
+impl OAuth2 {
+    async fn token_url(&self, http: &HttpClient) -> Result<String, FetchError> {
+        match &self.endpoint {
+            TokenEndpoint::Url(u) => Ok(u.clone()),
+            TokenEndpoint::Issuer(issuer) => {
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.trim_end_matches('/')
+                );
+                parse_discovery(&http.get(&url).await?)
+            }
+        }
+    }
+
+    /// Posts `grant`'s own parameters plus the common ones, authenticating the client.
+    async fn post(
+        &self,
+        http: &HttpClient,
+        grant: &[(&str, &str)],
+        flow: &'static str,
+    ) -> Result<Fetched, FetchError> {
+        let url = self.token_url(http).await?;
+        let mut form: Vec<(&str, &str)> = grant.to_vec();
+        for (key, value) in [
+            ("scope", &self.scope),
+            ("audience", &self.audience),
+            ("resource", &self.resource),
+        ] {
+            if let Some(v) = value {
+                form.push((key, v));
+            }
+        }
+        for (k, v) in &self.params {
+            form.push((k, v));
+        }
+        let secret = self.client_secret.as_ref().map(Secret::expose);
+        let answer = match self.auth {
+            ClientAuth::ClientSecretPost => {
+                form.push(("client_id", &self.client_id));
+                if let Some(s) = secret {
+                    form.push(("client_secret", s));
+                }
+                http.post_form(&url, &form, None).await?
+            }
+            ClientAuth::ClientSecretBasic => {
+                // RFC 6749 §2.3.1: id and secret are form-urlencoded *before* Basic encoding,
+                // which most hand-written clients forget (secrets with `:` or `%` then fail).
+                let id = form_encode(&self.client_id);
+                let secret = form_encode(secret.unwrap_or(""));
+                http.post_form(&url, &form, Some((&id, &secret))).await?
+            }
+            ClientAuth::None => {
+                form.push(("client_id", &self.client_id));
+                http.post_form(&url, &form, None).await?
+            }
+        };
+        parse_token_response(&answer, flow)
+    }
+
+    async fn refresh(&self, http: &HttpClient, current: &Secret) -> Result<Fetched, FetchError> {
+        let grant = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", current.expose()),
+        ];
+        match self.post(http, &grant, "refresh").await {
+            Err(FetchError::Rejected { status, message })
+                if is_rejected_grant(status, &message) =>
+            {
+                Err(FetchError::RefreshRejected {
+                    status,
+                    message,
+                    login_configured: matches!(self.grant, Grant::Password { .. }),
+                })
+            }
+            other => other,
+        }
+    }
+}
+
+/// `invalid_grant` (RFC 6749 §5.2) is how servers say a refresh token is dead; some answer
+/// 401 instead.
+fn is_rejected_grant(status: u16, message: &str) -> bool {
+    message.starts_with("invalid_grant") || status == 401
 }
 
 impl Provider for OAuth2 {
@@ -21,10 +148,30 @@ impl Provider for OAuth2 {
         None
     }
 
+    fn uses_refresh_chain(&self) -> bool {
+        !matches!(self.grant, Grant::ClientCredentials)
+    }
+
+    fn refresh_seed(&self) -> Option<&Secret> {
+        match &self.grant {
+            Grant::RefreshToken { seed } => Some(seed),
+            _ => None,
+        }
+    }
+
     fn plan(&self) -> String {
         let auth = match self.auth {
             ClientAuth::ClientSecretPost => "client_secret_post",
             ClientAuth::ClientSecretBasic => "client_secret_basic",
+            ClientAuth::None => "public client",
+        };
+        let endpoint = match &self.endpoint {
+            TokenEndpoint::Url(u) => u.clone(),
+            TokenEndpoint::Issuer(i) => format!("the token endpoint discovered from {i}"),
+        };
+        let who = match &self.grant {
+            Grant::Password { username, .. } => format!(" as {username}"),
+            _ => String::new(),
         };
         let scope = self
             .scope
@@ -32,37 +179,96 @@ impl Provider for OAuth2 {
             .map(|s| format!(", scope \"{s}\""))
             .unwrap_or_default();
         format!(
-            "oauth2 at {}: client_credentials for client {} ({auth}{scope})",
-            self.token_url, self.client_id
+            "oauth2 at {endpoint}: {} grant{who} for client {} ({auth}{scope})",
+            self.grant.name(),
+            self.client_id
         )
     }
 
-    async fn fetch(&self, http: &HttpClient, _: Option<&Secret>) -> Result<Fetched, FetchError> {
-        let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
-        if let Some(scope) = &self.scope {
-            form.push(("scope", scope));
+    async fn fetch(
+        &self,
+        http: &HttpClient,
+        refresh_token: Option<&Secret>,
+    ) -> Result<Fetched, FetchError> {
+        match &self.grant {
+            Grant::ClientCredentials => {
+                let mut f = self
+                    .post(
+                        http,
+                        &[("grant_type", "client_credentials")],
+                        "client_credentials",
+                    )
+                    .await?;
+                // RFC 6749 §4.4.3: no refresh token here; ignore one if a server sends it.
+                f.refresh = RefreshUpdate::Unchanged;
+                Ok(f)
+            }
+            Grant::RefreshToken { .. } => match refresh_token {
+                Some(current) => self.refresh(http, current).await,
+                None => Err(FetchError::Misconfigured(
+                    "the refresh token chain was rejected and this credential has no other way \
+                     to get a token; put a new refresh token in the config"
+                        .into(),
+                )),
+            },
+            Grant::Password { username, password } => {
+                if let Some(current) = refresh_token {
+                    match self.refresh(http, current).await {
+                        Err(FetchError::RefreshRejected {
+                            status, message, ..
+                        }) => {
+                            let mut f = self.login(http, username, password).await?;
+                            if !matches!(f.refresh, RefreshUpdate::Rotated(_)) {
+                                f.refresh = RefreshUpdate::Rejected {
+                                    message: format!("HTTP {status}: {message}"),
+                                };
+                            }
+                            return Ok(f);
+                        }
+                        other => return other,
+                    }
+                }
+                self.login(http, username, password).await
+            }
         }
-        let answer = match self.auth {
-            ClientAuth::ClientSecretPost => {
-                form.push(("client_id", &self.client_id));
-                form.push(("client_secret", self.client_secret.expose()));
-                http.post_form(&self.token_url, &form, None).await?
-            }
-            ClientAuth::ClientSecretBasic => {
-                // RFC 6749 §2.3.1: id and secret are form-urlencoded *before* Basic encoding,
-                // which most hand-written clients forget (secrets with `:` or `%` then fail).
-                let id = form_encode(&self.client_id);
-                let secret = form_encode(self.client_secret.expose());
-                http.post_form(&self.token_url, &form, Some((&id, &secret)))
-                    .await?
-            }
-        };
-        parse_token_response(&answer, "client_credentials")
+    }
+}
+
+impl OAuth2 {
+    async fn login(
+        &self,
+        http: &HttpClient,
+        username: &str,
+        password: &Secret,
+    ) -> Result<Fetched, FetchError> {
+        let grant = [
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", password.expose()),
+        ];
+        self.post(http, &grant, "password").await
     }
 }
 
 pub fn form_encode(value: &str) -> String {
     form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// The `token_endpoint` of an OpenID Provider Configuration document.
+pub fn parse_discovery(answer: &Answer) -> Result<String, FetchError> {
+    if !answer.is_success() {
+        return Err(answer.error(super::provider_message(answer)));
+    }
+    let v = answer.json()?;
+    match v.get("token_endpoint").and_then(Value::as_str) {
+        Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+            Ok(url.to_owned())
+        }
+        _ => Err(FetchError::BadAnswer {
+            status: answer.status,
+            reason: "the discovery document has no usable `token_endpoint`".into(),
+        }),
+    }
 }
 
 /// The RFC 6749 §5.1 success body (`access_token`, `token_type`, `expires_in`, optional
@@ -74,7 +280,7 @@ pub fn parse_token_response(answer: &Answer, flow: &'static str) -> Result<Fetch
     let v = answer.json()?;
     let token = super::token_field(answer, &v, &["access_token"])?;
     let refresh = match v.get("refresh_token") {
-        Some(serde_json::Value::String(_)) => {
+        Some(Value::String(_)) => {
             RefreshUpdate::Rotated(super::token_field(answer, &v, &["refresh_token"])?)
         }
         _ => RefreshUpdate::Unchanged,
@@ -117,6 +323,20 @@ mod tests {
         assert_eq!(f.token.expose(), "08da627f-6773-4112-8355-47c94c7ac717");
         assert_eq!(f.expires_in, Some(Duration::from_secs(3600)));
         assert_eq!(f.token_type, "Bearer");
+        assert_eq!(f.refresh, RefreshUpdate::Unchanged);
+    }
+
+    #[test]
+    fn a_rotated_refresh_token_is_reported() {
+        let f = parse_token_response(
+            &answer(
+                200,
+                r#"{"access_token":"a","refresh_token":"r2","token_type":"bearer"}"#,
+            ),
+            "refresh",
+        )
+        .unwrap();
+        assert_eq!(f.refresh, RefreshUpdate::Rotated(Secret::new("r2")));
     }
 
     #[test]
@@ -137,10 +357,32 @@ mod tests {
     }
 
     #[test]
+    fn invalid_grant_means_a_dead_refresh_token() {
+        assert!(is_rejected_grant(400, "invalid_grant: token expired"));
+        assert!(is_rejected_grant(401, "unauthorized"));
+        assert!(!is_rejected_grant(
+            400,
+            "invalid_request: missing parameter"
+        ));
+    }
+
+    #[test]
     fn token_as_number_is_a_bad_answer() {
         let e = parse_token_response(&answer(200, r#"{"access_token":12345}"#), "x").unwrap_err();
         assert!(e.is_transient());
         assert!(e.to_string().contains("`access_token` is not a string"));
+    }
+
+    #[test]
+    fn discovery_reads_the_token_endpoint() {
+        let url = parse_discovery(&answer(
+            200,
+            r#"{"issuer":"https://idp","token_endpoint":"https://idp/oauth2/token"}"#,
+        ))
+        .unwrap();
+        assert_eq!(url, "https://idp/oauth2/token");
+        assert!(parse_discovery(&answer(200, r#"{"issuer":"x"}"#)).is_err());
+        assert!(parse_discovery(&answer(404, "")).is_err());
     }
 
     #[test]
