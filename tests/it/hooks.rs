@@ -53,14 +53,27 @@ fn assert_hook_saw_current_token(env: &Env) {
     let token = env.read("out/pharmacy.token");
     let json = env.read("out/pharmacy.json");
     assert!(env.emu.issued_tokens().contains(&token));
-    assert_eq!(env.read("hook.token"), token, "the hook ran before the raw output was written");
-    assert_eq!(env.read("hook.json"), json, "the hook ran before the json output was written");
+    assert_eq!(
+        env.read("hook.token"),
+        token,
+        "the hook ran before the raw output was written"
+    );
+    assert_eq!(
+        env.read("hook.json"),
+        json,
+        "the hook ran before the json output was written"
+    );
     let vars = env_file(env, "hook.env");
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(vars.get("TOKEND_CREDENTIAL").map(String::as_str), Some("pharmacy"), "{vars:?}");
+    assert_eq!(
+        vars.get("TOKEND_CREDENTIAL").map(String::as_str),
+        Some("pharmacy"),
+        "{vars:?}"
+    );
     let expires = vars.get("TOKEND_EXPIRES_AT").expect("TOKEND_EXPIRES_AT");
     assert_eq!(Some(expires.as_str()), doc["expires_at"].as_str());
-    humantime::parse_rfc3339(expires).unwrap_or_else(|e| panic!("{expires:?} is not RFC 3339: {e}"));
+    humantime::parse_rfc3339(expires)
+        .unwrap_or_else(|e| panic!("{expires:?} is not RFC 3339: {e}"));
     let outputs = format!(
         "{}:{}",
         env.path("out/pharmacy.token").display(),
@@ -74,14 +87,22 @@ fn exec_hook_runs_after_the_outputs_with_credential_expiry_and_paths() {
     let env = Env::new();
     hook_config(&env, "", ENV_HOOK);
     let d = env.daemon();
-    assert!(wait_for(5 * S, || env.path("hook.env").exists()), "hook did not run:\n{}", d.log());
+    assert!(
+        wait_for(5 * S, || env.path("hook.env").exists()),
+        "hook did not run:\n{}",
+        d.log()
+    );
     assert_hook_saw_current_token(&env);
 
     // The next refresh runs it again, with the new token in place.
     let first = env.read("out/pharmacy.token");
     std::fs::remove_file(env.path("hook.env")).unwrap();
     d.signal(Signal::SIGUSR1);
-    assert!(wait_for(5 * S, || env.path("hook.env").exists()), "hook did not run again:\n{}", d.log());
+    assert!(
+        wait_for(5 * S, || env.path("hook.env").exists()),
+        "hook did not run again:\n{}",
+        d.log()
+    );
     assert_ne!(env.read("out/pharmacy.token"), first);
     assert_hook_saw_current_token(&env);
 }
@@ -113,24 +134,46 @@ fn a_failing_hook_is_logged_and_not_fatal() {
     );
     let run = env.run(&["once"]);
     run.assert_code(0);
-    assert!(env.emu.issued_tokens().contains(&env.read("out/pharmacy.token")));
-    assert!(run.stderr.contains("on_refresh hook failed"), "{}", run.stderr);
+    assert!(
+        env.emu
+            .issued_tokens()
+            .contains(&env.read("out/pharmacy.token"))
+    );
+    assert!(
+        run.stderr.contains("on_refresh hook failed"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("exit status: 3"), "{}", run.stderr);
-    assert!(run.stderr.contains("reload refused"), "the hook's last stderr line:\n{}", run.stderr);
-    assert!(env.path("second-hook-ran").exists(), "a failed hook stopped the next one");
+    assert!(
+        run.stderr.contains("reload refused"),
+        "the hook's last stderr line:\n{}",
+        run.stderr
+    );
+    assert!(
+        env.path("second-hook-ran").exists(),
+        "a failed hook stopped the next one"
+    );
 }
 
 /// Whether `pid` is a live (not zombie) process.
 fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // pid (comm) STATE ...; comm may hold spaces, so look after the last ')'.
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()) != Some('Z'),
+        Ok(stat) => {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                != Some('Z')
+        }
         Err(_) => false,
     }
 }
 
 fn pids(env: &Env, rel: &str) -> Vec<i32> {
-    env.read(rel).lines().filter_map(|l| l.trim().parse().ok()).collect()
+    env.read(rel)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
 }
 
 #[test]
@@ -155,15 +198,30 @@ fn a_hanging_hook_is_killed_at_its_timeout_and_blocks_nothing() {
 "#,
     );
     let mut d = env.daemon();
-    assert!(wait_for(5 * S, || !pids(&env, "sleep.pids").is_empty()), "{}", d.log());
+    assert!(
+        wait_for(5 * S, || !pids(&env, "sleep.pids").is_empty()),
+        "{}",
+        d.log()
+    );
     let started = Instant::now();
     let first = pids(&env, "sleep.pids")[0];
     assert!(alive(first));
     // The other credential is served while this hook hangs.
-    assert!(wait_for(S / 2, || env.path("out/other.token").exists()), "{}", d.log());
-    assert!(alive(first), "the hook was gone before the other credential was written");
+    assert!(
+        wait_for(S / 2, || env.path("out/other.token").exists()),
+        "{}",
+        d.log()
+    );
+    assert!(
+        alive(first),
+        "the hook was gone before the other credential was written"
+    );
 
-    assert!(wait_for(3 * S, || !alive(first)), "the hook was not killed:\n{}", d.log());
+    assert!(
+        wait_for(3 * S, || !alive(first)),
+        "the hook was not killed:\n{}",
+        d.log()
+    );
     let killed_after = started.elapsed();
     assert!(killed_after >= S / 2, "killed too early: {killed_after:?}");
     assert!(killed_after <= 5 * S / 2, "killed late: {killed_after:?}");
@@ -211,7 +269,10 @@ impl App {
             .unwrap();
         let app = App(child);
         let pid = app.pid().to_string();
-        assert!(wait_for(5 * S, || env.read("app.pid").trim() == pid), "app did not start");
+        assert!(
+            wait_for(5 * S, || env.read("app.pid").trim() == pid),
+            "app did not start"
+        );
         app
     }
 
@@ -241,7 +302,10 @@ fn signal_hook_reads_the_pid_file_afresh_each_time() {
     );
     let first = App::start(&env, "hup1");
     env.run(&["once"]).assert_code(0);
-    assert!(wait_for(2 * S, || hups(&env, "hup1") == 1), "first app got no SIGHUP");
+    assert!(
+        wait_for(2 * S, || hups(&env, "hup1") == 1),
+        "first app got no SIGHUP"
+    );
     let first_pid = first.pid();
     drop(first);
 
@@ -257,4 +321,36 @@ fn signal_hook_reads_the_pid_file_afresh_each_time() {
     );
     assert_eq!(hups(&env, "hup1"), 1);
     assert!(!run.stderr.contains("hook failed"), "{}", run.stderr);
+}
+
+#[test]
+fn sigterm_during_a_hanging_hook_exits_0_and_leaves_no_hook_behind() {
+    let env = Env::new();
+    // Default hook timeout (30 s) is longer than the shutdown grace period (10 s).
+    hook_config(
+        &env,
+        "",
+        r#"      - exec: ["/bin/sh", "-c", "echo $$ >> {dir}/sleep.pids; exec /bin/sleep 60"]
+"#,
+    );
+    let mut d = env.daemon();
+    assert!(
+        wait_for(5 * S, || !pids(&env, "sleep.pids").is_empty()),
+        "{}",
+        d.log()
+    );
+    let pid = pids(&env, "sleep.pids")[0];
+    let sent = Instant::now();
+    d.signal(Signal::SIGTERM);
+    let code = d.wait_exit(13 * S);
+    let took = sent.elapsed();
+    let gone = wait_for(S, || !alive(pid));
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    assert_eq!(code, Some(0), "no clean exit after {took:?}:\n{}", d.log());
+    assert!(took <= 12 * S, "took {took:?}");
+    assert!(
+        gone,
+        "the hook's process (pid {pid}) outlived tokend:\n{}",
+        d.log()
+    );
 }
