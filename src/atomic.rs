@@ -98,7 +98,15 @@ mod tests {
     fn writes_with_exact_mode_and_leaves_no_temp() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sub/dir/token");
-        write_file(&p, b"abc", Access { mode: 0o640, gid: None }).unwrap();
+        write_file(
+            &p,
+            b"abc",
+            Access {
+                mode: 0o640,
+                gid: None,
+            },
+        )
+        .unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"abc");
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o640);
         write_file(&p, b"second", Access::PRIVATE).unwrap();
@@ -116,6 +124,13 @@ mod tests {
         write_file(&p, b"x", Access::PRIVATE).unwrap();
         assert!(is_current(&p, b"x", Access::PRIVATE));
         assert!(!is_current(&p, b"y", Access::PRIVATE));
-        assert!(!is_current(&p, b"x", Access { mode: 0o644, gid: None }));
+        assert!(!is_current(
+            &p,
+            b"x",
+            Access {
+                mode: 0o644,
+                gid: None
+            }
+        ));
     }
 }

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "tokend", version, about = "Keeps API access tokens fresh and writes them atomically to files")]
+#[command(
+    name = "tokend",
+    version,
+    about = "Keeps API access tokens fresh and writes them atomically to files"
+)]
 pub struct Cli {
     /// Configuration file [default: $TOKEND_CONFIG, else /etc/tokend/config.yaml]
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
@@ -47,4 +51,16 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
         listen: SocketAddr,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout: `tokend man > /usr/share/man/man1/tokend.1`
+    Man,
+}
+
+/// The clap command, for completions and the man page.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }

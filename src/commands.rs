@@ -37,6 +37,34 @@ pub async fn dispatch(cli: Cli) -> Exit {
         },
         Command::Demo { dir } => demo::run(&dir).await,
         Command::Emulate { listen } => emulate(listen).await,
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut crate::cli::command(), "tokend", &mut script);
+            print_bytes(&script)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(crate::cli::command()).render(&mut page) {
+                Ok(()) => print_bytes(&page),
+                Err(e) => {
+                    eprintln!("tokend: cannot render the man page: {e}");
+                    Exit::Failed
+                }
+            }
+        }
+    }
+}
+
+/// Writes generated text to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn print_bytes(bytes: &[u8]) -> Exit {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Ok(()) => Exit::Ok,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Ok,
+        Err(e) => {
+            eprintln!("tokend: cannot write to stdout: {e}");
+            Exit::Failed
+        }
     }
 }
 
@@ -131,7 +159,12 @@ async fn once(path: &Path, force: bool) -> Exit {
             let _permit = permits.acquire_owned().await;
             let mut slot = engine.slot(cred);
             if let Some(token) = slot.current_token(SystemTime::now()) {
-                crate::events::token_reused(&slot.credential.name, &token, slot.refresh_at(&token));
+                crate::events::token_reused(
+                    &slot.credential.name,
+                    &token,
+                    slot.refresh_at(&token),
+                    slot.state.last_success.map(|t| t.0),
+                );
             }
             engine.ensure(&mut slot, force).await
         });

@@ -18,8 +18,12 @@ use tokio::task::JoinSet;
 use crate::commands::Exit;
 use crate::config::{self, Config, Credential, Secrets};
 use crate::engine::{Engine, Outcome, RefreshError, Slot};
+use crate::events;
+use crate::notify::Notifier;
+use crate::observe::{Observed, View};
 use crate::secret::ProcessEnv;
 use crate::state::StateDir;
+use crate::status::provider_name;
 
 /// Longest the loop sleeps without looking at the wall clock.
 pub const MAX_SLEEP: Duration = Duration::from_secs(30);
@@ -50,8 +54,18 @@ pub async fn run(config_path: PathBuf, config: Config) -> Exit {
         eprintln!("tokend: cannot install signal handlers: {e}");
         return Exit::Failed;
     }
+    let observed = Arc::new(Observed::default());
+    observed.beat();
+    if let Some(listen) = config.listen
+        && let Err(e) = crate::http::serve(listen, observed.clone(), control_tx.clone()).await
+    {
+        eprintln!("tokend: cannot listen on {listen}: {e}");
+        return Exit::Failed;
+    }
     let engine = Arc::new(Engine::new(state_dir));
-    Supervisor::new(engine, config_path, config).run(control_rx).await
+    Supervisor::new(engine, config_path, config, observed)
+        .run(control_rx)
+        .await
 }
 
 /// SIGTERM: Kubernetes and systemd stop us with it. SIGINT: Ctrl-C. SIGHUP: reload, as
@@ -88,6 +102,8 @@ struct Entry {
     slot: Option<Slot>,
     next: SystemTime,
     force: bool,
+    /// Every output held the current token after the last attempt.
+    outputs_ok: bool,
     /// A changed or removed credential whose refresh was in flight: apply on return.
     pending: Pending,
 }
@@ -108,10 +124,18 @@ struct Supervisor {
     queue: BTreeSet<(SystemTime, String)>,
     tasks: JoinSet<Done>,
     permits: Arc<Semaphore>,
+    observed: Arc<Observed>,
+    notifier: Notifier,
+    ready_sent: bool,
 }
 
 impl Supervisor {
-    fn new(engine: Arc<Engine>, config_path: PathBuf, config: Config) -> Self {
+    fn new(
+        engine: Arc<Engine>,
+        config_path: PathBuf,
+        config: Config,
+        observed: Arc<Observed>,
+    ) -> Self {
         let mut s = Supervisor {
             engine,
             config_path,
@@ -120,6 +144,9 @@ impl Supervisor {
             queue: BTreeSet::new(),
             tasks: JoinSet::new(),
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
+            observed,
+            notifier: Notifier::from_env(),
+            ready_sent: false,
         };
         for c in &config.credentials {
             s.add(Arc::new(c.clone()));
@@ -135,6 +162,8 @@ impl Supervisor {
             "tokend started"
         );
         loop {
+            self.observed.beat();
+            self.notifier.watchdog();
             self.start_due();
             let sleep = self.sleep_duration();
             tokio::select! {
@@ -147,7 +176,12 @@ impl Supervisor {
                 }
                 msg = control.recv() => match msg {
                     Some(Control::Shutdown) | None => break,
-                    Some(Control::Reload) => self.reload().await,
+                    Some(Control::Reload) => {
+                        self.notifier.reloading();
+                        self.reload().await;
+                        self.notifier.ready();
+                        self.notify_status();
+                    }
                     Some(Control::RefreshAll) => {
                         tracing::info!("refreshing every credential now (SIGUSR1)");
                         let names: Vec<String> = self.entries.keys().cloned().collect();
@@ -170,11 +204,18 @@ impl Supervisor {
         // engine's `ensure` does that without calling the provider.
         let next = match slot.current_token(now) {
             Some(token) if now < slot.refresh_at(&token) && slot.state.failures == 0 => {
-                crate::events::token_reused(&name, &token, slot.refresh_at(&token));
+                crate::events::token_reused(
+                    &name,
+                    &token,
+                    slot.refresh_at(&token),
+                    slot.state.last_success.map(|t| t.0),
+                );
                 now
             }
             _ => slot.next_attempt(now),
         };
+        self.publish_view(&name, &slot, false, false, next);
+        events::scheduled(&name, next);
         self.entries.insert(
             name.clone(),
             Entry {
@@ -182,10 +223,36 @@ impl Supervisor {
                 slot: Some(slot),
                 next,
                 force: false,
+                outputs_ok: false,
                 pending: Pending::None,
             },
         );
         self.queue.insert((next, name));
+    }
+
+    fn publish_view(
+        &self,
+        name: &str,
+        slot: &Slot,
+        outputs_ok: bool,
+        attempted: bool,
+        next: SystemTime,
+    ) {
+        self.observed.set(
+            name,
+            View {
+                provider: provider_name(&slot.credential.provider),
+                state: slot.state.clone(),
+                outputs_ok,
+                attempted,
+                next,
+            },
+        );
+    }
+
+    fn notify_status(&self) {
+        self.notifier
+            .status(&self.observed.summary(SystemTime::now()));
     }
 
     fn force(&mut self, name: &str) {
@@ -202,9 +269,14 @@ impl Supervisor {
 
     fn sleep_duration(&self) -> Duration {
         let now = SystemTime::now();
+        // The watchdog is pinged from this loop, so the loop must wake often enough for it.
+        let cap = self
+            .notifier
+            .watchdog_interval()
+            .map_or(MAX_SLEEP, |w| w.min(MAX_SLEEP));
         match self.queue.first() {
-            Some((at, _)) => at.duration_since(now).unwrap_or_default().min(MAX_SLEEP),
-            None => MAX_SLEEP,
+            Some((at, _)) => at.duration_since(now).unwrap_or_default().min(cap),
+            None => cap,
         }
     }
 
@@ -240,6 +312,8 @@ impl Supervisor {
         match std::mem::replace(&mut entry.pending, Pending::None) {
             Pending::Remove => {
                 self.entries.remove(&name);
+                self.observed.remove(&name);
+                events::removed(&name);
                 return;
             }
             Pending::Replace(credential) => {
@@ -250,13 +324,34 @@ impl Supervisor {
             Pending::None => {}
         }
         let now = SystemTime::now();
-        if let Err(e) = &result {
-            tracing::debug!(credential = %name, error = %e, "attempt failed");
-        }
-        let next = if entry.force { now } else { slot.next_attempt(now) };
+        entry.outputs_ok = match &result {
+            Ok(_) => true,
+            Err(RefreshError::Output { .. }) => false,
+            // A failed fetch leaves the outputs as they were.
+            Err(_) => entry.outputs_ok,
+        };
+        let next = if entry.force {
+            now
+        } else {
+            slot.next_attempt(now)
+        };
         entry.next = next;
-        entry.slot = Some(slot);
+        let outputs_ok = entry.outputs_ok;
+        self.publish_view(&name, &slot, outputs_ok, true, next);
+        events::scheduled(&name, next);
+        if let Some(entry) = self.entries.get_mut(&name) {
+            entry.slot = Some(slot);
+        }
         self.queue.insert((next, name));
+        if !self.ready_sent && self.observed.all_attempted() {
+            self.ready_sent = true;
+            self.notifier.ready();
+            tracing::info!(
+                summary = %self.observed.summary(now),
+                "every credential had its first attempt"
+            );
+        }
+        self.notify_status();
     }
 
     /// SIGHUP: re-read the config; diff by name. An invalid config changes nothing.
@@ -322,6 +417,8 @@ impl Supervisor {
             if entry.slot.is_some() {
                 self.queue.remove(&(entry.next, name.to_owned()));
                 self.entries.remove(name);
+                self.observed.remove(name);
+                events::removed(name);
             } else {
                 entry.pending = Pending::Remove;
             }
@@ -332,6 +429,7 @@ impl Supervisor {
     /// refresh token must reach the state file), then stop.
     async fn shutdown(mut self) -> Exit {
         let in_flight = self.tasks.len();
+        self.notifier.stopping();
         tracing::info!(in_flight, "stopping");
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while self.tasks.join_next().await.is_some() {}

@@ -20,7 +20,12 @@ pub async fn run(dir: &Path) -> Exit {
         yavapteke_lifetime: Duration::from_secs(15),
         ..EmulatorConfig::default()
     };
-    let emulator = match Emulator::start("127.0.0.1:0".parse().expect("literal address"), emulator_config.clone()).await {
+    let emulator = match Emulator::start(
+        "127.0.0.1:0".parse().expect("literal address"),
+        emulator_config.clone(),
+    )
+    .await
+    {
         Ok(e) => e,
         Err(e) => {
             eprintln!("tokend: cannot start the demo emulators: {e}");
@@ -32,7 +37,10 @@ pub async fn run(dir: &Path) -> Exit {
     let config_path = match write_demo_files(&dir, &emulator, &emulator_config) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("tokend: cannot prepare the demo directory `{}`: {e}", dir.display());
+            eprintln!(
+                "tokend: cannot prepare the demo directory `{}`: {e}",
+                dir.display()
+            );
             return Exit::Failed;
         }
     };
@@ -53,17 +61,29 @@ pub async fn run(dir: &Path) -> Exit {
     daemon::run(config_path, config).await
 }
 
-fn write_demo_files(dir: &Path, emulator: &Emulator, cfg: &EmulatorConfig) -> std::io::Result<std::path::PathBuf> {
+fn write_demo_files(
+    dir: &Path,
+    emulator: &Emulator,
+    cfg: &EmulatorConfig,
+) -> std::io::Result<std::path::PathBuf> {
     let secrets = dir.join("secrets");
     std::fs::create_dir_all(&secrets)?;
     let write_secret = |name: &str, value: &str| {
-        crate::atomic::write_file(&secrets.join(name), value.as_bytes(), crate::atomic::Access::PRIVATE)
+        crate::atomic::write_file(
+            &secrets.join(name),
+            value.as_bytes(),
+            crate::atomic::Access::PRIVATE,
+        )
     };
     write_secret("vandar-password", &cfg.vandar_password)?;
     write_secret("saba-password", &cfg.saba_password)?;
     write_secret("yavapteke-secret", &cfg.yavapteke_client_secret)?;
     // The seed only matters the first time; afterwards the chain lives in state.
-    let seed = cfg.vandar_refresh_seeds.first().cloned().unwrap_or_default();
+    let seed = cfg
+        .vandar_refresh_seeds
+        .first()
+        .cloned()
+        .unwrap_or_default();
     write_secret("vandar-refresh", &seed)?;
     let url = emulator.url();
     let config = format!(
@@ -117,6 +137,13 @@ credentials:
         client_id = cfg.yavapteke_client_id,
     );
     let path = dir.join("config.yaml");
-    crate::atomic::write_file(&path, config.as_bytes(), crate::atomic::Access { mode: 0o644, gid: None })?;
+    crate::atomic::write_file(
+        &path,
+        config.as_bytes(),
+        crate::atomic::Access {
+            mode: 0o644,
+            gid: None,
+        },
+    )?;
     Ok(path)
 }

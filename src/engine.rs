@@ -20,13 +20,22 @@ use crate::token::{self, Token};
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {
     #[error("credential `{credential}`: {source}")]
-    Fetch { credential: String, source: FetchError },
+    Fetch {
+        credential: String,
+        source: FetchError,
+    },
     #[error("credential `{credential}`: {message}")]
     BadToken { credential: String, message: String },
     #[error("credential `{credential}`: {source}")]
-    Output { credential: String, source: OutputError },
+    Output {
+        credential: String,
+        source: OutputError,
+    },
     #[error("credential `{credential}`: {source}")]
-    State { credential: String, source: StateError },
+    State {
+        credential: String,
+        source: StateError,
+    },
     #[error("credential `{credential}`: {message}")]
     Client { credential: String, message: String },
 }
@@ -37,7 +46,9 @@ impl RefreshError {
     pub fn is_transient(&self) -> bool {
         match self {
             RefreshError::Fetch { source, .. } => source.is_transient(),
-            RefreshError::BadToken { .. } | RefreshError::Output { .. } | RefreshError::State { .. } => true,
+            RefreshError::BadToken { .. }
+            | RefreshError::Output { .. }
+            | RefreshError::State { .. } => true,
             RefreshError::Client { .. } => false,
         }
     }
@@ -54,8 +65,14 @@ impl RefreshError {
 #[derive(Debug)]
 pub enum Outcome {
     /// The token in state was still fresh; outputs were checked and restored if needed.
-    Current { token: Token, written: bool },
-    Refreshed { token: Token, written: bool },
+    Current {
+        token: Token,
+        written: bool,
+    },
+    Refreshed {
+        token: Token,
+        written: bool,
+    },
 }
 
 impl Outcome {
@@ -88,7 +105,12 @@ impl Slot {
 
     /// When the current token should be replaced (with this token's jitter).
     pub fn refresh_at(&self, token: &Token) -> SystemTime {
-        schedule::refresh_at(token.issued_at, token.expires_at, &self.credential.refresh, self.draw)
+        schedule::refresh_at(
+            token.issued_at,
+            token.expires_at,
+            &self.credential.refresh,
+            self.draw,
+        )
     }
 
     /// When the driver should call [`Engine::ensure`] next.
@@ -135,14 +157,19 @@ impl Engine {
                     &name,
                     &format!(
                         "{e}; moved to {}",
-                        moved.map(|p| p.display().to_string()).unwrap_or_else(|| "nowhere (rename failed)".into())
+                        moved
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|| "nowhere (rename failed)".into())
                     ),
                 );
                 CredentialState::default()
             }
         };
         if state.identity.as_deref().is_some_and(|id| id != identity) {
-            events::state_discarded(&name, "the credential's provider, URL or account changed since the token was issued");
+            events::state_discarded(
+                &name,
+                "the credential's provider, URL or account changed since the token was issued",
+            );
             state.token = None;
             state.failures = 0;
             state.next_attempt = None;
@@ -189,7 +216,10 @@ impl Engine {
         let http = self
             .clients
             .get(cred.ca_file.as_deref(), cred.timeout)
-            .map_err(|message| RefreshError::Client { credential: name.to_owned(), message })?;
+            .map_err(|message| RefreshError::Client {
+                credential: name.to_owned(),
+                message,
+            })?;
         let (refresh_token, seed_fp) = choose_refresh_token(&cred.provider, &slot.state);
 
         let clock = Instant::now();
@@ -204,7 +234,10 @@ impl Engine {
                     slot.state.refresh_token = None;
                     slot.state.refresh_seed = seed_fp;
                 }
-                return Err(RefreshError::Fetch { credential: name.to_owned(), source: e });
+                return Err(RefreshError::Fetch {
+                    credential: name.to_owned(),
+                    source: e,
+                });
             }
         };
 
@@ -236,7 +269,10 @@ impl Engine {
             Err(message) => {
                 // Persist the rotation even though this token is unusable.
                 self.save(slot)?;
-                return Err(RefreshError::BadToken { credential: name.to_owned(), message });
+                return Err(RefreshError::BadToken {
+                    credential: name.to_owned(),
+                    message,
+                });
             }
         };
         if source == token::LifetimeSource::Fallback {
@@ -276,12 +312,19 @@ impl Engine {
         // Outputs are a handful of small files: synchronous writes on a blocking-tolerant
         // path keep the recipe simple; fsync latency is the cost either way.
         for output in &cred.outputs {
-            written |= tokio::task::block_in_place(|| output.write(token, &cred.name)).map_err(|source| {
-                RefreshError::Output { credential: cred.name.clone(), source }
-            })?;
+            written |= tokio::task::block_in_place(|| output.write(token, &cred.name)).map_err(
+                |source| RefreshError::Output {
+                    credential: cred.name.clone(),
+                    source,
+                },
+            )?;
         }
         if written {
-            let paths: Vec<String> = cred.outputs.iter().map(|o| o.path().display().to_string()).collect();
+            let paths: Vec<String> = cred
+                .outputs
+                .iter()
+                .map(|o| o.path().display().to_string())
+                .collect();
             events::outputs_written(&cred.name, &paths);
             let ctx = HookContext {
                 credential: &cred.name,
@@ -314,7 +357,9 @@ impl Engine {
             message: error.to_string(),
             transient: error.is_transient(),
         });
-        let left = slot.current_token(now).and_then(|t| t.expires_at.duration_since(now).ok());
+        let left = slot
+            .current_token(now)
+            .and_then(|t| t.expires_at.duration_since(now).ok());
         events::refresh_failed(
             &slot.credential.name,
             &error.to_string(),
@@ -331,9 +376,11 @@ impl Engine {
     }
 
     fn save(&self, slot: &Slot) -> Result<(), RefreshError> {
-        tokio::task::block_in_place(|| self.state_dir.save(&slot.state)).map_err(|source| RefreshError::State {
-            credential: slot.credential.name.clone(),
-            source,
+        tokio::task::block_in_place(|| self.state_dir.save(&slot.state)).map_err(|source| {
+            RefreshError::State {
+                credential: slot.credential.name.clone(),
+                source,
+            }
         })
     }
 }
@@ -343,7 +390,10 @@ impl Engine {
 /// A configured seed that differs from the one the chain grew from is a new dashboard token:
 /// it replaces the chain. Otherwise the chain's latest token is used; when the chain is dead
 /// (rejected), nothing is sent and the provider logs in if it can.
-fn choose_refresh_token(provider: &ProviderConfig, state: &CredentialState) -> (Option<Secret>, Option<String>) {
+fn choose_refresh_token(
+    provider: &ProviderConfig,
+    state: &CredentialState,
+) -> (Option<Secret>, Option<String>) {
     if !provider.uses_refresh_chain() {
         return (None, None);
     }
@@ -362,8 +412,14 @@ fn identity(provider: &ProviderConfig) -> String {
         ProviderConfig::Vandar(v) => format!(
             "vandar|{}|{}|{}",
             v.base_url,
-            v.login.as_ref().map(|l| format!("{}|{}", l.mobile, l.password.expose())).unwrap_or_default(),
-            v.refresh_token.as_ref().map(|r| r.expose()).unwrap_or_default()
+            v.login
+                .as_ref()
+                .map(|l| format!("{}|{}", l.mobile, l.password.expose()))
+                .unwrap_or_default(),
+            v.refresh_token
+                .as_ref()
+                .map(|r| r.expose())
+                .unwrap_or_default()
         ),
         ProviderConfig::Saba(s) => format!(
             "saba|{}|{}|{}|{}|{}",
@@ -373,7 +429,12 @@ fn identity(provider: &ProviderConfig) -> String {
             s.virtual_number,
             s.token_valid_days
         ),
-        ProviderConfig::Yavapteke(y) => format!("yavapteke|{}|{}|{}", y.token_url, y.client_id, y.client_secret.expose()),
+        ProviderConfig::Yavapteke(y) => format!(
+            "yavapteke|{}|{}|{}",
+            y.token_url,
+            y.client_id,
+            y.client_secret.expose()
+        ),
         ProviderConfig::OAuth2(o) => format!(
             "oauth2|{}|{}|{}|{}",
             o.token_url,

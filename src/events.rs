@@ -5,10 +5,17 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::metrics::{self, label, result_label, timestamp};
 use crate::token::{LifetimeSource, Token};
 use crate::util::{human_duration, rfc3339};
 
-pub fn token_refreshed(credential: &str, token: &Token, flow: &str, source: LifetimeSource, took: Duration) {
+pub fn token_refreshed(
+    credential: &str,
+    token: &Token,
+    flow: &str,
+    source: LifetimeSource,
+    took: Duration,
+) {
     tracing::info!(
         credential,
         event = "refreshed",
@@ -20,9 +27,36 @@ pub fn token_refreshed(credential: &str, token: &Token, flow: &str, source: Life
         took_ms = took.as_millis() as u64,
         "token refreshed"
     );
+    let m = metrics::get();
+    m.expiry
+        .get_or_create(&label(credential))
+        .set(timestamp(token.expires_at));
+    m.last_success
+        .get_or_create(&label(credential))
+        .set(timestamp(SystemTime::now()));
+    m.refresh_total
+        .get_or_create(&result_label(credential, "success"))
+        .inc();
+    m.duration
+        .get_or_create(&label(credential))
+        .observe(took.as_secs_f64());
 }
 
-pub fn token_reused(credential: &str, token: &Token, next: SystemTime) {
+pub fn token_reused(
+    credential: &str,
+    token: &Token,
+    next: SystemTime,
+    last_success: Option<SystemTime>,
+) {
+    let m = metrics::get();
+    m.expiry
+        .get_or_create(&label(credential))
+        .set(timestamp(token.expires_at));
+    if let Some(at) = last_success {
+        m.last_success
+            .get_or_create(&label(credential))
+            .set(timestamp(at));
+    }
     tracing::info!(
         credential,
         event = "reused",
@@ -37,9 +71,18 @@ pub fn outputs_written(credential: &str, paths: &[String]) {
     tracing::debug!(credential, event = "written", outputs = %paths.join(", "), "outputs written");
 }
 
-pub fn refresh_failed(credential: &str, error: &str, transient: bool, failures: u32, retry_in: Duration, token_left: Option<Duration>) {
+pub fn refresh_failed(
+    credential: &str,
+    error: &str,
+    transient: bool,
+    failures: u32,
+    retry_in: Duration,
+    token_left: Option<Duration>,
+) {
     let retry_in = human_duration(retry_in);
-    let left = token_left.map(human_duration).unwrap_or_else(|| "none".into());
+    let left = token_left
+        .map(human_duration)
+        .unwrap_or_else(|| "none".into());
     if transient {
         tracing::warn!(credential, event = "failed", error, failures, retry_in = %retry_in, token_left = %left, "refresh failed; retrying");
     } else {
@@ -57,11 +100,21 @@ pub fn chain_rejected(credential: &str, message: &str) {
 }
 
 pub fn chain_rotated(credential: &str, fingerprint: &str) {
-    tracing::debug!(credential, event = "rotated", refresh_fingerprint = fingerprint, "new refresh token saved");
+    tracing::debug!(
+        credential,
+        event = "rotated",
+        refresh_fingerprint = fingerprint,
+        "new refresh token saved"
+    );
 }
 
 pub fn state_discarded(credential: &str, reason: &str) {
-    tracing::warn!(credential, event = "state_discarded", reason, "state not used");
+    tracing::warn!(
+        credential,
+        event = "state_discarded",
+        reason,
+        "state not used"
+    );
 }
 
 pub fn lifetime_warning(credential: &str, warning: &str) {
@@ -69,9 +122,40 @@ pub fn lifetime_warning(credential: &str, warning: &str) {
 }
 
 pub fn hook_failed(credential: &str, hook: &str, error: &str) {
-    tracing::warn!(credential, event = "hook_failed", hook, error, "on_refresh hook failed");
+    tracing::warn!(
+        credential,
+        event = "hook_failed",
+        hook,
+        error,
+        "on_refresh hook failed"
+    );
 }
 
 pub fn hook_ran(credential: &str, hook: &str) {
     tracing::debug!(credential, event = "hook", hook, "on_refresh hook ran");
+}
+
+pub fn output_failed(credential: &str) {
+    metrics::get()
+        .output_errors
+        .get_or_create(&label(credential))
+        .inc();
+}
+
+/// The supervisor planned the next attempt.
+pub fn scheduled(credential: &str, next: SystemTime) {
+    metrics::get()
+        .next_refresh
+        .get_or_create(&label(credential))
+        .set(timestamp(next));
+}
+
+/// A credential left the configuration.
+pub fn removed(credential: &str) {
+    tracing::info!(
+        credential,
+        event = "removed",
+        "credential removed from the configuration"
+    );
+    metrics::get().forget(credential);
 }

@@ -10,8 +10,14 @@ use nix::unistd::Pid;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Hook {
-    Signal { signal: Signal, pid_file: PathBuf },
-    Exec { argv: Vec<String>, timeout: Duration },
+    Signal {
+        signal: Signal,
+        pid_file: PathBuf,
+    },
+    Exec {
+        argv: Vec<String>,
+        timeout: Duration,
+    },
 }
 
 /// What a hook is told about the refresh that triggered it.
@@ -49,12 +55,9 @@ impl Hook {
                         crate::util::io_reason(&e)
                     )
                 })?;
-                let pid: i32 = text
-                    .trim()
-                    .parse()
-                    .ok()
-                    .filter(|p| *p > 1)
-                    .ok_or_else(|| format!("pid file `{}` holds no valid pid", pid_file.display()))?;
+                let pid: i32 = text.trim().parse().ok().filter(|p| *p > 1).ok_or_else(|| {
+                    format!("pid file `{}` holds no valid pid", pid_file.display())
+                })?;
                 nix::sys::signal::kill(Pid::from_raw(pid), *signal)
                     .map_err(|e| format!("cannot send {signal} to pid {pid}: {e}"))
             }
@@ -68,9 +71,9 @@ impl Hook {
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped())
                     .kill_on_drop(true);
-                let child = cmd
-                    .spawn()
-                    .map_err(|e| format!("cannot start `{}`: {}", argv[0], crate::util::io_reason(&e)))?;
+                let child = cmd.spawn().map_err(|e| {
+                    format!("cannot start `{}`: {}", argv[0], crate::util::io_reason(&e))
+                })?;
                 match tokio::time::timeout(*timeout, child.wait_with_output()).await {
                     Err(_) => Err(format!(
                         "`{}` did not finish within {} and was killed",
@@ -86,7 +89,11 @@ impl Hook {
                             "`{}` exited with {}{}",
                             argv[0],
                             out.status,
-                            if last.is_empty() { String::new() } else { format!(": {last}") }
+                            if last.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {last}")
+                            }
                         ))
                     }
                 }

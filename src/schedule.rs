@@ -85,7 +85,12 @@ pub fn refresh_at(
 }
 
 /// Whether a token should be replaced now (used by `once`, without jitter).
-pub fn is_due(now: SystemTime, issued: SystemTime, expires: SystemTime, policy: &RefreshPolicy) -> bool {
+pub fn is_due(
+    now: SystemTime,
+    issued: SystemTime,
+    expires: SystemTime,
+    policy: &RefreshPolicy,
+) -> bool {
     now >= refresh_at(issued, expires, policy, 0.0)
 }
 
@@ -143,7 +148,10 @@ mod tests {
                 let at = refresh_at(t0(), t0() + lifetime, &p, draw);
                 let offset = at.duration_since(t0()).unwrap();
                 let margin = safety_margin(lifetime);
-                assert!(offset <= lifetime - margin, "{lifetime:?}: {offset:?} too late");
+                assert!(
+                    offset <= lifetime - margin,
+                    "{lifetime:?}: {offset:?} too late"
+                );
                 assert!(offset < lifetime, "{lifetime:?} refresh after expiry");
                 // Jitter only ever makes it earlier, by at most jitter × lifetime.
                 let nominal = p.at.of(lifetime).min(lifetime - margin);
@@ -173,7 +181,11 @@ mod tests {
         assert_eq!(refresh_at(t0(), t0() + 15 * DAY, &p, 0.0), t0() + 4 * DAY);
         let (d, warning) = interval(3 * DAY, &p);
         assert_eq!(d, (3 * DAY).mul_f64(0.8));
-        assert!(warning.unwrap().contains("not shorter than the token lifetime"));
+        assert!(
+            warning
+                .unwrap()
+                .contains("not shorter than the token lifetime")
+        );
     }
 
     #[test]

@@ -245,7 +245,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s");
         std::fs::write(&p, " pass word \n\n").unwrap();
-        let s = SecretSource::File(p).resolve(&FakeEnv(HashMap::new())).unwrap();
+        let s = SecretSource::File(p)
+            .resolve(&FakeEnv(HashMap::new()))
+            .unwrap();
         assert_eq!(s.expose(), " pass word \n");
     }
 

@@ -313,7 +313,10 @@ mod tests {
         let _first = StateDir::open(tmp.path()).unwrap();
         let err = StateDir::open(tmp.path()).err().unwrap().to_string();
         assert!(err.contains("tokend.lock"), "{err}");
-        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
     }
 
     #[test]

@@ -37,7 +37,12 @@ impl Entry {
     }
 }
 
-pub fn entry(name: &str, provider: &'static str, state: Result<Option<CredentialState>, String>, now: SystemTime) -> Entry {
+pub fn entry(
+    name: &str,
+    provider: &'static str,
+    state: Result<Option<CredentialState>, String>,
+    now: SystemTime,
+) -> Entry {
     let mut e = Entry {
         credential: name.to_owned(),
         provider,
@@ -61,7 +66,11 @@ pub fn entry(name: &str, provider: &'static str, state: Result<Option<Credential
         }
     };
     if let Some(t) = &s.token {
-        e.token = if now < t.expires_at.0 { "valid" } else { "expired" };
+        e.token = if now < t.expires_at.0 {
+            "valid"
+        } else {
+            "expired"
+        };
         e.token_fingerprint = Some(t.token.fingerprint());
         e.issued_at = Some(rfc3339(t.issued_at.0));
         e.expires_at = Some(rfc3339(t.expires_at.0));
@@ -102,12 +111,23 @@ pub fn table(entries: &[Entry], now: SystemTime) -> String {
     let relative = |t: &Option<String>| -> String {
         let Some(text) = t else { return "-".into() };
         match humantime::parse_rfc3339(text) {
-            Ok(at) if at >= now => format!("{text} (in {})", human_duration(at.duration_since(now).unwrap_or_default())),
-            Ok(at) => format!("{text} ({} ago)", human_duration(now.duration_since(at).unwrap_or_default())),
+            Ok(at) if at >= now => format!(
+                "{text} (in {})",
+                human_duration(at.duration_since(now).unwrap_or_default())
+            ),
+            Ok(at) => format!(
+                "{text} ({} ago)",
+                human_duration(now.duration_since(at).unwrap_or_default())
+            ),
             Err(_) => text.clone(),
         }
     };
-    let width = entries.iter().map(|e| e.credential.len()).max().unwrap_or(10).max(10);
+    let width = entries
+        .iter()
+        .map(|e| e.credential.len())
+        .max()
+        .unwrap_or(10)
+        .max(10);
     let mut out = format!(
         "{:<width$}  {:<10}  {:<38}  {:<38}  LAST ERROR\n",
         "CREDENTIAL", "TOKEN", "EXPIRES", "NEXT REFRESH"

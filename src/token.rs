@@ -122,7 +122,10 @@ mod tests {
         let l = |cfg, ei, jwt: Option<u64>, doc| {
             lifetime(now, cfg, ei, jwt.map(|s| now + Duration::from_secs(s)), doc)
         };
-        assert_eq!(l(None, Some(H), None, None), Ok((H, LifetimeSource::ExpiresIn)));
+        assert_eq!(
+            l(None, Some(H), None, None),
+            Ok((H, LifetimeSource::ExpiresIn))
+        );
         assert_eq!(
             l(None, Some(2 * H), Some(1800), Some(5 * H)),
             Ok((H / 2, LifetimeSource::JwtExp))

@@ -33,7 +33,9 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 pub fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub fn from_unix_secs(secs: u64) -> SystemTime {
@@ -49,9 +51,30 @@ pub fn human_duration(d: Duration) -> String {
     let (days, hours, mins, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     match (days, hours, mins) {
         (0, 0, 0) => format!("{s}s"),
-        (0, 0, m) => format!("{m}m{}", if s > 0 { format!(" {s}s") } else { String::new() }),
-        (0, h, m) => format!("{h}h{}", if m > 0 { format!(" {m}m") } else { String::new() }),
-        (d, h, _) => format!("{d}d{}", if h > 0 { format!(" {h}h") } else { String::new() }),
+        (0, 0, m) => format!(
+            "{m}m{}",
+            if s > 0 {
+                format!(" {s}s")
+            } else {
+                String::new()
+            }
+        ),
+        (0, h, m) => format!(
+            "{h}h{}",
+            if m > 0 {
+                format!(" {m}m")
+            } else {
+                String::new()
+            }
+        ),
+        (d, h, _) => format!(
+            "{d}d{}",
+            if h > 0 {
+                format!(" {h}h")
+            } else {
+                String::new()
+            }
+        ),
     }
 }
 
@@ -71,13 +94,19 @@ mod tests {
     #[test]
     fn human_durations() {
         assert_eq!(human_duration(Duration::from_secs(41 * 60)), "41m");
-        assert_eq!(human_duration(Duration::from_secs(3 * 86400 + 4 * 3600)), "3d 4h");
+        assert_eq!(
+            human_duration(Duration::from_secs(3 * 86400 + 4 * 3600)),
+            "3d 4h"
+        );
         assert_eq!(human_duration(Duration::from_secs(2)), "2s");
         assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
     }
 
     #[test]
     fn rfc3339_is_utc_seconds() {
-        assert_eq!(rfc3339(from_unix_secs(1_800_000_000)), "2027-01-15T08:00:00Z");
+        assert_eq!(
+            rfc3339(from_unix_secs(1_800_000_000)),
+            "2027-01-15T08:00:00Z"
+        );
     }
 }

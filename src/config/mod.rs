@@ -123,3 +123,58 @@ pub fn parse(
     };
     validate::build(raw, text, path, env, secrets).map_err(invalid)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoEnv;
+    impl Environment for NoEnv {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.yaml"));
+        let text = std::fs::read_to_string(path).unwrap();
+        let config = parse(&text, path, &NoEnv, Secrets::Skip).unwrap();
+        assert_eq!(config.credentials.len(), 4);
+        assert_eq!(config.state_dir, Path::new("/var/lib/tokend"));
+    }
+
+    #[test]
+    fn defaults_are_inherited_and_overridden() {
+        let text = "state_dir: /s\ndefaults:\n  refresh: { at: 50%, jitter: 0% }\n  timeout: 5s\n\
+                    credentials:\n  - name: a\n    provider: yavapteke\n    client_id: x\n    client_secret: s\n    refresh: { at: 75% }\n    outputs: [ { file: /o/a } ]\n";
+        let c = parse(text, Path::new("/etc/t.yaml"), &NoEnv, Secrets::Resolve).unwrap();
+        let cred = &c.credentials[0];
+        assert_eq!(cred.refresh.at, units::Share(0.75));
+        assert_eq!(cred.refresh.jitter, units::Share(0.0));
+        assert_eq!(cred.timeout, Duration::from_secs(5));
+        assert_eq!(
+            c.warnings.len(),
+            1,
+            "literal secret warns: {:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let text = "state_dir: state\ncredentials:\n  - name: a\n    provider: yavapteke\n    client_id: x\n    client_secret: s\n    outputs: [ { file: out/a } ]\n";
+        let c = parse(
+            text,
+            Path::new("/etc/tokend/config.yaml"),
+            &NoEnv,
+            Secrets::Resolve,
+        )
+        .unwrap();
+        assert_eq!(c.state_dir, Path::new("/etc/tokend/state"));
+        assert_eq!(
+            c.credentials[0].outputs[0].path(),
+            Path::new("/etc/tokend/out/a")
+        );
+    }
+}

@@ -40,25 +40,25 @@ pub fn describe_yaml_error(e: &serde_yaml::Error) -> String {
     }
 }
 
-/// "unknown field `x`, expected one of `a`, `b`" → "unknown key `x`; did you mean `a`?"
+/// "unknown field `x`, expected one of `a`, `b`" → "unknown key `x`; did you mean `a`?",
+/// and the same for enum values ("unknown variant").
 fn rewrite_unknown_field(message: &str) -> Option<String> {
-    let start = message.find("unknown field `")?;
+    let (start, marker, noun) = ["unknown field `", "unknown variant `"]
+        .iter()
+        .zip(["key", "value"])
+        .find_map(|(m, noun)| message.find(m).map(|i| (i, *m, noun)))?;
     let prefix = &message[..start];
-    let rest = &message[start + "unknown field `".len()..];
+    let rest = &message[start + marker.len()..];
     let end = rest.find('`')?;
     let key = &rest[..end];
-    let candidates: Vec<&str> = rest[end + 1..]
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .collect();
+    let candidates: Vec<&str> = rest[end + 1..].split('`').skip(1).step_by(2).collect();
     let hint = crate::util::did_you_mean(key, &candidates);
     let hint = if hint.is_empty() {
-        format!("; valid keys here: {}", candidates.join(", "))
+        format!("; valid {noun}s here: {}", candidates.join(", "))
     } else {
         hint
     };
-    Some(format!("{prefix}unknown key `{key}`{hint}"))
+    Some(format!("{prefix}unknown {noun} `{key}`{hint}"))
 }
 
 /// Whether secrets are read: `status` only needs names and paths, and must work for an
@@ -134,25 +134,27 @@ pub fn build(
         );
     }
 
+    let sources = Sources { base, env, secrets };
     let mut credentials = Vec::new();
+    // Outputs of every credential, valid or not, so path clashes are reported in the same run.
+    let mut all_outputs: Vec<(String, Vec<Output>)> = Vec::new();
     for (index, rc) in credentials_raw.into_iter().enumerate() {
         let context = credential_context(&rc.name, index, text);
         if let Some(c) = build_credential(
             rc,
             &defaults,
-            base,
-            env,
-            secrets,
+            &sources,
             &context,
             &mut errors,
             &mut warnings,
+            &mut all_outputs,
         ) {
             credentials.push(c);
         }
     }
 
-    check_unique_names(&credentials, &mut errors);
-    check_output_paths(&credentials, &state_dir, &mut errors);
+    check_unique_names(&all_outputs, &mut errors);
+    check_output_paths(&all_outputs, &state_dir, &mut errors);
 
     if errors.0.is_empty() {
         Ok(Config {
@@ -175,9 +177,8 @@ pub fn build(
 fn credential_context(name: &str, index: usize, text: &str) -> String {
     let line = text.lines().position(|l| {
         let l = l.trim_start().trim_start_matches("- ").trim();
-        l.strip_prefix("name:").is_some_and(|v| {
-            v.trim().trim_matches(|c| c == '"' || c == '\'') == name
-        })
+        l.strip_prefix("name:")
+            .is_some_and(|v| v.trim().trim_matches(|c| c == '"' || c == '\'') == name)
     });
     match (name.is_empty(), line) {
         (false, Some(n)) => format!("credential `{name}` (line {})", n + 1),
@@ -189,13 +190,13 @@ fn credential_context(name: &str, index: usize, text: &str) -> String {
 fn build_credential(
     rc: RawCredential,
     defaults: &RawDefaults,
-    base: &Path,
-    env: &dyn Environment,
-    secrets: Secrets,
+    sources: &Sources,
     ctx: &str,
     errors: &mut Errors,
     warnings: &mut Vec<String>,
+    all_outputs: &mut Vec<(String, Vec<Output>)>,
 ) -> Option<Credential> {
+    let base = sources.base;
     let before = errors.0.len();
     check_name(&rc.name, ctx, errors);
     check_provider_keys(&rc, ctx, errors);
@@ -232,7 +233,7 @@ fn build_credential(
         errors.push(ctx, "`lifetime` must be longer than zero");
     }
 
-    let reader = SecretReader { base, env, secrets, ctx };
+    let reader = SecretReader { sources, ctx };
     let mut secret = |field: &str, source: &Option<SecretSource>, errors: &mut Errors| {
         reader.read(field, source.as_ref()?, errors, warnings)
     };
@@ -263,22 +264,41 @@ fn build_credential(
                 );
             }
             ProviderConfig::Vandar(vandar::Vandar {
-                base_url: url(ctx, "base_url", rc.base_url.as_deref(), vandar::DEFAULT_BASE_URL, errors, warnings),
+                base_url: url(
+                    ctx,
+                    "base_url",
+                    rc.base_url.as_deref(),
+                    vandar::DEFAULT_BASE_URL,
+                    errors,
+                    warnings,
+                ),
                 refresh_token,
                 login,
             })
         }
         ProviderKind::Saba => {
-            let days = rc.token_valid_days.unwrap_or(i64::from(saba::DEFAULT_VALID_DAYS));
+            let days = rc
+                .token_valid_days
+                .unwrap_or(i64::from(saba::DEFAULT_VALID_DAYS));
             if !(1..=365).contains(&days) {
-                errors.push(ctx, format!("`token_valid_days` is {days}; Saba accepts 1 to 365"));
+                errors.push(
+                    ctx,
+                    format!("`token_valid_days` is {days}; Saba accepts 1 to 365"),
+                );
             }
             let username = required(ctx, "username", rc.username.clone(), errors);
             let virtual_number = required(ctx, "virtual_number", rc.virtual_number.clone(), errors);
             required_secret(ctx, "password", &rc.password, errors);
             let password = secret("password", &rc.password, errors);
             ProviderConfig::Saba(saba::Saba {
-                base_url: url(ctx, "base_url", rc.base_url.as_deref(), saba::DEFAULT_BASE_URL, errors, warnings),
+                base_url: url(
+                    ctx,
+                    "base_url",
+                    rc.base_url.as_deref(),
+                    saba::DEFAULT_BASE_URL,
+                    errors,
+                    warnings,
+                ),
                 username: username.unwrap_or_default(),
                 password: password.unwrap_or_else(|| Secret::new("")),
                 virtual_number: virtual_number.unwrap_or_default(),
@@ -294,10 +314,20 @@ fn build_credential(
                 .clone()
                 .unwrap_or_else(|| yavapteke::DEFAULT_SECRET_PARAM.to_owned());
             if param.is_empty() || !param.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                errors.push(ctx, format!("`client_secret_param` `{param}` is not a form field name"));
+                errors.push(
+                    ctx,
+                    format!("`client_secret_param` `{param}` is not a form field name"),
+                );
             }
             ProviderConfig::Yavapteke(yavapteke::Yavapteke {
-                token_url: url(ctx, "token_url", rc.token_url.as_deref(), yavapteke::DEFAULT_TOKEN_URL, errors, warnings),
+                token_url: url(
+                    ctx,
+                    "token_url",
+                    rc.token_url.as_deref(),
+                    yavapteke::DEFAULT_TOKEN_URL,
+                    errors,
+                    warnings,
+                ),
                 client_id: client_id.unwrap_or_default(),
                 client_secret: client_secret.unwrap_or_else(|| Secret::new("")),
                 client_secret_param: param,
@@ -343,7 +373,9 @@ fn build_credential(
         Some(list) if !list.is_empty() => list
             .iter()
             .enumerate()
-            .filter_map(|(i, o)| build_output(o, &rc.name, base, &format!("{ctx}: outputs[{i}]"), errors))
+            .filter_map(|(i, o)| {
+                build_output(o, &rc.name, base, &format!("{ctx}: outputs[{i}]"), errors)
+            })
             .collect(),
         _ => {
             errors.push(ctx, "no `outputs`: say where the token should be written");
@@ -358,6 +390,7 @@ fn build_credential(
         .filter_map(|(i, h)| build_hook(h, base, &format!("{ctx}: on_refresh[{i}]"), errors))
         .collect();
 
+    all_outputs.push((rc.name.clone(), outputs.clone()));
     (errors.0.len() == before).then(|| Credential {
         name: rc.name,
         provider,
@@ -407,8 +440,19 @@ fn check_provider_keys(rc: &RawCredential, ctx: &str, errors: &mut Errors) {
     ];
     let allowed: &[&str] = match rc.provider {
         ProviderKind::Vandar => &["base_url", "refresh_token", "mobile", "password"],
-        ProviderKind::Saba => &["base_url", "username", "password", "virtual_number", "token_valid_days"],
-        ProviderKind::Yavapteke => &["token_url", "client_id", "client_secret", "client_secret_param"],
+        ProviderKind::Saba => &[
+            "base_url",
+            "username",
+            "password",
+            "virtual_number",
+            "token_valid_days",
+        ],
+        ProviderKind::Yavapteke => &[
+            "token_url",
+            "client_id",
+            "client_secret",
+            "client_secret_param",
+        ],
         ProviderKind::Oauth2 => &["token_url", "client_id", "client_secret", "scope", "auth"],
     };
     for (key, present) in set {
@@ -448,10 +492,15 @@ fn required_secret(ctx: &str, field: &str, value: &Option<SecretSource>, errors:
 /// Reads secrets for one credential: relative files against the config's directory, a
 /// warning for literals, an error naming the field for anything unreadable.
 struct SecretReader<'a> {
+    sources: &'a Sources<'a>,
+    ctx: &'a str,
+}
+
+/// Where relative paths and secrets are resolved from.
+struct Sources<'a> {
     base: &'a Path,
     env: &'a dyn Environment,
     secrets: Secrets,
-    ctx: &'a str,
 }
 
 impl SecretReader<'_> {
@@ -468,14 +517,14 @@ impl SecretReader<'_> {
                 "{ctx}: `{field}` is written in the config file; prefer {{file: ...}}, {{env: ...}} or {{credential: ...}}"
             ));
         }
-        if self.secrets == Secrets::Skip {
+        if self.sources.secrets == Secrets::Skip {
             return Some(Secret::new(""));
         }
         let source = match source {
-            SecretSource::File(p) => SecretSource::File(resolve(self.base, p)),
+            SecretSource::File(p) => SecretSource::File(resolve(self.sources.base, p)),
             other => other.clone(),
         };
-        match source.resolve(self.env) {
+        match source.resolve(self.sources.env) {
             Ok(s) => Some(s),
             Err(e) => {
                 errors.push(ctx, format!("`{field}`: {e}"));
@@ -509,7 +558,10 @@ fn url(
                 ));
             }
         }
-        Ok(u) => errors.push(ctx, format!("`{field}` {text} has scheme `{}`; use https", u.scheme())),
+        Ok(u) => errors.push(
+            ctx,
+            format!("`{field}` {text} has scheme `{}`; use https", u.scheme()),
+        ),
         Err(e) => errors.push(ctx, format!("`{field}` `{text}` is not a URL: {e}")),
     }
     text.to_owned()
@@ -522,7 +574,8 @@ fn merge_refresh(
     errors: &mut Errors,
 ) -> RefreshPolicy {
     let d = RefreshPolicy::default();
-    let pick = |f: fn(&RawRefresh) -> Option<Share>| own.and_then(f).or_else(|| defaults.and_then(f));
+    let pick =
+        |f: fn(&RawRefresh) -> Option<Share>| own.and_then(f).or_else(|| defaults.and_then(f));
     let at = pick(|r| r.at).unwrap_or(d.at);
     let jitter = pick(|r| r.jitter).unwrap_or(d.jitter);
     let every = match own.and_then(|r| r.every) {
@@ -531,11 +584,17 @@ fn merge_refresh(
     }
     .map(|e| e.0);
     if !(at.0 > 0.0 && at.0 < 1.0) {
-        errors.push(ctx, format!("`refresh.at` is {at}; it must be between 0% and 100%, exclusive"));
+        errors.push(
+            ctx,
+            format!("`refresh.at` is {at}; it must be between 0% and 100%, exclusive"),
+        );
     }
     // 0% jitter is a deliberate "no jitter", so only the upper bound is exclusive here.
     if !(jitter.0 >= 0.0 && jitter.0 < 1.0) {
-        errors.push(ctx, format!("`refresh.jitter` is {jitter}; it must be from 0% to below 100%"));
+        errors.push(
+            ctx,
+            format!("`refresh.jitter` is {jitter}; it must be from 0% to below 100%"),
+        );
     }
     if every.is_some_and(|e| e.is_zero()) {
         errors.push(ctx, "`refresh.every` must be longer than zero");
@@ -551,7 +610,9 @@ fn merge_retry(
 ) -> RetryPolicy {
     let d = RetryPolicy::default();
     let pick = |f: fn(&RawRetry) -> Option<super::units::Dur>| {
-        own.and_then(f).or_else(|| defaults.and_then(f)).map(|x| x.0)
+        own.and_then(f)
+            .or_else(|| defaults.and_then(f))
+            .map(|x| x.0)
     };
     let policy = RetryPolicy {
         initial: pick(|r| r.initial).unwrap_or(d.initial),
@@ -559,7 +620,10 @@ fn merge_retry(
         permanent: pick(|r| r.permanent).unwrap_or(d.permanent),
     };
     if policy.initial.is_zero() || policy.permanent.is_zero() {
-        errors.push(ctx, "`retry.initial` and `retry.permanent` must be longer than zero");
+        errors.push(
+            ctx,
+            "`retry.initial` and `retry.permanent` must be longer than zero",
+        );
     }
     if policy.max < policy.initial {
         errors.push(
@@ -574,7 +638,13 @@ fn merge_retry(
     policy
 }
 
-fn build_output(o: &RawOutput, credential: &str, base: &Path, ctx: &str, errors: &mut Errors) -> Option<Output> {
+fn build_output(
+    o: &RawOutput,
+    credential: &str,
+    base: &Path,
+    ctx: &str,
+    errors: &mut Errors,
+) -> Option<Output> {
     let before = errors.0.len();
     let access = Access {
         mode: o.mode.map(|m| m.0).unwrap_or(0o600),
@@ -596,8 +666,16 @@ fn build_output(o: &RawOutput, credential: &str, base: &Path, ctx: &str, errors:
                             ctx,
                             format!(
                                 "`template` uses unknown placeholder(s) {}; known: {}",
-                                unknown.iter().map(|u| format!("{{{{{u}}}}}")).collect::<Vec<_>>().join(", "),
-                                render::PLACEHOLDERS.iter().map(|p| format!("{{{{{p}}}}}")).collect::<Vec<_>>().join(", ")
+                                unknown
+                                    .iter()
+                                    .map(|u| format!("{{{{{u}}}}}"))
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                                render::PLACEHOLDERS
+                                    .iter()
+                                    .map(|p| format!("{{{{{p}}}}}"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ),
                         );
                     } else if !t.contains("{{") {
@@ -616,11 +694,22 @@ fn build_output(o: &RawOutput, credential: &str, base: &Path, ctx: &str, errors:
                 (OutputFormat::Raw, None) => Format::Raw,
                 (OutputFormat::Json, None) => Format::Json,
                 (OutputFormat::Env, None) => {
-                    let prefix = o.env_prefix.clone().unwrap_or_else(|| render::env_prefix(credential));
-                    let valid = prefix.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                        && prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    let prefix = o
+                        .env_prefix
+                        .clone()
+                        .unwrap_or_else(|| render::env_prefix(credential));
+                    let valid = prefix
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                        && prefix
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_');
                     if !valid {
-                        errors.push(ctx, format!("`env_prefix` `{prefix}` is not a valid variable name prefix"));
+                        errors.push(
+                            ctx,
+                            format!("`env_prefix` `{prefix}` is not a valid variable name prefix"),
+                        );
                     }
                     Format::Env { prefix }
                 }
@@ -640,7 +729,9 @@ fn build_output(o: &RawOutput, credential: &str, base: &Path, ctx: &str, errors:
                     "a `dir` output always holds token, token.json and expires_at; `format`, `template` and `env_prefix` do not apply",
                 );
             }
-            Target::Dir { path: resolve(base, dir) }
+            Target::Dir {
+                path: resolve(base, dir),
+            }
         }
         (Some(_), Some(_)) => {
             errors.push(ctx, "set `file` or `dir`, not both");
@@ -672,7 +763,11 @@ fn build_hook(h: &RawHook, base: &Path, ctx: &str, errors: &mut Errors) -> Optio
                 errors.push(ctx, "`timeout` applies to `exec` hooks only");
             }
             let name = signal.trim().to_ascii_uppercase();
-            let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
+            let name = if name.starts_with("SIG") {
+                name
+            } else {
+                format!("SIG{name}")
+            };
             let parsed = nix::sys::signal::Signal::from_str(&name);
             let Some(pid_file) = &h.pid_file else {
                 errors.push(ctx, "a `signal` hook needs `pid_file`");
@@ -684,7 +779,10 @@ fn build_hook(h: &RawHook, base: &Path, ctx: &str, errors: &mut Errors) -> Optio
                     pid_file: resolve(base, pid_file),
                 }),
                 Err(_) => {
-                    errors.push(ctx, format!("`{signal}` is not a signal name (HUP, USR1, TERM, ...)"));
+                    errors.push(
+                        ctx,
+                        format!("`{signal}` is not a signal name (HUP, USR1, TERM, ...)"),
+                    );
                     None
                 }
             }
@@ -694,7 +792,10 @@ fn build_hook(h: &RawHook, base: &Path, ctx: &str, errors: &mut Errors) -> Optio
                 errors.push(ctx, "`pid_file` applies to `signal` hooks only");
             }
             if argv.is_empty() || argv[0].is_empty() {
-                errors.push(ctx, "`exec` needs a program: [\"/path/to/program\", \"arg\", ...]");
+                errors.push(
+                    ctx,
+                    "`exec` needs a program: [\"/path/to/program\", \"arg\", ...]",
+                );
                 return None;
             }
             Some(Hook::Exec {
@@ -713,25 +814,33 @@ fn build_hook(h: &RawHook, base: &Path, ctx: &str, errors: &mut Errors) -> Optio
     }
 }
 
-fn check_unique_names(credentials: &[Credential], errors: &mut Errors) {
+fn check_unique_names(credentials: &[(String, Vec<Output>)], errors: &mut Errors) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
-    for c in credentials {
-        *seen.entry(&c.name).or_default() += 1;
+    for (name, _) in credentials {
+        *seen.entry(name).or_default() += 1;
     }
     let mut dups: Vec<_> = seen.into_iter().filter(|(_, n)| *n > 1).collect();
     dups.sort();
     for (name, n) in dups {
-        errors.push(&format!("credential `{name}`"), format!("the name is used {n} times; names must be unique"));
+        errors.push(
+            &format!("credential `{name}`"),
+            format!("the name is used {n} times; names must be unique"),
+        );
     }
 }
 
 /// Two outputs on one path (or a file inside a `dir` output, or anything inside the state
 /// directory) would overwrite each other.
-fn check_output_paths(credentials: &[Credential], state_dir: &Path, errors: &mut Errors) {
+fn check_output_paths(
+    credentials: &[(String, Vec<Output>)],
+    state_dir: &Path,
+    errors: &mut Errors,
+) {
     let mut all: Vec<(&str, PathBuf, bool)> = Vec::new();
-    for c in credentials {
-        for o in &c.outputs {
-            all.push((&c.name, normalize(o.path()), matches!(o.target, Target::Dir { .. })));
+    for (name, outputs) in credentials {
+        for o in outputs {
+            let is_dir = matches!(o.target, Target::Dir { .. });
+            all.push((name, normalize(o.path()), is_dir));
         }
     }
     let state_dir = normalize(state_dir);
@@ -739,7 +848,11 @@ fn check_output_paths(credentials: &[Credential], state_dir: &Path, errors: &mut
         if path.starts_with(&state_dir) {
             errors.push(
                 &format!("credential `{name}`"),
-                format!("output `{}` is inside state_dir `{}`", path.display(), state_dir.display()),
+                format!(
+                    "output `{}` is inside state_dir `{}`",
+                    path.display(),
+                    state_dir.display()
+                ),
             );
         }
         for (other_name, other, other_is_dir) in &all[i + 1..] {
@@ -761,7 +874,11 @@ fn check_output_paths(credentials: &[Credential], state_dir: &Path, errors: &mut
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }
 
 fn absolute(p: &Path) -> PathBuf {

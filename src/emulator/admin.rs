@@ -37,15 +37,14 @@ pub(super) async fn push_fault(
     AxumState(shared): AxumState<Arc<Shared>>,
     Json(push): Json<PushFault>,
 ) -> Response {
-    // No let-chains: the crate's MSRV (1.85) predates them.
-    if let Some(Fault::Status { code, .. }) = push.fault {
-        if !(200..=599).contains(&code) {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("status fault code {code} is not a final HTTP status (200..=599)"),
-            )
-                .into_response();
-        }
+    if let Some(Fault::Status { code, .. }) = push.fault
+        && !(200..=599).contains(&code)
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("status fault code {code} is not a final HTTP status (200..=599)"),
+        )
+            .into_response();
     }
     let kind = push.fault.as_ref().map_or("none", Fault::kind);
     let mut state = shared.lock();

@@ -152,7 +152,11 @@ mod tests {
         assert!(!write(&dir, &files("two"), Access::PRIVATE).unwrap());
         assert_eq!(fs::read(dir.join("token")).unwrap(), b"two");
         assert_eq!(fs::read(dir.join("expires_at")).unwrap(), b"exp-of-two");
-        assert!(fs::symlink_metadata(dir.join(DATA_LINK)).unwrap().is_symlink());
+        assert!(
+            fs::symlink_metadata(dir.join(DATA_LINK))
+                .unwrap()
+                .is_symlink()
+        );
         let names = entries(&dir);
         assert_eq!(names.len(), 4, "{names:?}");
         assert!(names.contains(&"..data".to_owned()));

@@ -17,9 +17,14 @@ pub struct Output {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Target {
-    File { path: PathBuf, format: Format },
+    File {
+        path: PathBuf,
+        format: Format,
+    },
     /// A directory holding `token`, `token.json` and `expires_at`, swapped as a whole.
-    Dir { path: PathBuf },
+    Dir {
+        path: PathBuf,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -85,9 +90,11 @@ impl Output {
     /// Whether the output currently holds `token` (for readiness and restore decisions).
     pub fn holds(&self, token: &Token, credential: &str) -> bool {
         match &self.target {
-            Target::File { path, format } => {
-                atomic::is_current(path, &render::render(format, token, credential), self.access)
-            }
+            Target::File { path, format } => atomic::is_current(
+                path,
+                &render::render(format, token, credential),
+                self.access,
+            ),
             Target::Dir { path } => dir::holds(path, &render::dir_files(token, credential)),
         }
     }

@@ -164,7 +164,10 @@ mod tests {
 
     #[test]
     fn unknown_placeholders_are_found() {
-        assert_eq!(template_unknown("{{token}} {{ tokn }} {{expires}}"), ["tokn", "expires"]);
+        assert_eq!(
+            template_unknown("{{token}} {{ tokn }} {{expires}}"),
+            ["tokn", "expires"]
+        );
         assert!(template_unknown("Bearer {{token}}").is_empty());
     }
 }

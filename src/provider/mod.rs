@@ -278,7 +278,11 @@ pub fn provider_message(answer: &Answer) -> String {
     if let Some(errors) = v.get("errors").and_then(Value::as_array) {
         let texts: Vec<String> = errors
             .iter()
-            .map(|e| e.as_str().map(str::to_owned).unwrap_or_else(|| e.to_string()))
+            .map(|e| {
+                e.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| e.to_string())
+            })
             .collect();
         if !texts.is_empty() {
             parts.push(texts.join("; "));
@@ -388,10 +392,7 @@ fn build_client(ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| format!("ca_file `{}` is not a PEM bundle: {e}", path.display()))?;
         if certs.is_empty() {
-            return Err(format!(
-                "ca_file `{}` holds no certificate",
-                path.display()
-            ));
+            return Err(format!("ca_file `{}` holds no certificate", path.display()));
         }
         for cert in certs {
             builder = builder.add_root_certificate(cert);
@@ -461,7 +462,11 @@ impl HttpClient {
             return Err(oversized(status));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport_error(url, e))? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(url, e))?
+        {
             if body.len() + chunk.len() > MAX_BODY_BYTES {
                 return Err(oversized(status));
             }
@@ -541,7 +546,13 @@ mod tests {
             e.to_string(),
             "unusable answer from provider (HTTP 200): the body is not JSON (it looks like HTML)"
         );
-        assert!(answer(200, "").json().unwrap_err().to_string().contains("empty"));
+        assert!(
+            answer(200, "")
+                .json()
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
     }
 
     #[test]
@@ -554,7 +565,10 @@ mod tests {
     #[test]
     fn retry_after_seconds() {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("99999999"), Some(Duration::from_secs(86_400)));
+        assert_eq!(
+            parse_retry_after("99999999"),
+            Some(Duration::from_secs(86_400))
+        );
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }
 
@@ -573,7 +587,10 @@ mod tests {
         let a = answer(200, "");
         let v = serde_json::json!({"data": {"token": 5}, "t": ""});
         let e = token_field(&a, &v, &["data", "token"]).unwrap_err();
-        assert!(e.to_string().contains("`data.token` is not a string"), "{e}");
+        assert!(
+            e.to_string().contains("`data.token` is not a string"),
+            "{e}"
+        );
         let e = token_field(&a, &v, &["t"]).unwrap_err();
         assert!(e.to_string().contains("`t`: the token is empty"), "{e}");
         let e = token_field(&a, &v, &["missing"]).unwrap_err();

@@ -23,7 +23,9 @@ pub struct Saba {
 
 impl Provider for Saba {
     fn documented_lifetime(&self) -> Option<Duration> {
-        Some(Duration::from_secs(u64::from(self.token_valid_days) * 86_400))
+        Some(Duration::from_secs(
+            u64::from(self.token_valid_days) * 86_400,
+        ))
     }
 
     fn plan(&self) -> String {
@@ -131,6 +133,9 @@ mod tests {
     fn empty_token_is_rejected() {
         let e = parse_authenticate(&answer(200, r#"{"status":"200","data":{"Token":""}}"#))
             .unwrap_err();
-        assert!(e.to_string().contains("`data.Token`: the token is empty"), "{e}");
+        assert!(
+            e.to_string().contains("`data.Token`: the token is empty"),
+            "{e}"
+        );
     }
 }

@@ -82,7 +82,9 @@ impl Provider for Vandar {
         let body = json!({"refreshtoken": current.expose()});
         let answer = http.post_json(&self.url("/v3/refreshtoken"), &body).await?;
         match parse_refresh(&answer, self.login.is_some()) {
-            Err(FetchError::RefreshRejected { status, message, .. }) if self.login.is_some() => {
+            Err(FetchError::RefreshRejected {
+                status, message, ..
+            }) if self.login.is_some() => {
                 let login = self.login.as_ref().expect("checked above");
                 let mut fetched = self.login(http, login).await?;
                 fetched.refresh = RefreshUpdate::Rejected {

@@ -35,7 +35,10 @@ impl Provider for Yavapteke {
         let form = [
             ("grant_type", "client_credentials"),
             ("client_id", self.client_id.as_str()),
-            (self.client_secret_param.as_str(), self.client_secret.expose()),
+            (
+                self.client_secret_param.as_str(),
+                self.client_secret.expose(),
+            ),
         ];
         let answer = http.post_form(&self.token_url, &form, None).await?;
         oauth2::parse_token_response(&answer, "client_credentials")

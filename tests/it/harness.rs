@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)]
 pub use tokend::emulator::{Emulator, EmulatorConfig, Endpoint, Fault};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tokend");
@@ -105,7 +106,10 @@ impl Env {
             .stderr(file)
             .spawn()
             .expect("spawn tokend run");
-        Daemon { child: Some(child), log }
+        Daemon {
+            child: Some(child),
+            log,
+        }
     }
 
     pub fn read(&self, rel: &str) -> String {

@@ -10,5 +10,8 @@ fn once_writes_a_yavapteke_token() {
     let token = env.read("out/pharmacy.token");
     assert!(env.emu.issued_tokens().contains(&token), "{token}");
     assert_eq!(mode(&env.path("out/pharmacy.token")), 0o600);
-    assert_eq!(env.emu.last_yavapteke_secret_field().as_deref(), Some("client_secret"));
+    assert_eq!(
+        env.emu.last_yavapteke_secret_field().as_deref(),
+        Some("client_secret")
+    );
 }

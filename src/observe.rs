@@ -1,0 +1,170 @@
+//! The daemon's live view of every credential, written by the supervisor after each attempt
+//! and read by the HTTP endpoints and the systemd status line. Never holds more than state does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::state::CredentialState;
+use crate::status::{self, Entry};
+use crate::util::{human_duration, unix_secs};
+
+/// What the supervisor knows about one credential.
+#[derive(Clone, Debug)]
+pub struct View {
+    pub provider: &'static str,
+    pub state: CredentialState,
+    /// Every output holds the current token (as of the last attempt).
+    pub outputs_ok: bool,
+    /// At least one attempt finished (for systemd's READY=1).
+    pub attempted: bool,
+    pub next: SystemTime,
+}
+
+#[derive(Default)]
+pub struct Observed {
+    heartbeat: AtomicU64,
+    views: RwLock<BTreeMap<String, View>>,
+    triggered: Mutex<HashMap<String, Instant>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NotReady {
+    pub credential: String,
+    pub reason: String,
+}
+
+/// A triggered refresh of the same credential within this window is refused (429).
+pub const TRIGGER_WINDOW: Duration = Duration::from_secs(30);
+
+impl Observed {
+    /// The supervisor loop calls this every time it wakes.
+    pub fn beat(&self) {
+        self.heartbeat
+            .store(unix_secs(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    /// Alive if the loop woke recently; it wakes at least every `max_sleep`.
+    pub fn is_alive(&self, max_sleep: Duration) -> bool {
+        let last = self.heartbeat.load(Ordering::Relaxed);
+        let now = unix_secs(SystemTime::now());
+        last != 0 && now.saturating_sub(last) <= max_sleep.as_secs() * 2 + 5
+    }
+
+    pub fn set(&self, name: &str, view: View) {
+        self.views
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), view);
+    }
+
+    pub fn remove(&self, name: &str) {
+        self.views
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name)
+    }
+
+    fn with_views<T>(&self, f: impl FnOnce(&BTreeMap<String, View>) -> T) -> T {
+        f(&self.views.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Credentials without an unexpired token in all their outputs, with the reason.
+    pub fn not_ready(&self, now: SystemTime) -> Vec<NotReady> {
+        self.with_views(|views| {
+            views
+                .iter()
+                .filter_map(|(name, v)| {
+                    let reason = match v.state.token.as_ref() {
+                        None if !v.attempted => {
+                            "no token yet: the first attempt is running".to_owned()
+                        }
+                        None => "no token: every attempt so far failed".to_owned(),
+                        Some(t) if now >= t.expires_at.0 => "the token has expired".to_owned(),
+                        Some(_) if !v.outputs_ok => "the outputs could not be written".to_owned(),
+                        Some(_) => return None,
+                    };
+                    let reason = match &v.state.last_error {
+                        Some(e) => format!("{reason} (last error: {})", e.message),
+                        None => reason,
+                    };
+                    Some(NotReady {
+                        credential: name.clone(),
+                        reason,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    pub fn all_attempted(&self) -> bool {
+        self.with_views(|views| views.values().all(|v| v.attempted))
+    }
+
+    pub fn status(&self, now: SystemTime) -> Vec<Entry> {
+        self.with_views(|views| {
+            views
+                .iter()
+                .map(|(name, v)| status::entry(name, v.provider, Ok(Some(v.state.clone())), now))
+                .collect()
+        })
+    }
+
+    /// systemd's one-line STATUS=: "3/3 fresh, next refresh in 41m".
+    pub fn summary(&self, now: SystemTime) -> String {
+        self.with_views(|views| {
+            let total = views.len();
+            let fresh = views
+                .values()
+                .filter(|v| {
+                    v.outputs_ok && v.state.token.as_ref().is_some_and(|t| now < t.expires_at.0)
+                })
+                .count();
+            let failing: Vec<&str> = views
+                .iter()
+                .filter(|(_, v)| v.state.failures > 0)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            let mut line = format!("{fresh}/{total} fresh");
+            if !failing.is_empty() {
+                let shown: Vec<&str> = failing.iter().take(3).copied().collect();
+                line.push_str(&format!(
+                    ", {} failing ({}{})",
+                    failing.len(),
+                    shown.join(", "),
+                    if failing.len() > 3 { ", ..." } else { "" }
+                ));
+            }
+            if let Some(next) = views.values().map(|v| v.next).min() {
+                line.push_str(&format!(
+                    ", next refresh in {}",
+                    human_duration(next.duration_since(now).unwrap_or_default())
+                ));
+            }
+            line
+        })
+    }
+
+    /// Rate limit for consumer-triggered refreshes: `true` if this one may go ahead.
+    pub fn try_trigger(&self, name: &str) -> bool {
+        let mut last = self.triggered.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match last.get(name) {
+            Some(at) if now.duration_since(*at) < TRIGGER_WINDOW => false,
+            _ => {
+                last.insert(name.to_owned(), now);
+                true
+            }
+        }
+    }
+}
