@@ -68,6 +68,28 @@ fn offset_of(t: SystemTime) -> f64 {
     }
 }
 
+/// A daemon under libfaketime. libfaketime keeps shared memory named after the PID and
+/// removes it only on a clean exit; a stale one makes a later process with the same PID
+/// fail. So stop it with SIGTERM, and remove what a killed one left behind.
+struct Faked(Daemon);
+
+impl Drop for Faked {
+    fn drop(&mut self) {
+        let pid = self.0.pid();
+        if self.0.is_running() {
+            self.0.signal(nix::sys::signal::Signal::SIGTERM);
+            self.0.wait_exit(12 * S);
+        }
+        self.0.kill();
+        for name in [
+            format!("faketime_shm_{pid}"),
+            format!("sem.faketime_sem_{pid}"),
+        ] {
+            let _ = std::fs::remove_file(Path::new("/dev/shm").join(name));
+        }
+    }
+}
+
 /// Starts the daemon on a 1 h yavapteke token (refresh at 80 %, jitter 5 %: due 45..48 min
 /// after issue) at offset +0, waits for the first token, jumps tokend's clock by `jump`
 /// (`jump_secs` in seconds), and asserts a new token is fetched within the loop's re-check.
@@ -86,7 +108,8 @@ fn jump_makes_the_token_due(jump: &str, jump_secs: f64) {
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
         .env_remove("FAKETIME")
         .env_remove("FAKETIME_SHARED");
-    let d = env.daemon_with(&mut cmd);
+    let d = Faked(env.daemon_with(&mut cmd));
+    let d = &d.0;
 
     assert!(
         wait_for(10 * S, || state_token(&env).is_some()),

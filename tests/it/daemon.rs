@@ -334,14 +334,12 @@ fn a_restart_reuses_the_token_in_state_without_calling_the_provider() {
     std::fs::remove_file(&out).unwrap();
     let requests = env.emu.requests(Endpoint::Yavapteke);
 
-    let started = Instant::now();
     let d = env.daemon();
     assert!(
         wait_for(S, || out.exists()),
         "output not restored within 1 s:\n{}",
         d.log()
     );
-    assert!(started.elapsed() <= secs(1.5));
     assert_eq!(env.read("out/pharmacy.token"), token);
     // Give a needless fetch the chance to happen.
     std::thread::sleep(Duration::from_millis(300));
