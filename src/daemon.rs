@@ -412,7 +412,14 @@ impl Supervisor {
                     added += 1;
                     self.add(credential);
                 }
-                Some(entry) if *entry.credential == *c => kept += 1,
+                Some(entry) if *entry.credential == *c => {
+                    kept += 1;
+                    // Removed by an earlier reload while its refresh was in flight, and back
+                    // now: it stays.
+                    if matches!(entry.pending, Pending::Remove) {
+                        entry.pending = Pending::None;
+                    }
+                }
                 Some(entry) => {
                     changed += 1;
                     if entry.slot.is_some() {

@@ -639,7 +639,6 @@ fn a_second_daemon_on_the_same_state_dir_exits_1_naming_the_lock() {
 }
 
 #[test]
-#[ignore = "BUG: text logs written to a file or pipe (journald, kubectl logs) carry ANSI colour codes"]
 fn text_logs_written_to_a_file_carry_no_colour_codes() {
     let env = Env::new();
     yavapteke_config(&env, "");
@@ -723,7 +722,6 @@ fn fixing_a_rejected_secret_and_sighup_retries_at_once() {
 }
 
 #[test]
-#[ignore = "BUG: a credential removed by SIGHUP mid-refresh and restored by the next SIGHUP is dropped when that refresh ends"]
 fn a_credential_removed_and_restored_during_its_refresh_keeps_being_refreshed() {
     let env = Env::with(EmulatorConfig {
         yavapteke_lifetime: 2 * S,
