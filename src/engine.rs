@@ -451,6 +451,17 @@ fn identity(provider: &ProviderConfig) -> String {
                     format!("{username}|{}", password.expose()),
             }
         ),
+        ProviderConfig::HttpJson(h) => format!(
+            "http_json|{}|{}|{:?}|{}",
+            h.login.url,
+            h.login.body,
+            h.refresh.as_ref().map(|r| &r.url),
+            h.secrets
+                .iter()
+                .map(|(n, s)| format!("{n}={}", s.expose()))
+                .collect::<Vec<_>>()
+                .join("|")
+        ),
     };
     fingerprint(&text)
 }

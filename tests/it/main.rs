@@ -9,6 +9,7 @@ mod config_errors;
 mod daemon;
 mod hooks;
 mod http;
+mod http_json;
 mod notify;
 mod outputs;
 mod providers;
