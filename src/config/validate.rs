@@ -425,7 +425,7 @@ fn build_credential(
                 (None, None) => {
                     errors.push(
                         ctx,
-                        "provider oauth2 needs `token_url` (or `issuer` for discovery)",
+                        "`token_url` is required for provider oauth2 (or `issuer`, to discover it)",
                     );
                     oauth2::TokenEndpoint::Url(String::new())
                 }
