@@ -146,6 +146,10 @@ impl Provider for HttpJson {
         self.refresh.is_some() && self.refresh_token_pointer.is_some()
     }
 
+    fn secrets(&self) -> Vec<&Secret> {
+        self.secrets.iter().map(|(_, s)| s).collect()
+    }
+
     fn plan(&self) -> String {
         let refresh = match &self.refresh {
             Some(r) => format!(

@@ -53,6 +53,9 @@ pub trait Provider {
     /// A description of what the provider will be asked, for `check` (never a secret).
     fn plan(&self) -> String;
 
+    /// Every secret this provider sends, so error texts that echo one can be redacted.
+    fn secrets(&self) -> Vec<&Secret>;
+
     fn fetch(
         &self,
         http: &HttpClient,
@@ -88,6 +91,16 @@ impl Provider for ProviderConfig {
             ProviderConfig::Yavapteke(p) => p.refresh_seed(),
             ProviderConfig::OAuth2(p) => p.refresh_seed(),
             ProviderConfig::HttpJson(p) => p.refresh_seed(),
+        }
+    }
+
+    fn secrets(&self) -> Vec<&Secret> {
+        match self {
+            ProviderConfig::Vandar(p) => p.secrets(),
+            ProviderConfig::Saba(p) => p.secrets(),
+            ProviderConfig::Yavapteke(p) => p.secrets(),
+            ProviderConfig::OAuth2(p) => p.secrets(),
+            ProviderConfig::HttpJson(p) => p.secrets(),
         }
     }
 
@@ -182,6 +195,28 @@ fn detail(message: &str) -> String {
 }
 
 impl FetchError {
+    /// Replaces any of `secrets` in the error's texts: a provider that echoes a submitted
+    /// password or refresh token in its error body must not get it into a log.
+    pub fn redact(&mut self, secrets: &[&str]) {
+        let texts: Vec<&mut String> = match self {
+            FetchError::Connect { url, reason } => vec![url, reason],
+            FetchError::Timeout { url, .. } => vec![url],
+            FetchError::Unavailable { url, message, .. } => vec![url, message],
+            FetchError::Rejected { message, .. } | FetchError::RefreshRejected { message, .. } => {
+                vec![message]
+            }
+            FetchError::BadAnswer { reason, .. } => vec![reason],
+            FetchError::Misconfigured(m) => vec![m],
+        };
+        for text in texts {
+            for secret in secrets.iter().filter(|s| s.len() >= 4) {
+                if text.contains(secret) {
+                    *text = text.replace(secret, "[redacted]");
+                }
+            }
+        }
+    }
+
     /// Transient errors are retried with fast backoff; permanent ones (a person must act)
     /// slowly, so that an account is never locked by a retry storm.
     pub fn is_transient(&self) -> bool {
@@ -575,6 +610,28 @@ mod tests {
         let a = answer(401, "{\"unauthorized\"}\n\r\t");
         assert_eq!(a.excerpt(), "{\"unauthorized\"}");
         assert_eq!(answer(500, &"x".repeat(500)).excerpt().chars().count(), 201);
+    }
+
+    #[test]
+    fn redact_hides_echoed_secrets() {
+        let mut e = answer(
+            400,
+            r#"{"error":"password hunter22 is wrong for def502abc"}"#,
+        )
+        .error(provider_message(&answer(
+            400,
+            r#"{"error":"password hunter22 is wrong for def502abc"}"#,
+        )));
+        e.redact(&["hunter22", "def502abc", "x"]);
+        let text = e.to_string();
+        assert!(
+            !text.contains("hunter22") && !text.contains("def502abc"),
+            "{text}"
+        );
+        assert!(
+            text.contains("password [redacted] is wrong for [redacted]"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -159,6 +159,16 @@ impl Provider for OAuth2 {
         }
     }
 
+    fn secrets(&self) -> Vec<&Secret> {
+        let mut s: Vec<&Secret> = self.client_secret.iter().collect();
+        match &self.grant {
+            Grant::ClientCredentials => {}
+            Grant::RefreshToken { seed } => s.push(seed),
+            Grant::Password { password, .. } => s.push(password),
+        }
+        s
+    }
+
     fn plan(&self) -> String {
         let auth = match self.auth {
             ClientAuth::ClientSecretPost => "client_secret_post",

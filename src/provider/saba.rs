@@ -28,6 +28,10 @@ impl Provider for Saba {
         ))
     }
 
+    fn secrets(&self) -> Vec<&Secret> {
+        vec![&self.password]
+    }
+
     fn plan(&self) -> String {
         format!(
             "saba at {}: authenticate as {} for virtual number {}, tokens valid {} day(s)",

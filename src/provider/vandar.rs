@@ -50,6 +50,12 @@ impl Provider for Vandar {
         self.refresh_token.as_ref()
     }
 
+    fn secrets(&self) -> Vec<&Secret> {
+        let mut s: Vec<&Secret> = self.refresh_token.iter().collect();
+        s.extend(self.login.as_ref().map(|l| &l.password));
+        s
+    }
+
     fn plan(&self) -> String {
         let flows = match (&self.refresh_token, &self.login) {
             (Some(_), Some(l)) => format!(
