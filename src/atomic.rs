@@ -24,8 +24,16 @@ impl Access {
 /// a 0640 output for a group reader is useless in a 0700 directory). Existing directories
 /// are left as they are.
 pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        // "File exists" from mkdir would hide what is wrong with the path.
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("`{}` is not a directory", dir.display()),
+            ));
+        }
+        Err(_) => {}
     }
     if let Some(parent) = dir.parent()
         && !parent.as_os_str().is_empty()

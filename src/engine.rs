@@ -89,6 +89,12 @@ pub struct Slot {
     pub state: CredentialState,
     /// The random draw for this token's jitter, fixed when the token arrives.
     draw: f64,
+    /// `state` holds changes (possibly a rotated refresh token) that are not on disk yet:
+    /// they are saved before anything else, and outputs wait for them.
+    unsaved: bool,
+    /// A forced refresh (SIGUSR1, HTTP trigger, `once --force`) that has not succeeded yet;
+    /// its retries must fetch, not settle for the old token.
+    force_pending: bool,
 }
 
 impl Slot {
@@ -189,34 +195,48 @@ impl Engine {
             credential,
             state,
             draw: fastrand::f64(),
+            unsaved: false,
+            force_pending: false,
         }
     }
 
     /// Makes the credential's outputs hold a token that is not due for refresh: reuse the
     /// token in state when it is fresh (and `force` is false), else fetch a new one.
     pub async fn ensure(&self, slot: &mut Slot, force: bool) -> Result<Outcome, RefreshError> {
+        slot.force_pending |= force;
+        let result = self.attempt(slot).await;
+        match &result {
+            Ok(Outcome::Refreshed { .. }) => slot.force_pending = false,
+            Ok(Outcome::Current { .. }) => {}
+            // Every failure, wherever it happened, is recorded and backed off the same way.
+            Err(e) => self.record_failure(slot, e).await,
+        }
+        result
+    }
+
+    async fn attempt(&self, slot: &mut Slot) -> Result<Outcome, RefreshError> {
         let now = SystemTime::now();
         let cred = slot.credential.clone();
-        if !force
+        if !slot.force_pending
             && let Some(token) = slot.current_token(now)
             && now < slot.refresh_at(&token)
         {
+            // A save that failed earlier goes first: outputs never run ahead of the state
+            // that holds the refresh token they descend from.
+            if slot.unsaved {
+                self.save(slot).await?;
+            }
             let written = self.publish(&cred, &token).await?;
             if slot.state.failures > 0 {
                 // A previous attempt failed after the fetch (disk): it is resolved now.
                 slot.state.failures = 0;
+                slot.state.last_error = None;
                 slot.state.next_attempt = Some(Timestamp(slot.refresh_at(&token)));
                 self.save(slot).await?;
             }
             return Ok(Outcome::Current { token, written });
         }
-        match self.refresh(slot, now).await {
-            Ok(outcome) => Ok(outcome),
-            Err(e) => {
-                self.record_failure(slot, &e).await;
-                Err(e)
-            }
-        }
+        self.refresh(slot, now).await
     }
 
     async fn refresh(&self, slot: &mut Slot, started: SystemTime) -> Result<Outcome, RefreshError> {
@@ -317,6 +337,8 @@ impl Engine {
         slot.state.failures = 0;
         slot.state.next_attempt = Some(Timestamp(slot.refresh_at(&token)));
         self.save(slot).await?;
+        // The forced fetch happened; if an output fails now, retries only re-publish.
+        slot.force_pending = false;
         events::token_refreshed(name, &token, fetched.flow, source, took);
 
         let written = self.publish(&cred, &token).await?;
@@ -397,14 +419,14 @@ impl Engine {
         }
     }
 
-    async fn save(&self, slot: &Slot) -> Result<(), RefreshError> {
+    async fn save(&self, slot: &mut Slot) -> Result<(), RefreshError> {
         let (dir, state) = (self.state_dir.clone(), slot.state.clone());
-        blocking(move || dir.save(&state))
-            .await
-            .map_err(|source| RefreshError::State {
-                credential: slot.credential.name.clone(),
-                source,
-            })
+        let result = blocking(move || dir.save(&state)).await;
+        slot.unsaved = result.is_err();
+        result.map_err(|source| RefreshError::State {
+            credential: slot.credential.name.clone(),
+            source,
+        })
     }
 }
 

@@ -1194,13 +1194,11 @@ fn a_full_state_directory_is_reported_and_not_fatal() {
 }
 
 #[test]
-#[ignore = "BUG: a state save failing after a refresh is never retried: failures is reset before the save, so the rotated refresh token stays only in memory until the next scheduled refresh (days); a restart meanwhile breaks the chain"]
 fn a_full_state_directory_keeps_the_rotated_refresh_token_until_it_can_be_saved() {
     full_state_directory(false, true);
 }
 
 #[test]
-#[ignore = "BUG: the retry after a failed state save writes the outputs (and runs hooks) before the rotated refresh token is durable"]
 fn a_full_state_directory_does_not_let_outputs_run_ahead_of_the_state() {
     full_state_directory(true, false);
 }
@@ -1208,7 +1206,6 @@ fn a_full_state_directory_does_not_let_outputs_run_ahead_of_the_state() {
 /// While an output cannot be written, retries follow the backoff (logged, failures
 /// counted, state's `next_attempt` in the future) instead of spinning.
 #[test]
-#[ignore = "BUG: after a failed output write, retries of a still-fresh token bypass record_failure: no backoff (hot loop), not logged, failures stuck at 1"]
 fn a_failing_output_is_retried_with_backoff_not_in_a_hot_loop() {
     let env = yav_env(
         EmulatorConfig::default(),
@@ -1629,7 +1626,6 @@ fn a_429_under_run_waits_for_retry_after() {
 /// a 401) that meets a transient error must be retried until a new token arrives, not
 /// dropped because the old token is not due yet.
 #[test]
-#[ignore = "BUG: a forced refresh (SIGUSR1/trigger) that fails is never retried: the retry finds the old token not due and declares it resolved"]
 fn a_failed_forced_refresh_is_retried_until_it_succeeds() {
     let env = yav_env(
         EmulatorConfig::default(),
@@ -1783,7 +1779,6 @@ fn an_untrusted_certificate_is_refused_and_ca_file_trusts_it() {
 /// An output whose parent "directory" is a regular file: the reason must say so, not
 /// "file exists" about a file that does not exist.
 #[test]
-#[ignore = "BUG: an output under a path whose parent is a regular file fails with the misleading reason `file exists`"]
 fn an_output_under_a_file_names_the_real_problem() {
     let env = yav_env(
         EmulatorConfig::default(),
