@@ -9,6 +9,7 @@ mod config_errors;
 mod daemon;
 mod hooks;
 mod http;
+mod interop;
 mod notify;
 mod outputs;
 mod providers;
