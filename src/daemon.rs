@@ -5,10 +5,10 @@
 //! instants, re-checked at least every [`MAX_SLEEP`], so a suspend or a clock step delays a
 //! due refresh by at most that much, while an idle process wakes only a few times a minute.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
@@ -127,6 +127,11 @@ struct Supervisor {
     observed: Arc<Observed>,
     notifier: Notifier,
     ready_sent: bool,
+    /// Credentials whose first attempt has not finished yet (READY=1 waits for them).
+    first_round: HashSet<String>,
+    /// The systemd STATUS= line is due an update; sent at most once a second.
+    status_dirty: bool,
+    status_sent: Option<Instant>,
 }
 
 impl Supervisor {
@@ -147,6 +152,9 @@ impl Supervisor {
             observed,
             notifier: Notifier::from_env(),
             ready_sent: false,
+            first_round: HashSet::new(),
+            status_dirty: true,
+            status_sent: None,
         };
         for c in &config.credentials {
             s.add(Arc::new(c.clone()));
@@ -165,6 +173,7 @@ impl Supervisor {
         loop {
             self.observed.beat();
             self.notifier.watchdog();
+            self.notify_status();
             self.start_due();
             let sleep = self.sleep_duration();
             tokio::select! {
@@ -181,7 +190,7 @@ impl Supervisor {
                         self.notifier.reloading();
                         self.reload().await;
                         self.notifier.ready();
-                        self.notify_status();
+                        self.status_dirty = true;
                     }
                     Some(Control::RefreshAll) => {
                         tracing::info!("refreshing every credential now (SIGUSR1)");
@@ -229,6 +238,9 @@ impl Supervisor {
         }
         self.publish_view(&name, &slot, false, waiting, next);
         events::scheduled(&name, next);
+        if !waiting {
+            self.first_round.insert(name.clone());
+        }
         self.entries.insert(
             name.clone(),
             Entry {
@@ -263,9 +275,22 @@ impl Supervisor {
         );
     }
 
-    fn notify_status(&self) {
+    /// Sends STATUS= when something changed, at most once a second: building the line
+    /// walks every credential, which must not happen per refresh with thousands of them.
+    fn notify_status(&mut self) {
+        if !self.notifier.is_enabled() || !self.status_dirty {
+            return;
+        }
+        if self
+            .status_sent
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
         self.notifier
             .status(&self.observed.summary(SystemTime::now()));
+        self.status_sent = Some(Instant::now());
+        self.status_dirty = false;
     }
 
     fn force(&mut self, name: &str) {
@@ -283,10 +308,14 @@ impl Supervisor {
     fn sleep_duration(&self) -> Duration {
         let now = SystemTime::now();
         // The watchdog is pinged from this loop, so the loop must wake often enough for it.
-        let cap = self
+        let mut cap = self
             .notifier
             .watchdog_interval()
             .map_or(MAX_SLEEP, |w| w.min(MAX_SLEEP));
+        if self.status_dirty && self.notifier.is_enabled() {
+            // A throttled STATUS= update goes out within a second.
+            cap = cap.min(Duration::from_secs(1));
+        }
         match self.queue.first() {
             Some((at, _)) => at.duration_since(now).unwrap_or_default().min(cap),
             None => cap,
@@ -355,14 +384,16 @@ impl Supervisor {
         if let Some(entry) = self.entries.get_mut(&name) {
             entry.slot = Some(slot);
         }
+        self.first_round.remove(&name);
         self.queue.insert((next, name));
         self.check_ready();
+        self.status_dirty = true;
         self.notify_status();
     }
 
     /// READY=1 once every credential has a token or has failed its first attempt.
     fn check_ready(&mut self) {
-        if !self.ready_sent && self.observed.all_attempted() {
+        if !self.ready_sent && self.first_round.is_empty() {
             self.ready_sent = true;
             self.notifier.ready();
             tracing::info!(
@@ -442,6 +473,7 @@ impl Supervisor {
             if entry.slot.is_some() {
                 self.queue.remove(&(entry.next, name.to_owned()));
                 self.entries.remove(name);
+                self.first_round.remove(name);
                 self.observed.remove(name);
                 events::removed(name);
             } else {

@@ -129,15 +129,24 @@ impl Slot {
 
 /// Shared by every credential: the state directory and the HTTP client pools.
 pub struct Engine {
-    pub state_dir: StateDir,
+    pub state_dir: Arc<StateDir>,
     clients: HttpClients,
+}
+
+/// Runs file I/O on tokio's blocking pool: thousands of credentials then fsync in
+/// parallel (the filesystem journal batches them) instead of two at a time on the workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
 impl Engine {
     pub fn new(state_dir: StateDir) -> Self {
         crate::provider::install_crypto_provider();
         Engine {
-            state_dir,
+            state_dir: Arc::new(state_dir),
             clients: HttpClients::default(),
         }
     }
@@ -197,14 +206,14 @@ impl Engine {
                 // A previous attempt failed after the fetch (disk): it is resolved now.
                 slot.state.failures = 0;
                 slot.state.next_attempt = Some(Timestamp(slot.refresh_at(&token)));
-                self.save(slot)?;
+                self.save(slot).await?;
             }
             return Ok(Outcome::Current { token, written });
         }
         match self.refresh(slot, now).await {
             Ok(outcome) => Ok(outcome),
             Err(e) => {
-                self.record_failure(slot, &e);
+                self.record_failure(slot, &e).await;
                 Err(e)
             }
         }
@@ -268,7 +277,7 @@ impl Engine {
             Ok(l) => l,
             Err(message) => {
                 // Persist the rotation even though this token is unusable.
-                self.save(slot)?;
+                self.save(slot).await?;
                 return Err(RefreshError::BadToken {
                     credential: name.to_owned(),
                     message,
@@ -299,7 +308,7 @@ impl Engine {
         slot.state.last_error = None;
         slot.state.failures = 0;
         slot.state.next_attempt = Some(Timestamp(slot.refresh_at(&token)));
-        self.save(slot)?;
+        self.save(slot).await?;
         events::token_refreshed(name, &token, fetched.flow, source, took);
 
         let written = self.publish(&cred, &token).await?;
@@ -307,18 +316,23 @@ impl Engine {
     }
 
     /// Writes every output, then runs the hooks if any output changed.
-    async fn publish(&self, cred: &Credential, token: &Token) -> Result<bool, RefreshError> {
-        let mut written = false;
-        // Outputs are a handful of small files: synchronous writes on a blocking-tolerant
-        // path keep the recipe simple; fsync latency is the cost either way.
-        for output in &cred.outputs {
-            written |= tokio::task::block_in_place(|| output.write(token, &cred.name)).map_err(
-                |source| RefreshError::Output {
-                    credential: cred.name.clone(),
-                    source,
-                },
-            )?;
-        }
+    async fn publish(&self, cred: &Arc<Credential>, token: &Token) -> Result<bool, RefreshError> {
+        let (c, t) = (cred.clone(), token.clone());
+        let written = blocking(move || {
+            let mut written = false;
+            for output in &c.outputs {
+                written |= output.write(&t, &c.name)?;
+            }
+            Ok::<bool, OutputError>(written)
+        })
+        .await
+        .map_err(|source| {
+            events::output_failed(&cred.name);
+            RefreshError::Output {
+                credential: cred.name.clone(),
+                source,
+            }
+        })?;
         if written {
             let paths: Vec<String> = cred
                 .outputs
@@ -341,7 +355,7 @@ impl Engine {
         Ok(written)
     }
 
-    fn record_failure(&self, slot: &mut Slot, error: &RefreshError) {
+    async fn record_failure(&self, slot: &mut Slot, error: &RefreshError) {
         let now = SystemTime::now();
         slot.state.failures = slot.state.failures.saturating_add(1);
         let delay = schedule::retry_delay(
@@ -370,18 +384,19 @@ impl Engine {
         );
         // Best effort: the error is already in the log, and the state file may be the
         // very thing that is failing.
-        if let Err(e) = self.save(slot) {
+        if let Err(e) = self.save(slot).await {
             tracing::warn!(credential = %slot.credential.name, error = %e, "cannot record the failure in state");
         }
     }
 
-    fn save(&self, slot: &Slot) -> Result<(), RefreshError> {
-        tokio::task::block_in_place(|| self.state_dir.save(&slot.state)).map_err(|source| {
-            RefreshError::State {
+    async fn save(&self, slot: &Slot) -> Result<(), RefreshError> {
+        let (dir, state) = (self.state_dir.clone(), slot.state.clone());
+        blocking(move || dir.save(&state))
+            .await
+            .map_err(|source| RefreshError::State {
                 credential: slot.credential.name.clone(),
                 source,
-            }
-        })
+            })
     }
 }
 
@@ -450,6 +465,17 @@ fn identity(provider: &ProviderConfig) -> String {
                 crate::provider::oauth2::Grant::Password { username, password } =>
                     format!("{username}|{}", password.expose()),
             }
+        ),
+        ProviderConfig::HttpJson(h) => format!(
+            "http_json|{}|{}|{:?}|{}",
+            h.login.url,
+            h.login.body,
+            h.refresh.as_ref().map(|r| &r.url),
+            h.secrets
+                .iter()
+                .map(|(n, s)| format!("{n}={}", s.expose()))
+                .collect::<Vec<_>>()
+                .join("|")
         ),
     };
     fingerprint(&text)

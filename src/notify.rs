@@ -18,6 +18,10 @@ impl Notifier {
         }
     }
 
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// How often the supervisor must ping: half the watchdog period, as systemd advises.
     pub fn watchdog_interval(&self) -> Option<Duration> {
         self.watchdog.map(|d| d / 2)

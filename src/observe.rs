@@ -107,10 +107,6 @@ impl Observed {
         })
     }
 
-    pub fn all_attempted(&self) -> bool {
-        self.with_views(|views| views.values().all(|v| v.attempted))
-    }
-
     pub fn status(&self, now: SystemTime) -> Vec<Entry> {
         self.with_views(|views| {
             views

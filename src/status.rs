@@ -103,6 +103,7 @@ pub fn provider_name(p: &crate::provider::ProviderConfig) -> &'static str {
         Saba(_) => "saba",
         Yavapteke(_) => "yavapteke",
         OAuth2(_) => "oauth2",
+        HttpJson(_) => "http_json",
     }
 }
 

@@ -72,6 +72,8 @@ pub enum ProviderKind {
     Saba,
     Yavapteke,
     Oauth2,
+    #[serde(rename = "http_json")]
+    HttpJson,
 }
 
 impl ProviderKind {
@@ -81,6 +83,7 @@ impl ProviderKind {
             ProviderKind::Saba => "saba",
             ProviderKind::Yavapteke => "yavapteke",
             ProviderKind::Oauth2 => "oauth2",
+            ProviderKind::HttpJson => "http_json",
         }
     }
 }
@@ -118,6 +121,22 @@ pub struct RawCredential {
     pub resource: Option<String>,
     /// Extra form parameters for the token request.
     pub params: Option<std::collections::BTreeMap<String, String>>,
+
+    // http_json
+    pub login_request: Option<RawRequest>,
+    pub refresh_request: Option<RawRequest>,
+    pub secrets: Option<std::collections::BTreeMap<String, SecretSource>>,
+    pub token_pointer: Option<String>,
+    pub refresh_token_pointer: Option<String>,
+    pub expires_in_pointer: Option<String>,
+}
+
+/// One JSON POST of an `http_json` credential.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequest {
+    pub url: String,
+    pub body: serde_yaml::Value,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use super::raw::{
     ClientAuth, GrantKind, OutputFormat, ProviderKind, RawConfig, RawCredential, RawDefaults,
-    RawHook, RawOutput, RawRefresh, RawRetry,
+    RawHook, RawOutput, RawRefresh, RawRequest, RawRetry,
 };
 use super::units::Share;
 use super::{Config, Credential, DEFAULT_STATE_DIR, LogSettings};
 use crate::atomic::Access;
 use crate::hooks::Hook;
 use crate::output::{Format, Output, Target, render};
-use crate::provider::{Provider, ProviderConfig, oauth2, saba, vandar, yavapteke};
+use crate::provider::{Provider, ProviderConfig, http_json, oauth2, saba, vandar, yavapteke};
 use crate::schedule::{RefreshPolicy, RetryPolicy};
 use crate::secret::{Environment, Secret, SecretSource};
 
@@ -425,7 +425,7 @@ fn build_credential(
                 (None, None) => {
                     errors.push(
                         ctx,
-                        "provider oauth2 needs `token_url` (or `issuer` for discovery)",
+                        "`token_url` is required for provider oauth2 (or `issuer`, to discover it)",
                     );
                     oauth2::TokenEndpoint::Url(String::new())
                 }
@@ -463,6 +463,104 @@ fn build_credential(
                 audience: rc.audience.clone(),
                 resource: rc.resource.clone(),
                 params,
+            })
+        }
+        ProviderKind::HttpJson => {
+            let mut secrets_list = Vec::new();
+            for (name, source) in rc.secrets.iter().flatten() {
+                if name == http_json::REFRESH_PLACEHOLDER || name.is_empty() {
+                    errors.push(
+                        ctx,
+                        format!("`secrets.{name}` is a reserved placeholder name"),
+                    );
+                }
+                if let Some(value) =
+                    secret(&format!("secrets.{name}"), &Some(source.clone()), errors)
+                {
+                    secrets_list.push((name.clone(), value));
+                }
+            }
+            let known: Vec<&str> = rc
+                .secrets
+                .iter()
+                .flatten()
+                .map(|(n, _)| n.as_str())
+                .collect();
+            let mut request = |field: &str, raw: &Option<RawRequest>, allow_refresh: bool| {
+                let raw = raw.as_ref()?;
+                let body = match serde_json::to_value(&raw.body) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        errors.push(
+                            ctx,
+                            format!("`{field}.body` is not expressible as JSON: {e}"),
+                        );
+                        return None;
+                    }
+                };
+                for name in http_json::placeholders(&body) {
+                    let ok = known.contains(&name.as_str())
+                        || (allow_refresh && name == http_json::REFRESH_PLACEHOLDER);
+                    if !ok {
+                        errors.push(
+                            ctx,
+                            format!("`{field}.body` uses {{{{{name}}}}}, which is not one of `secrets`{}", if allow_refresh { " or {{refresh_token}}" } else { "" }),
+                        );
+                    }
+                }
+                let url = url(
+                    ctx,
+                    &format!("{field}.url"),
+                    Some(&raw.url),
+                    "",
+                    errors,
+                    warnings,
+                );
+                Some(http_json::Request { url, body })
+            };
+            let login = request("login_request", &rc.login_request, false);
+            let refresh = request("refresh_request", &rc.refresh_request, true);
+            if rc.login_request.is_none() {
+                errors.push(ctx, "provider http_json needs `login_request: {url, body}`");
+            }
+            if let Some(r) = &refresh {
+                if !http_json::placeholders(&r.body)
+                    .iter()
+                    .any(|p| p == http_json::REFRESH_PLACEHOLDER)
+                {
+                    errors.push(ctx, "`refresh_request.body` never uses {{refresh_token}}");
+                }
+                if rc.refresh_token_pointer.is_none() {
+                    errors.push(ctx, "`refresh_request` needs `refresh_token_pointer` to find the refresh token in answers");
+                }
+            }
+            for (field, pointer) in [
+                ("token_pointer", &rc.token_pointer),
+                ("refresh_token_pointer", &rc.refresh_token_pointer),
+                ("expires_in_pointer", &rc.expires_in_pointer),
+            ] {
+                if let Some(p) = pointer
+                    && !p.starts_with('/')
+                {
+                    errors.push(
+                        ctx,
+                        format!("`{field}` `{p}` is not a JSON pointer; write it like /data/token"),
+                    );
+                }
+            }
+            ProviderConfig::HttpJson(http_json::HttpJson {
+                login: login.unwrap_or(http_json::Request {
+                    url: String::new(),
+                    body: serde_json::Value::Null,
+                }),
+                refresh,
+                secrets: secrets_list,
+                token_pointer: rc
+                    .token_pointer
+                    .clone()
+                    .unwrap_or_else(|| http_json::DEFAULT_TOKEN_POINTER.to_owned()),
+                refresh_token_pointer: rc.refresh_token_pointer.clone(),
+                expires_in_pointer: rc.expires_in_pointer.clone(),
             })
         }
     };
@@ -555,6 +653,12 @@ fn check_provider_keys(rc: &RawCredential, ctx: &str, errors: &mut Errors) {
         ("audience", rc.audience.is_some()),
         ("resource", rc.resource.is_some()),
         ("params", rc.params.is_some()),
+        ("login_request", rc.login_request.is_some()),
+        ("refresh_request", rc.refresh_request.is_some()),
+        ("secrets", rc.secrets.is_some()),
+        ("token_pointer", rc.token_pointer.is_some()),
+        ("refresh_token_pointer", rc.refresh_token_pointer.is_some()),
+        ("expires_in_pointer", rc.expires_in_pointer.is_some()),
     ];
     let allowed: &[&str] = match rc.provider {
         ProviderKind::Vandar => &["base_url", "refresh_token", "mobile", "password"],
@@ -585,6 +689,14 @@ fn check_provider_keys(rc: &RawCredential, ctx: &str, errors: &mut Errors) {
             "refresh_token",
             "username",
             "password",
+        ],
+        ProviderKind::HttpJson => &[
+            "login_request",
+            "refresh_request",
+            "secrets",
+            "token_pointer",
+            "refresh_token_pointer",
+            "expires_in_pointer",
         ],
     };
     for (key, present) in set {

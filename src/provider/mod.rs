@@ -4,6 +4,7 @@
 //! Each provider is two layers: a pure `parse_*` function from an [`Answer`] to a [`Fetched`]
 //! (unit-tested and fuzzed), and an async `fetch` that builds the request.
 
+pub mod http_json;
 pub mod jwt;
 pub mod oauth2;
 pub mod saba;
@@ -30,6 +31,7 @@ pub enum ProviderConfig {
     Saba(saba::Saba),
     Yavapteke(yavapteke::Yavapteke),
     OAuth2(oauth2::OAuth2),
+    HttpJson(http_json::HttpJson),
 }
 
 /// What every provider does: fetch a token, given the current refresh token if the
@@ -65,6 +67,7 @@ impl Provider for ProviderConfig {
             ProviderConfig::Saba(p) => p.documented_lifetime(),
             ProviderConfig::Yavapteke(p) => p.documented_lifetime(),
             ProviderConfig::OAuth2(p) => p.documented_lifetime(),
+            ProviderConfig::HttpJson(p) => p.documented_lifetime(),
         }
     }
 
@@ -74,6 +77,7 @@ impl Provider for ProviderConfig {
             ProviderConfig::Saba(p) => p.uses_refresh_chain(),
             ProviderConfig::Yavapteke(p) => p.uses_refresh_chain(),
             ProviderConfig::OAuth2(p) => p.uses_refresh_chain(),
+            ProviderConfig::HttpJson(p) => p.uses_refresh_chain(),
         }
     }
 
@@ -83,6 +87,7 @@ impl Provider for ProviderConfig {
             ProviderConfig::Saba(p) => p.refresh_seed(),
             ProviderConfig::Yavapteke(p) => p.refresh_seed(),
             ProviderConfig::OAuth2(p) => p.refresh_seed(),
+            ProviderConfig::HttpJson(p) => p.refresh_seed(),
         }
     }
 
@@ -92,6 +97,7 @@ impl Provider for ProviderConfig {
             ProviderConfig::Saba(p) => p.plan(),
             ProviderConfig::Yavapteke(p) => p.plan(),
             ProviderConfig::OAuth2(p) => p.plan(),
+            ProviderConfig::HttpJson(p) => p.plan(),
         }
     }
 
@@ -105,6 +111,7 @@ impl Provider for ProviderConfig {
             ProviderConfig::Saba(p) => p.fetch(http, refresh_token).await,
             ProviderConfig::Yavapteke(p) => p.fetch(http, refresh_token).await,
             ProviderConfig::OAuth2(p) => p.fetch(http, refresh_token).await,
+            ProviderConfig::HttpJson(p) => p.fetch(http, refresh_token).await,
         }
     }
 }
@@ -270,7 +277,9 @@ pub fn provider_message(answer: &Answer) -> String {
         return answer.excerpt();
     };
     let mut parts: Vec<String> = Vec::new();
-    for key in ["error", "error_description", "message"] {
+    // OAuth2 (`error`, `error_description`), Saba and Vandar (`message`, `error`), Django
+    // REST framework (`detail`).
+    for key in ["error", "error_description", "message", "detail"] {
         if let Some(text) = v.get(key).and_then(Value::as_str).filter(|t| !t.is_empty()) {
             parts.push(text.to_owned());
         }

@@ -9,6 +9,7 @@ mod config_errors;
 mod daemon;
 mod hooks;
 mod http;
+mod http_json;
 mod interop;
 mod notify;
 mod outputs;

@@ -1,0 +1,278 @@
+//! `http_json`: token APIs shaped like Vandar's and Saba's (a JSON login, optionally a JSON
+//! refresh with a rotating refresh token) described in the config instead of in code.
+//!
+//! Bodies are JSON templates whose strings may hold `{{name}}` placeholders for the
+//! credential's secrets and `{{refresh_token}}`; answers are read with JSON pointers.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{Answer, FetchError, Fetched, HttpClient, Provider, RefreshUpdate};
+use crate::secret::Secret;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpJson {
+    pub login: Request,
+    pub refresh: Option<Request>,
+    /// Placeholder name → secret, e.g. `password`.
+    pub secrets: Vec<(String, Secret)>,
+    pub token_pointer: String,
+    pub refresh_token_pointer: Option<String>,
+    pub expires_in_pointer: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    pub url: String,
+    pub body: Value,
+}
+
+pub const REFRESH_PLACEHOLDER: &str = "refresh_token";
+pub const DEFAULT_TOKEN_POINTER: &str = "/access_token";
+
+impl HttpJson {
+    fn render(&self, body: &Value, refresh_token: Option<&Secret>) -> Value {
+        render(body, &|name| {
+            if name == REFRESH_PLACEHOLDER {
+                return refresh_token.map(|r| r.expose().to_owned());
+            }
+            self.secrets
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| s.expose().to_owned())
+        })
+    }
+
+    async fn login(&self, http: &HttpClient) -> Result<Fetched, FetchError> {
+        let body = self.render(&self.login.body, None);
+        let answer = http.post_json(&self.login.url, &body).await?;
+        self.parse(&answer, "login")
+    }
+
+    /// Reads the token, refresh token and lifetime at the configured pointers.
+    pub fn parse(&self, answer: &Answer, flow: &'static str) -> Result<Fetched, FetchError> {
+        if !answer.is_success() {
+            return Err(answer.error(super::provider_message(answer)));
+        }
+        let v = answer.json()?;
+        let token = token_at(answer, &v, &self.token_pointer)?;
+        let refresh = match &self.refresh_token_pointer {
+            Some(p) if v.pointer(p).is_some_and(|r| !r.is_null()) => {
+                RefreshUpdate::Rotated(token_at(answer, &v, p)?)
+            }
+            _ => RefreshUpdate::Unchanged,
+        };
+        let expires_in = self
+            .expires_in_pointer
+            .as_deref()
+            .and_then(|p| v.pointer(p))
+            .and_then(|x| super::expires_in(&serde_json::json!({ "expires_in": x })));
+        Ok(Fetched {
+            token,
+            token_type: "Bearer".into(),
+            expires_in,
+            refresh,
+            flow,
+        })
+    }
+}
+
+fn token_at(answer: &Answer, v: &Value, pointer: &str) -> Result<Secret, FetchError> {
+    let bad = |reason: String| FetchError::BadAnswer {
+        status: answer.status,
+        reason,
+    };
+    match v.pointer(pointer) {
+        None | Some(Value::Null) => Err(bad(format!("the answer has nothing at `{pointer}`"))),
+        Some(Value::String(s)) => {
+            crate::token::validate_token(s).map_err(|e| bad(format!("`{pointer}`: {e}")))
+        }
+        Some(_) => Err(bad(format!("`{pointer}` is not a string"))),
+    }
+}
+
+/// Replaces `{{name}}` in every string of `template` with `lookup(name)`.
+pub fn render(template: &Value, lookup: &dyn Fn(&str) -> Option<String>) -> Value {
+    match template {
+        Value::String(s) => Value::String(substitute(s, lookup)),
+        Value::Array(items) => Value::Array(items.iter().map(|i| render(i, lookup)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), render(v, lookup)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn substitute(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        out.push_str(&rest[..start]);
+        match lookup(after[..end].trim()) {
+            Some(value) => out.push_str(&value),
+            None => out.push_str(&rest[start..start + end + 4]),
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every placeholder name used in `template`, for config validation.
+pub fn placeholders(template: &Value) -> Vec<String> {
+    // `render` takes `Fn`, so names are collected through a cell.
+    let found = std::cell::RefCell::new(Vec::new());
+    let _ = render(template, &|name| {
+        found.borrow_mut().push(name.to_owned());
+        None
+    });
+    let mut found = found.into_inner();
+    found.sort();
+    found.dedup();
+    found
+}
+
+impl Provider for HttpJson {
+    fn documented_lifetime(&self) -> Option<Duration> {
+        None
+    }
+
+    fn uses_refresh_chain(&self) -> bool {
+        self.refresh.is_some() && self.refresh_token_pointer.is_some()
+    }
+
+    fn plan(&self) -> String {
+        let refresh = match &self.refresh {
+            Some(r) => format!(
+                ", refresh at {} (falling back to login when rejected)",
+                r.url
+            ),
+            None => String::new(),
+        };
+        format!(
+            "http_json: login at {}{refresh}; token at {}",
+            self.login.url, self.token_pointer
+        )
+    }
+
+    async fn fetch(
+        &self,
+        http: &HttpClient,
+        refresh_token: Option<&Secret>,
+    ) -> Result<Fetched, FetchError> {
+        let (Some(request), Some(current)) = (&self.refresh, refresh_token) else {
+            return self.login(http).await;
+        };
+        let body = self.render(&request.body, Some(current));
+        let answer = http.post_json(&request.url, &body).await?;
+        match answer.status {
+            400 | 401 | 403 => {
+                // The chain is dead; a login starts a new one.
+                let message = format!(
+                    "HTTP {}: {}",
+                    answer.status,
+                    super::provider_message(&answer)
+                );
+                let mut fetched = self.login(http).await?;
+                if !matches!(fetched.refresh, RefreshUpdate::Rotated(_)) {
+                    fetched.refresh = RefreshUpdate::Rejected { message };
+                }
+                Ok(fetched)
+            }
+            _ => self.parse(&answer, "refresh"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn provider() -> HttpJson {
+        HttpJson {
+            login: Request {
+                url: "http://x/login".into(),
+                body: json!({"username": "alice", "password": "{{password}}"}),
+            },
+            refresh: Some(Request {
+                url: "http://x/refresh".into(),
+                body: json!({"refresh": "{{ refresh_token }}"}),
+            }),
+            secrets: vec![("password".into(), Secret::new("p@ss {w}"))],
+            token_pointer: "/access".into(),
+            refresh_token_pointer: Some("/refresh".into()),
+            expires_in_pointer: Some("/data/ttl".into()),
+        }
+    }
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            url: "http://x".into(),
+            status,
+            retry_after: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn bodies_are_rendered_with_secrets_and_the_refresh_token() {
+        let p = provider();
+        assert_eq!(
+            p.render(&p.login.body, None),
+            json!({"username": "alice", "password": "p@ss {w}"})
+        );
+        let rt = Secret::new("r1");
+        assert_eq!(
+            p.render(&p.refresh.as_ref().unwrap().body, Some(&rt)),
+            json!({"refresh": "r1"})
+        );
+    }
+
+    #[test]
+    fn answers_are_read_at_the_pointers() {
+        let f = provider()
+            .parse(
+                &answer(
+                    200,
+                    r#"{"access":"a.b.c","refresh":"r2","data":{"ttl":300}}"#,
+                ),
+                "login",
+            )
+            .unwrap();
+        assert_eq!(f.token.expose(), "a.b.c");
+        assert_eq!(f.refresh, RefreshUpdate::Rotated(Secret::new("r2")));
+        assert_eq!(f.expires_in, Some(Duration::from_secs(300)));
+        let e = provider()
+            .parse(&answer(200, r#"{"token":"x"}"#), "login")
+            .unwrap_err();
+        assert!(e.to_string().contains("nothing at `/access`"), "{e}");
+    }
+
+    #[test]
+    fn drf_style_errors_show_their_detail() {
+        let e = provider()
+            .parse(
+                &answer(
+                    401,
+                    r#"{"detail":"No active account found with the given credentials"}"#,
+                ),
+                "login",
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("No active account found"), "{e}");
+    }
+
+    #[test]
+    fn placeholders_are_listed() {
+        assert_eq!(
+            placeholders(&json!({"a": ["{{x}} and {{ y }}"], "b": {"c": "{{x}}"}})),
+            ["x", "y"]
+        );
+    }
+}
