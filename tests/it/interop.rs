@@ -1,13 +1,14 @@
-//! Interop: tokend's generic `oauth2` provider against real, widely used OAuth2 servers that
-//! we did not write — npm's `oidc-provider` and `@node-oauth/oauth2-server`. Every test
-//! asserts on the server's own view (its request log, its introspection endpoint, its JWKS,
-//! its `authenticate()`), not only on the files tokend writes.
+//! Interop: tokend against real, widely used token servers that we did not write — npm's
+//! `oidc-provider` and `@node-oauth/oauth2-server` for the generic `oauth2` provider, PyPI's
+//! `djangorestframework-simplejwt` for `http_json`. Every test asserts on the server's own
+//! view (its request log, its introspection endpoint, its JWKS, its own token
+//! authentication), not only on the files tokend writes.
 //!
 //! The servers are small fixtures in tests/interop/ on pinned versions (package.json with its
-//! package-lock.json). The first test that needs them installs them under target/interop/
-//! (`npm ci`), once, under a file lock shared by concurrent tests and processes; later runs
-//! reuse the install until the pinned files change. A missing `node` or `npm` fails the test
-//! saying what to install: these tests never skip.
+//! package-lock.json; requirements.txt). The first test that needs them installs them under
+//! target/interop/ (`npm ci`; a venv with pip), once, under a file lock shared by concurrent
+//! tests and processes; later runs reuse the install until the pinned files change. A missing
+//! `node`, `npm` or `python3` fails the test saying what to install: these tests never skip.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -130,6 +131,38 @@ fn node_dir() -> PathBuf {
         );
     });
     dir
+}
+
+/// The python of target/interop/venv, with tests/interop/requirements.txt installed.
+fn venv_python() -> PathBuf {
+    require(
+        "python3",
+        "Python 3.10 or later with venv and pip",
+        "python3 python3-venv",
+    );
+    let venv = cache().join("venv");
+    let pinned = [fixtures().join("requirements.txt")];
+    install_once(&venv.join(".done"), &stamp(&pinned), "PyPI packages", || {
+        run_ok(
+            Command::new("python3")
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv),
+        );
+        run_ok(
+            Command::new(venv.join("bin/python"))
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                    "-r",
+                ])
+                .arg(&pinned[0]),
+        );
+    });
+    venv.join("bin/python")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -259,12 +292,31 @@ fn time_at(state: &Value, field: &str) -> SystemTime {
         .unwrap_or_else(|e| panic!("token.{field} `{text}`: {e}"))
 }
 
-/// The lifetime tokend recorded for its current token.
-fn recorded_lifetime(env: &Env, credential: &str) -> Duration {
+/// tokend's recorded expiry of `token` (its current one) is the earlier of `expires_in` after
+/// issue and the JWT's `exp` — what the server said, neither a default nor a guess.
+#[track_caller]
+fn assert_expiry(env: &Env, credential: &str, token: &str, expires_in: Option<u64>) {
     let st = env.state(credential);
-    time_at(&st, "expires_at")
-        .duration_since(time_at(&st, "issued_at"))
-        .unwrap_or_default()
+    assert_eq!(st["token"]["token"].as_str(), Some(token), "{st:#}");
+    let issued = time_at(&st, "issued_at");
+    let expires = time_at(&st, "expires_at");
+    let from_expires_in = expires_in.map(|s| issued + Duration::from_secs(s));
+    let want = match (from_expires_in, jwt_exp(token)) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b).expect("the server gave no lifetime"),
+    };
+    let off = match expires.duration_since(want) {
+        Ok(d) => d,
+        Err(e) => e.duration(),
+    };
+    assert!(
+        off <= Duration::from_millis(250),
+        "tokend recorded expiry {} but the server's answer says {} (expires_in {expires_in:?}, \
+         JWT exp {:?})",
+        humantime::format_rfc3339_millis(expires),
+        humantime::format_rfc3339_millis(want),
+        jwt_exp(token).map(humantime::format_rfc3339),
+    );
 }
 
 /// The `exp` claim of a JWT, read without verifying.
@@ -394,12 +446,8 @@ fn oidc_client_credentials(auth: &str, jwt: bool) {
         assert_eq!(verdict["client_id"], client);
     }
 
-    // expires_in is 5 (and the JWT's exp, in whole seconds, says at most that).
-    let lifetime = recorded_lifetime(&env, "idp");
-    assert!(
-        lifetime > Duration::from_millis(3900) && lifetime <= Duration::from_millis(5100),
-        "lifetime {lifetime:?}, the provider said 5 s"
-    );
+    assert_eq!(e["expires_in"], 5);
+    assert_expiry(&env, "idp", &token, Some(5));
 }
 
 #[test]
@@ -699,20 +747,27 @@ fn node_oauth2_server_daemon_logs_in_once_then_follows_the_rotating_chain() {
 
     // Check each token as soon as it appears: the server must accept what tokend writes.
     let mut written: Vec<String> = Vec::new();
-    let refreshes = |server: &Peer| {
-        server_log(server)
+    // (refreshes so far, the newest access token issued)
+    let progress = |server: &Peer| {
+        let log = server_log(server);
+        let n = log
             .requests
             .iter()
             .filter(|r| r["grant_type"] == "refresh_token")
-            .count()
+            .count();
+        let last = log.requests.last().map(|r| r["access_token"].clone());
+        (n, last)
     };
+    let refreshes = |server: &Peer| progress(server).0;
     let done = wait_for(Duration::from_secs(15), || {
         let t = out(&env, "app");
         if !t.is_empty() && written.last() != Some(&t) {
             assert_active(&server, &t);
-            written.push(t);
+            written.push(t.clone());
         }
-        refreshes(&server) >= 3
+        // Done once the third refresh's token reached the output.
+        let (n, last) = progress(&server);
+        n >= 3 && last.as_ref().and_then(Value::as_str) == Some(t.as_str())
     });
     assert!(
         done,
@@ -885,4 +940,197 @@ fn node_oauth2_server_wrong_password_shows_the_servers_message() {
     );
     assert!(!r.stderr.contains("not-alices-password"), "{}", r.stderr);
     assert!(!env.path("out/app.token").exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// djangorestframework-simplejwt through `http_json`: no expires_in, the lifetime comes from
+// the access token's `exp`; ROTATE_REFRESH_TOKENS with BLACKLIST_AFTER_ROTATION.
+
+fn simplejwt(env: &Env, ttl: &str) -> Peer {
+    let python = venv_python();
+    let db = env.path("simplejwt.sqlite3");
+    let mut cmd = Command::new(python);
+    cmd.arg(fixtures().join("simplejwt_server.py"))
+        .env("DB", &db)
+        .env("TTL", ttl)
+        .env("USER_PASSWORD", ALICE_PASSWORD)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    Peer::start(cmd, env.path("simplejwt.log"))
+}
+
+/// An `http_json` credential `api` against simplejwt's stock views, as the README shows it.
+fn simplejwt_config(env: &Env, server: &Peer, password: &str) {
+    env.secret("alice", &format!("{password}\n"));
+    let body = r#"credentials:
+  - name: api
+    provider: http_json
+    login_request:
+      url: PEER/api/token/
+      body: { username: alice, password: "{{password}}" }
+    refresh_request:
+      url: PEER/api/token/refresh/
+      body: { refresh: "{{refresh_token}}" }
+    secrets:
+      password: { file: {dir}/secrets/alice }
+    token_pointer: /access
+    refresh_token_pointer: /refresh
+    timeout: 5s
+    retry: { initial: 200ms, max: 1s, permanent: 2s }
+    outputs:
+      - file: {dir}/out/api.token
+"#;
+    env.config(&body.replace("PEER", &server.url()));
+}
+
+fn simplejwt_log(server: &Peer) -> Vec<Value> {
+    server.get("/admin/log").as_array().unwrap().clone()
+}
+
+const LOGIN: &str = "/api/token/";
+const REFRESH: &str = "/api/token/refresh/";
+
+#[track_caller]
+fn assert_simplejwt_active(server: &Peer, token: &str) {
+    let verdict = server.check(token);
+    assert_eq!(verdict["active"], true, "{verdict:#}");
+    assert_eq!(verdict["user"], "alice");
+}
+
+#[test]
+fn simplejwt_daemon_logs_in_then_rotates_with_the_lifetime_from_the_jwt() {
+    let env = Env::new();
+    let server = simplejwt(&env, "5");
+    simplejwt_config(&env, &server, ALICE_PASSWORD);
+    let mut daemon = env.daemon();
+
+    let mut written: Vec<String> = Vec::new();
+    // (refreshes so far, the newest access token issued)
+    let progress = |server: &Peer| {
+        let log = simplejwt_log(server);
+        let n = log.iter().filter(|r| r["path"] == REFRESH).count();
+        (n, log.last().map(|r| r["access_token"].clone()))
+    };
+    let refreshes = |server: &Peer| progress(server).0;
+    let done = wait_for(Duration::from_secs(14), || {
+        let t = out(&env, "api");
+        if !t.is_empty() && written.last() != Some(&t) {
+            assert_simplejwt_active(&server, &t);
+            written.push(t.clone());
+        }
+        // Done once the second refresh's token reached the output.
+        let (n, last) = progress(&server);
+        n >= 2 && last.as_ref().and_then(Value::as_str) == Some(t.as_str())
+    });
+    assert!(
+        done,
+        "{} refreshes in 14 s of 5 s tokens\n{}",
+        refreshes(&server),
+        daemon.log()
+    );
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(12)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+
+    let log = simplejwt_log(&server);
+    assert_eq!(log[0]["path"], LOGIN);
+    assert_eq!(log[0]["content_type"], "application/json");
+    for (i, r) in log.iter().enumerate() {
+        assert_eq!(r["status"], 200, "request {i}: {r:#}");
+        if i > 0 {
+            assert_eq!(r["path"], REFRESH, "logged in again needlessly: {log:#?}");
+            assert_eq!(
+                r["refresh_token"],
+                log[i - 1]["issued_refresh_token"],
+                "request {i} did not present the newest refresh token"
+            );
+        }
+    }
+    for pair in log.windows(2) {
+        let exp = jwt_exp(pair[0]["access_token"].as_str().unwrap()).unwrap();
+        let next_at = UNIX_EPOCH + Duration::from_millis(pair[1]["at_ms"].as_u64().unwrap());
+        assert!(next_at < exp, "a refresh came after the token expired: {log:#?}");
+    }
+    let presented: Vec<String> = log[1..]
+        .iter()
+        .map(|r| r["refresh_token"].as_str().unwrap().to_owned())
+        .collect();
+    assert_distinct(&presented, "refresh tokens presented");
+    let last = log.last().unwrap();
+    assert_eq!(
+        env.state("api")["refresh_token"],
+        last["issued_refresh_token"]
+    );
+    let token = last["access_token"].as_str().unwrap();
+    assert_eq!(out(&env, "api"), token);
+    // simplejwt sends no expires_in: the expiry is the access token's exp, not a default.
+    assert_expiry(&env, "api", token, None);
+    assert!(written.len() >= 3, "{written:?}");
+}
+
+#[test]
+fn simplejwt_blacklisted_chain_falls_back_to_login() {
+    let env = Env::new();
+    let server = simplejwt(&env, "300");
+    simplejwt_config(&env, &server, ALICE_PASSWORD);
+
+    env.run(&["once"]).assert_code(0);
+    env.run(&["once", "--force"]).assert_code(0);
+    let log = simplejwt_log(&server);
+    let paths: Vec<&str> = log.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, [LOGIN, REFRESH]);
+    let live = log[1]["issued_refresh_token"].as_str().unwrap().to_owned();
+    let revoked = server.get("/admin/blacklist?user=alice");
+    assert!(strs(&revoked["revoked"]).contains(&live), "{revoked:#}");
+
+    let r = env.run(&["once", "--force"]);
+    r.assert_code(0);
+    let log = simplejwt_log(&server);
+    assert_eq!(log.len(), 4, "{log:#?}");
+    assert_eq!(log[2]["path"], REFRESH);
+    assert_eq!(log[2]["refresh_token"].as_str(), Some(live.as_str()));
+    assert_eq!(log[2]["status"], 401);
+    assert_eq!(log[2]["code"], "token_not_valid");
+    assert_eq!(log[3]["path"], LOGIN);
+    assert_eq!(log[3]["status"], 200);
+    let token = out(&env, "api");
+    assert_eq!(log[3]["access_token"].as_str(), Some(token.as_str()));
+    assert_simplejwt_active(&server, &token);
+    assert_eq!(
+        env.state("api")["refresh_token"],
+        log[3]["issued_refresh_token"]
+    );
+
+    // The new chain is used from then on.
+    env.run(&["once", "--force"]).assert_code(0);
+    let log = simplejwt_log(&server);
+    assert_eq!(log.len(), 5, "{log:#?}");
+    assert_eq!(log[4]["path"], REFRESH);
+    assert_eq!(log[4]["status"], 200);
+    assert_eq!(log[4]["refresh_token"], log[3]["issued_refresh_token"]);
+    assert_simplejwt_active(&server, &out(&env, "api"));
+}
+
+#[test]
+fn simplejwt_wrong_password_shows_the_servers_detail() {
+    let env = Env::new();
+    let server = simplejwt(&env, "300");
+    simplejwt_config(&env, &server, "not-alices-password");
+
+    let r = env.run(&["once"]);
+    r.assert_code(1);
+    let log = simplejwt_log(&server);
+    assert_eq!(log.len(), 1, "{log:#?}");
+    assert_eq!(log[0]["status"], 401);
+    let detail = log[0]["detail"].as_str().unwrap();
+    assert!(
+        r.stderr.contains("credential `api`") && r.stderr.contains(detail),
+        "stderr lacks the server's `{detail}`:\n{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("not-alices-password"), "{}", r.stderr);
+    assert!(!env.path("out/api.token").exists());
 }
