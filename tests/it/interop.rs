@@ -142,26 +142,31 @@ fn venv_python() -> PathBuf {
     );
     let venv = cache().join("venv");
     let pinned = [fixtures().join("requirements.txt")];
-    install_once(&venv.join(".done"), &stamp(&pinned), "PyPI packages", || {
-        run_ok(
-            Command::new("python3")
-                .args(["-m", "venv", "--clear"])
-                .arg(&venv),
-        );
-        run_ok(
-            Command::new(venv.join("bin/python"))
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "--no-input",
-                    "-r",
-                ])
-                .arg(&pinned[0]),
-        );
-    });
+    install_once(
+        &venv.join(".done"),
+        &stamp(&pinned),
+        "PyPI packages",
+        || {
+            run_ok(
+                Command::new("python3")
+                    .args(["-m", "venv", "--clear"])
+                    .arg(&venv),
+            );
+            run_ok(
+                Command::new(venv.join("bin/python"))
+                    .args([
+                        "-m",
+                        "pip",
+                        "install",
+                        "--quiet",
+                        "--disable-pip-version-check",
+                        "--no-input",
+                        "-r",
+                    ])
+                    .arg(&pinned[0]),
+            );
+        },
+    );
     venv.join("bin/python")
 }
 
@@ -627,12 +632,18 @@ fn oidc_provider_daemon_refreshes_5s_jwts_before_they_expire() {
         let gap = pair[1]["at_ms"].as_u64().unwrap() - pair[0]["at_ms"].as_u64().unwrap();
         let exp = jwt_exp(pair[0]["access_token"].as_str().unwrap()).unwrap();
         let next_at = UNIX_EPOCH + Duration::from_millis(pair[1]["at_ms"].as_u64().unwrap());
-        assert!(next_at < exp, "a refresh came after the token expired: {log:#?}");
+        assert!(
+            next_at < exp,
+            "a refresh came after the token expired: {log:#?}"
+        );
         assert!(gap >= 2000, "refreshed after only {gap} ms of a 5 s token");
     }
     // Every token the output ever held was one the provider issued, and unexpired when seen.
     for (token, when) in &seen {
-        assert!(issued.contains(token), "the output held a token never issued");
+        assert!(
+            issued.contains(token),
+            "the output held a token never issued"
+        );
         assert!(
             *when < jwt_exp(token).unwrap(),
             "the output held an expired token"
@@ -716,7 +727,9 @@ fn server_log(server: &Peer) -> ServerLog {
 }
 
 fn state_refresh(env: &Env) -> Option<String> {
-    env.state("app")["refresh_token"].as_str().map(str::to_owned)
+    env.state("app")["refresh_token"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// The refresh token the server's last successful answer issued.
@@ -784,21 +797,28 @@ fn node_oauth2_server_daemon_logs_in_once_then_follows_the_rotating_chain() {
     );
 
     let log = server_log(&server);
-    assert_eq!(log.logins, 1, "logged in again needlessly: {:#?}", log.requests);
+    assert_eq!(
+        log.logins, 1,
+        "logged in again needlessly: {:#?}",
+        log.requests
+    );
     assert_eq!(log.requests[0]["grant_type"], "password");
     for (i, r) in log.requests.iter().enumerate() {
         assert_eq!(r["status"], 200, "request {i}: {r:#}");
         if i > 0 {
             assert_eq!(r["grant_type"], "refresh_token", "request {i}: {r:#}");
             assert_eq!(
-                r["refresh_token"], log.requests[i - 1]["issued_refresh_token"],
+                r["refresh_token"],
+                log.requests[i - 1]["issued_refresh_token"],
                 "request {i} did not present the newest refresh token"
             );
         }
     }
     assert_distinct(&log.presented, "refresh tokens presented to the server");
     assert_eq!(state_refresh(&env), Some(last_issued_refresh(&log)));
-    let last_access = log.requests.last().unwrap()["access_token"].as_str().unwrap();
+    let last_access = log.requests.last().unwrap()["access_token"]
+        .as_str()
+        .unwrap();
     assert_eq!(out(&env, "app"), last_access);
     assert!(written.len() >= 3, "{written:?}");
 }
@@ -849,7 +869,12 @@ fn node_oauth2_server_revoked_chain_falls_back_to_password_login() {
     env.run(&["once"]).assert_code(0);
     env.run(&["once", "--force"]).assert_code(0);
     let log = server_log(&server);
-    assert_eq!((log.logins, log.presented.len()), (1, 1), "{:#?}", log.requests);
+    assert_eq!(
+        (log.logins, log.presented.len()),
+        (1, 1),
+        "{:#?}",
+        log.requests
+    );
     let live = last_issued_refresh(&log);
 
     let revoked = server.get("/admin/revoke?user=alice");
@@ -860,13 +885,19 @@ fn node_oauth2_server_revoked_chain_falls_back_to_password_login() {
     let log = server_log(&server);
     let n = log.requests.len();
     assert_eq!(n, 4, "{:#?}", log.requests);
-    assert_eq!(log.requests[2]["refresh_token"].as_str(), Some(live.as_str()));
+    assert_eq!(
+        log.requests[2]["refresh_token"].as_str(),
+        Some(live.as_str())
+    );
     assert_eq!(log.requests[2]["error"], "invalid_grant");
     assert_eq!(log.requests[3]["grant_type"], "password");
     assert_eq!(log.requests[3]["status"], 200);
     assert_eq!(log.logins, 2);
     let token = out(&env, "app");
-    assert_eq!(log.requests[3]["access_token"].as_str(), Some(token.as_str()));
+    assert_eq!(
+        log.requests[3]["access_token"].as_str(),
+        Some(token.as_str())
+    );
     assert_active(&server, &token);
     let fresh = last_issued_refresh(&log);
     assert_eq!(state_refresh(&env).as_deref(), Some(fresh.as_str()));
@@ -903,7 +934,11 @@ fn node_oauth2_server_rejected_chain_is_reported_and_never_resent() {
         "stderr lacks the server's `{description}`:\n{}",
         r.stderr
     );
-    assert_eq!(out(&env, "app"), good, "a failed refresh touched the output");
+    assert_eq!(
+        out(&env, "app"),
+        good,
+        "a failed refresh touched the output"
+    );
 
     // Neither the dead token nor the already-spent seed is ever presented again.
     let r = env.run(&["once", "--force"]);
@@ -933,8 +968,7 @@ fn node_oauth2_server_wrong_password_shows_the_servers_message() {
     assert_eq!(req["error"], "invalid_grant");
     let description = req["error_description"].as_str().unwrap();
     assert!(
-        r.stderr
-            .contains(&format!("invalid_grant: {description}")),
+        r.stderr.contains(&format!("invalid_grant: {description}")),
         "stderr lacks the server's `{description}`:\n{}",
         r.stderr
     );
@@ -1052,7 +1086,10 @@ fn simplejwt_daemon_logs_in_then_rotates_with_the_lifetime_from_the_jwt() {
     for pair in log.windows(2) {
         let exp = jwt_exp(pair[0]["access_token"].as_str().unwrap()).unwrap();
         let next_at = UNIX_EPOCH + Duration::from_millis(pair[1]["at_ms"].as_u64().unwrap());
-        assert!(next_at < exp, "a refresh came after the token expired: {log:#?}");
+        assert!(
+            next_at < exp,
+            "a refresh came after the token expired: {log:#?}"
+        );
     }
     let presented: Vec<String> = log[1..]
         .iter()
@@ -1133,4 +1170,88 @@ fn simplejwt_wrong_password_shows_the_servers_detail() {
     );
     assert!(!r.stderr.contains("not-alices-password"), "{}", r.stderr);
     assert!(!env.path("out/api.token").exists());
+}
+
+#[test]
+fn node_oauth2_server_daemon_logs_in_again_when_the_chain_is_revoked() {
+    let env = Env::new();
+    let server = node_oauth2_server(&env, "2", None);
+    let grant = password_grant(&env, ALICE_PASSWORD);
+    app_config(&env, &server, "client_secret_post", &grant);
+    let mut daemon = env.daemon();
+
+    let count = |server: &Peer, grant: &str| {
+        server_log(server)
+            .requests
+            .iter()
+            .filter(|r| r["grant_type"] == grant && r["status"] == 200)
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || count(&server, "refresh_token")
+            >= 1),
+        "no refresh\n{}",
+        daemon.log()
+    );
+    let revoked = server.get("/admin/revoke?user=alice");
+    assert_eq!(strs(&revoked["revoked"]).len(), 1, "{revoked:#}");
+    // The next refresh is refused; the daemon logs in again and follows the new chain.
+    assert!(
+        wait_for(Duration::from_secs(10), || count(&server, "password") >= 2
+            && count(&server, "refresh_token") >= 2),
+        "{:#?}\n{}",
+        server_log(&server).requests,
+        daemon.log()
+    );
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(12)), Some(0));
+
+    let log = server_log(&server);
+    assert_eq!(log.logins, 2, "{:#?}", log.requests);
+    assert_distinct(&log.presented, "refresh tokens presented");
+    let refused: Vec<&Value> = log.requests.iter().filter(|r| r["status"] != 200).collect();
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    assert_eq!(refused[0]["error"], "invalid_grant");
+    assert_eq!(refused[0]["refresh_token"], revoked["revoked"][0]);
+    let last = log.requests.last().unwrap();
+    assert_eq!(last["grant_type"], "refresh_token");
+    assert_eq!(state_refresh(&env), Some(last_issued_refresh(&log)));
+}
+
+#[test]
+fn node_oauth2_server_daemon_never_resends_a_rejected_refresh_token() {
+    let env = Env::new();
+    let server = node_oauth2_server(&env, "2", Some(SEED));
+    let grant = refresh_grant(&env);
+    app_config(&env, &server, "client_secret_post", &grant);
+    let mut daemon = env.daemon();
+
+    let first = |server: &Peer| server_log(server).requests.len();
+    assert!(
+        wait_for(Duration::from_secs(10), || first(&server) >= 1),
+        "{}",
+        daemon.log()
+    );
+    server.get("/admin/revoke?user=alice");
+    // retry.permanent is 2 s: give the daemon room for several attempts.
+    assert!(
+        wait_for(Duration::from_secs(12), || env.state("app")["failures"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 3),
+        "the daemon did not keep trying: {:#}\n{}",
+        env.state("app"),
+        daemon.log()
+    );
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(12)), Some(0));
+
+    let log = server_log(&server);
+    assert_distinct(&log.presented, "refresh tokens presented");
+    assert!(
+        log.requests.iter().filter(|r| r["status"] != 200).count() <= 1,
+        "a dead refresh token was presented again: {:#?}",
+        log.requests
+    );
+    assert_eq!(log.logins, 0);
 }
