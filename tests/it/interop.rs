@@ -72,16 +72,25 @@ fn stamp(files: &[PathBuf]) -> String {
 }
 
 /// Runs `install` unless `marker` already holds `stamp`, under an exclusive lock on
-/// target/interop/.lock: tests in this process and in others wait for one installer.
+/// target/interop/.NAME.lock (NAME: the marker's directory): tests in this process and in
+/// others wait for one installer, while the npm and PyPI installs may run side by side.
 fn install_once(marker: &Path, stamp: &str, what: &str, install: impl FnOnce()) {
     std::fs::create_dir_all(cache()).unwrap();
+    let name = marker
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy();
+    let path = cache().join(format!(".{name}.lock"));
     let lock = File::options()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(cache().join(".lock"))
+        .open(&path)
         .unwrap();
-    lock.lock().expect("lock target/interop/.lock");
+    lock.lock()
+        .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
     if std::fs::read_to_string(marker).ok().as_deref() == Some(stamp) {
         return;
     }
