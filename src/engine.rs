@@ -237,7 +237,15 @@ impl Engine {
 
         let fetched = match result {
             Ok(f) => f,
-            Err(e) => {
+            Err(mut e) => {
+                let mut secrets: Vec<&str> = cred
+                    .provider
+                    .secrets()
+                    .into_iter()
+                    .map(Secret::expose)
+                    .collect();
+                secrets.extend(refresh_token.as_ref().map(Secret::expose));
+                e.redact(&secrets);
                 if matches!(e, FetchError::RefreshRejected { .. }) {
                     // Dead chain: never send that token again; a new seed restarts it.
                     slot.state.refresh_token = None;

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::state::CredentialState;
 use crate::status::{self, Entry};
-use crate::util::{human_duration, unix_secs};
+use crate::util::human_duration;
 
 /// What the supervisor knows about one credential.
 #[derive(Clone, Debug)]
@@ -24,9 +24,11 @@ pub struct View {
     pub next: SystemTime,
 }
 
-#[derive(Default)]
 pub struct Observed {
+    /// Milliseconds since `started` (monotonic: a wall-clock jump must not make a live
+    /// loop look dead to a liveness probe).
     heartbeat: AtomicU64,
+    started: Instant,
     views: RwLock<BTreeMap<String, View>>,
     triggered: Mutex<HashMap<String, Instant>>,
 }
@@ -40,18 +42,31 @@ pub struct NotReady {
 /// A triggered refresh of the same credential within this window is refused (429).
 pub const TRIGGER_WINDOW: Duration = Duration::from_secs(30);
 
+impl Default for Observed {
+    fn default() -> Self {
+        Observed {
+            heartbeat: AtomicU64::new(0),
+            started: Instant::now(),
+            views: RwLock::default(),
+            triggered: Mutex::default(),
+        }
+    }
+}
+
 impl Observed {
     /// The supervisor loop calls this every time it wakes.
     pub fn beat(&self) {
-        self.heartbeat
-            .store(unix_secs(SystemTime::now()), Ordering::Relaxed);
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.heartbeat.store(ms.max(1), Ordering::Relaxed);
     }
 
     /// Alive if the loop woke recently; it wakes at least every `max_sleep`.
     pub fn is_alive(&self, max_sleep: Duration) -> bool {
         let last = self.heartbeat.load(Ordering::Relaxed);
-        let now = unix_secs(SystemTime::now());
-        last != 0 && now.saturating_sub(last) <= max_sleep.as_secs() * 2 + 5
+        let now = self.started.elapsed().as_millis() as u64;
+        last != 0
+            && now.saturating_sub(last)
+                <= (max_sleep * 2 + Duration::from_secs(5)).as_millis() as u64
     }
 
     pub fn set(&self, name: &str, view: View) {

@@ -146,6 +146,10 @@ impl Provider for HttpJson {
         self.refresh.is_some() && self.refresh_token_pointer.is_some()
     }
 
+    fn secrets(&self) -> Vec<&Secret> {
+        self.secrets.iter().map(|(_, s)| s).collect()
+    }
+
     fn plan(&self) -> String {
         let refresh = match &self.refresh {
             Some(r) => format!(
@@ -211,15 +215,6 @@ mod tests {
         }
     }
 
-    fn answer(status: u16, body: &str) -> Answer {
-        Answer {
-            url: "http://x".into(),
-            status,
-            retry_after: None,
-            body: body.as_bytes().to_vec(),
-        }
-    }
-
     #[test]
     fn bodies_are_rendered_with_secrets_and_the_refresh_token() {
         let p = provider();
@@ -238,7 +233,7 @@ mod tests {
     fn answers_are_read_at_the_pointers() {
         let f = provider()
             .parse(
-                &answer(
+                &Answer::fake(
                     200,
                     r#"{"access":"a.b.c","refresh":"r2","data":{"ttl":300}}"#,
                 ),
@@ -249,7 +244,7 @@ mod tests {
         assert_eq!(f.refresh, RefreshUpdate::Rotated(Secret::new("r2")));
         assert_eq!(f.expires_in, Some(Duration::from_secs(300)));
         let e = provider()
-            .parse(&answer(200, r#"{"token":"x"}"#), "login")
+            .parse(&Answer::fake(200, r#"{"token":"x"}"#), "login")
             .unwrap_err();
         assert!(e.to_string().contains("nothing at `/access`"), "{e}");
     }
@@ -258,7 +253,7 @@ mod tests {
     fn drf_style_errors_show_their_detail() {
         let e = provider()
             .parse(
-                &answer(
+                &Answer::fake(
                     401,
                     r#"{"detail":"No active account found with the given credentials"}"#,
                 ),

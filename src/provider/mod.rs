@@ -53,6 +53,9 @@ pub trait Provider {
     /// A description of what the provider will be asked, for `check` (never a secret).
     fn plan(&self) -> String;
 
+    /// Every secret this provider sends, so error texts that echo one can be redacted.
+    fn secrets(&self) -> Vec<&Secret>;
+
     fn fetch(
         &self,
         http: &HttpClient,
@@ -88,6 +91,16 @@ impl Provider for ProviderConfig {
             ProviderConfig::Yavapteke(p) => p.refresh_seed(),
             ProviderConfig::OAuth2(p) => p.refresh_seed(),
             ProviderConfig::HttpJson(p) => p.refresh_seed(),
+        }
+    }
+
+    fn secrets(&self) -> Vec<&Secret> {
+        match self {
+            ProviderConfig::Vandar(p) => p.secrets(),
+            ProviderConfig::Saba(p) => p.secrets(),
+            ProviderConfig::Yavapteke(p) => p.secrets(),
+            ProviderConfig::OAuth2(p) => p.secrets(),
+            ProviderConfig::HttpJson(p) => p.secrets(),
         }
     }
 
@@ -182,6 +195,28 @@ fn detail(message: &str) -> String {
 }
 
 impl FetchError {
+    /// Replaces any of `secrets` in the error's texts: a provider that echoes a submitted
+    /// password or refresh token in its error body must not get it into a log.
+    pub fn redact(&mut self, secrets: &[&str]) {
+        let texts: Vec<&mut String> = match self {
+            FetchError::Connect { url, reason } => vec![url, reason],
+            FetchError::Timeout { url, .. } => vec![url],
+            FetchError::Unavailable { url, message, .. } => vec![url, message],
+            FetchError::Rejected { message, .. } | FetchError::RefreshRejected { message, .. } => {
+                vec![message]
+            }
+            FetchError::BadAnswer { reason, .. } => vec![reason],
+            FetchError::Misconfigured(m) => vec![m],
+        };
+        for text in texts {
+            for secret in secrets.iter().filter(|s| s.len() >= 4) {
+                if text.contains(secret) {
+                    *text = text.replace(secret, "[redacted]");
+                }
+            }
+        }
+    }
+
     /// Transient errors are retried with fast backoff; permanent ones (a person must act)
     /// slowly, so that an account is never locked by a retry storm.
     pub fn is_transient(&self) -> bool {
@@ -517,6 +552,19 @@ impl HttpClient {
     }
 }
 
+#[cfg(test)]
+impl Answer {
+    /// An answer as parse functions see it, for unit tests.
+    pub fn fake(status: u16, body: &str) -> Answer {
+        Answer {
+            url: "http://127.0.0.1/token".into(),
+            status,
+            retry_after: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+}
+
 fn oversized(status: u16) -> FetchError {
     FetchError::BadAnswer {
         status,
@@ -535,34 +583,25 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    fn answer(status: u16, body: &str) -> Answer {
-        Answer {
-            url: "http://127.0.0.1/x".into(),
-            status,
-            retry_after: None,
-            body: body.as_bytes().to_vec(),
-        }
-    }
-
     #[test]
     fn status_classification() {
-        assert!(answer(500, "").error(String::new()).is_transient());
-        assert!(answer(503, "").error(String::new()).is_transient());
-        assert!(answer(429, "").error(String::new()).is_transient());
-        assert!(!answer(400, "").error(String::new()).is_transient());
-        assert!(!answer(401, "").error(String::new()).is_transient());
-        assert!(!answer(302, "").error(String::new()).is_transient());
+        assert!(Answer::fake(500, "").error(String::new()).is_transient());
+        assert!(Answer::fake(503, "").error(String::new()).is_transient());
+        assert!(Answer::fake(429, "").error(String::new()).is_transient());
+        assert!(!Answer::fake(400, "").error(String::new()).is_transient());
+        assert!(!Answer::fake(401, "").error(String::new()).is_transient());
+        assert!(!Answer::fake(302, "").error(String::new()).is_transient());
     }
 
     #[test]
     fn non_json_is_described_not_parsed() {
-        let e = answer(200, "<html>502</html>").json().unwrap_err();
+        let e = Answer::fake(200, "<html>502</html>").json().unwrap_err();
         assert_eq!(
             e.to_string(),
             "unusable answer from provider (HTTP 200): the body is not JSON (it looks like HTML)"
         );
         assert!(
-            answer(200, "")
+            Answer::fake(200, "")
                 .json()
                 .unwrap_err()
                 .to_string()
@@ -572,9 +611,37 @@ mod tests {
 
     #[test]
     fn excerpt_is_single_line_and_short() {
-        let a = answer(401, "{\"unauthorized\"}\n\r\t");
+        let a = Answer::fake(401, "{\"unauthorized\"}\n\r\t");
         assert_eq!(a.excerpt(), "{\"unauthorized\"}");
-        assert_eq!(answer(500, &"x".repeat(500)).excerpt().chars().count(), 201);
+        assert_eq!(
+            Answer::fake(500, &"x".repeat(500))
+                .excerpt()
+                .chars()
+                .count(),
+            201
+        );
+    }
+
+    #[test]
+    fn redact_hides_echoed_secrets() {
+        let mut e = Answer::fake(
+            400,
+            r#"{"error":"password hunter22 is wrong for def502abc"}"#,
+        )
+        .error(provider_message(&Answer::fake(
+            400,
+            r#"{"error":"password hunter22 is wrong for def502abc"}"#,
+        )));
+        e.redact(&["hunter22", "def502abc", "x"]);
+        let text = e.to_string();
+        assert!(
+            !text.contains("hunter22") && !text.contains("def502abc"),
+            "{text}"
+        );
+        assert!(
+            text.contains("password [redacted] is wrong for [redacted]"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -599,7 +666,7 @@ mod tests {
 
     #[test]
     fn token_field_errors_name_the_field() {
-        let a = answer(200, "");
+        let a = Answer::fake(200, "");
         let v = serde_json::json!({"data": {"token": 5}, "t": ""});
         let e = token_field(&a, &v, &["data", "token"]).unwrap_err();
         assert!(

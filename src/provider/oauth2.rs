@@ -159,6 +159,16 @@ impl Provider for OAuth2 {
         }
     }
 
+    fn secrets(&self) -> Vec<&Secret> {
+        let mut s: Vec<&Secret> = self.client_secret.iter().collect();
+        match &self.grant {
+            Grant::ClientCredentials => {}
+            Grant::RefreshToken { seed } => s.push(seed),
+            Grant::Password { password, .. } => s.push(password),
+        }
+        s
+    }
+
     fn plan(&self) -> String {
         let auth = match self.auth {
             ClientAuth::ClientSecretPost => "client_secret_post",
@@ -301,19 +311,10 @@ pub fn parse_token_response(answer: &Answer, flow: &'static str) -> Result<Fetch
 mod tests {
     use super::*;
 
-    fn answer(status: u16, body: &str) -> Answer {
-        Answer {
-            url: "http://127.0.0.1/t".into(),
-            status,
-            retry_after: None,
-            body: body.as_bytes().to_vec(),
-        }
-    }
-
     #[test]
     fn yavapteke_example_answer() {
         let f = parse_token_response(
-            &answer(
+            &Answer::fake(
                 200,
                 r#"{"access_token":"08da627f-6773-4112-8355-47c94c7ac717","expires_in":3600,"token_type":"Bearer"}"#,
             ),
@@ -329,7 +330,7 @@ mod tests {
     #[test]
     fn a_rotated_refresh_token_is_reported() {
         let f = parse_token_response(
-            &answer(
+            &Answer::fake(
                 200,
                 r#"{"access_token":"a","refresh_token":"r2","token_type":"bearer"}"#,
             ),
@@ -342,7 +343,7 @@ mod tests {
     #[test]
     fn standard_error_body_is_shown() {
         let e = parse_token_response(
-            &answer(
+            &Answer::fake(
                 401,
                 r#"{"error":"invalid_client","error_description":"client authentication failed"}"#,
             ),
@@ -368,21 +369,22 @@ mod tests {
 
     #[test]
     fn token_as_number_is_a_bad_answer() {
-        let e = parse_token_response(&answer(200, r#"{"access_token":12345}"#), "x").unwrap_err();
+        let e =
+            parse_token_response(&Answer::fake(200, r#"{"access_token":12345}"#), "x").unwrap_err();
         assert!(e.is_transient());
         assert!(e.to_string().contains("`access_token` is not a string"));
     }
 
     #[test]
     fn discovery_reads_the_token_endpoint() {
-        let url = parse_discovery(&answer(
+        let url = parse_discovery(&Answer::fake(
             200,
             r#"{"issuer":"https://idp","token_endpoint":"https://idp/oauth2/token"}"#,
         ))
         .unwrap();
         assert_eq!(url, "https://idp/oauth2/token");
-        assert!(parse_discovery(&answer(200, r#"{"issuer":"x"}"#)).is_err());
-        assert!(parse_discovery(&answer(404, "")).is_err());
+        assert!(parse_discovery(&Answer::fake(200, r#"{"issuer":"x"}"#)).is_err());
+        assert!(parse_discovery(&Answer::fake(404, "")).is_err());
     }
 
     #[test]

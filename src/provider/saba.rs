@@ -28,6 +28,10 @@ impl Provider for Saba {
         ))
     }
 
+    fn secrets(&self) -> Vec<&Secret> {
+        vec![&self.password]
+    }
+
     fn plan(&self) -> String {
         format!(
             "saba at {}: authenticate as {} for virtual number {}, tokens valid {} day(s)",
@@ -93,29 +97,20 @@ pub fn parse_authenticate(answer: &Answer) -> Result<Fetched, FetchError> {
 mod tests {
     use super::*;
 
-    fn answer(status: u16, body: &str) -> Answer {
-        Answer {
-            url: "http://127.0.0.1/s".into(),
-            status,
-            retry_after: None,
-            body: body.as_bytes().to_vec(),
-        }
-    }
-
     #[test]
     fn string_and_number_status_both_succeed() {
         for status in [r#""200""#, "200"] {
             let body = format!(
                 r#"{{"status":{status},"message":"عملیات با موفقیت انجام شد","id":1,"data":{{"Id":"1","VirtualNumber":"30001234","Token":"eyJ.x.y"}},"errors":[]}}"#
             );
-            let f = parse_authenticate(&answer(200, &body)).unwrap();
+            let f = parse_authenticate(&Answer::fake(200, &body)).unwrap();
             assert_eq!(f.token.expose(), "eyJ.x.y");
         }
     }
 
     #[test]
     fn envelope_error_carries_message_and_errors() {
-        let e = parse_authenticate(&answer(
+        let e = parse_authenticate(&Answer::fake(
             200,
             r#"{"status":"401","message":"نام کاربری یا رمز عبور اشتباه است","data":null,"errors":["invalid credentials"]}"#,
         ))
@@ -125,14 +120,18 @@ mod tests {
             e.to_string(),
             "provider rejected the credentials (HTTP 401): نام کاربری یا رمز عبور اشتباه است: invalid credentials"
         );
-        let e = parse_authenticate(&answer(200, r#"{"status":"500","message":"m"}"#)).unwrap_err();
+        let e = parse_authenticate(&Answer::fake(200, r#"{"status":"500","message":"m"}"#))
+            .unwrap_err();
         assert!(e.is_transient());
     }
 
     #[test]
     fn empty_token_is_rejected() {
-        let e = parse_authenticate(&answer(200, r#"{"status":"200","data":{"Token":""}}"#))
-            .unwrap_err();
+        let e = parse_authenticate(&Answer::fake(
+            200,
+            r#"{"status":"200","data":{"Token":""}}"#,
+        ))
+        .unwrap_err();
         assert!(
             e.to_string().contains("`data.Token`: the token is empty"),
             "{e}"

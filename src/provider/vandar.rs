@@ -50,6 +50,12 @@ impl Provider for Vandar {
         self.refresh_token.as_ref()
     }
 
+    fn secrets(&self) -> Vec<&Secret> {
+        let mut s: Vec<&Secret> = self.refresh_token.iter().collect();
+        s.extend(self.login.as_ref().map(|l| &l.password));
+        s
+    }
+
     fn plan(&self) -> String {
         let flows = match (&self.refresh_token, &self.login) {
             (Some(_), Some(l)) => format!(
@@ -172,18 +178,9 @@ pub fn parse_refresh(answer: &Answer, login_configured: bool) -> Result<Fetched,
 mod tests {
     use super::*;
 
-    fn answer(status: u16, body: &str) -> Answer {
-        Answer {
-            url: "http://127.0.0.1/v".into(),
-            status,
-            retry_after: None,
-            body: body.as_bytes().to_vec(),
-        }
-    }
-
     #[test]
     fn login_success_reads_only_the_token() {
-        let f = parse_login(&answer(
+        let f = parse_login(&Answer::fake(
             200,
             r#"{"status":1,"data":{"token":"eyJ.a.b","user":{"national_code":"0012345678"}}}"#,
         ))
@@ -195,7 +192,7 @@ mod tests {
 
     #[test]
     fn login_failure_shows_the_persian_message() {
-        let e = parse_login(&answer(
+        let e = parse_login(&Answer::fake(
             400,
             r#"{"status":0,"error":"نام کاربری یا رمز عبور اشتباه است"}"#,
         ))
@@ -206,14 +203,14 @@ mod tests {
             "provider rejected the credentials (HTTP 400): نام کاربری یا رمز عبور اشتباه است"
         );
         // status 0 inside a 200 is a rejection too.
-        let e = parse_login(&answer(200, r#"{"status":0,"error":"x"}"#)).unwrap_err();
+        let e = parse_login(&Answer::fake(200, r#"{"status":0,"error":"x"}"#)).unwrap_err();
         assert!(matches!(e, FetchError::Rejected { .. }));
     }
 
     #[test]
     fn refresh_rotates() {
         let f = parse_refresh(
-            &answer(
+            &Answer::fake(
                 200,
                 r#"{"token_type":"Bearer","expires_in":432000,"access_token":"a.b.c","refresh_token":"def502new"}"#,
             ),
@@ -226,7 +223,7 @@ mod tests {
 
     #[test]
     fn refresh_401_with_non_json_body_is_a_rejection_not_a_parse_error() {
-        let e = parse_refresh(&answer(401, r#"{"unauthorized"}"#), false).unwrap_err();
+        let e = parse_refresh(&Answer::fake(401, r#"{"unauthorized"}"#), false).unwrap_err();
         let text = e.to_string();
         assert!(
             text.starts_with(r#"provider rejected the refresh token (HTTP 401): {"unauthorized"}"#),
@@ -240,7 +237,7 @@ mod tests {
     #[test]
     fn refresh_500_is_transient() {
         assert!(
-            parse_refresh(&answer(502, "<html>bad gateway</html>"), true)
+            parse_refresh(&Answer::fake(502, "<html>bad gateway</html>"), true)
                 .unwrap_err()
                 .is_transient()
         );
@@ -248,7 +245,7 @@ mod tests {
 
     #[test]
     fn refresh_without_successor_ends_the_chain() {
-        let f = parse_refresh(&answer(200, r#"{"access_token":"a.b.c"}"#), true).unwrap();
+        let f = parse_refresh(&Answer::fake(200, r#"{"access_token":"a.b.c"}"#), true).unwrap();
         assert!(matches!(f.refresh, RefreshUpdate::Rejected { .. }));
     }
 }

@@ -24,6 +24,10 @@ impl Provider for Yavapteke {
         Some(DOCUMENTED_LIFETIME)
     }
 
+    fn secrets(&self) -> Vec<&Secret> {
+        vec![&self.client_secret]
+    }
+
     fn plan(&self) -> String {
         format!(
             "yavapteke at {}: client_credentials for client {} (secret sent as `{}`)",

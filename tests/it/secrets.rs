@@ -451,3 +451,28 @@ fn missing_secret_file_is_exit_2_naming_path_and_credential() {
     // The other credentials are not fetched either: a bad config changes nothing.
     assert_eq!(total_requests(&env), 0);
 }
+
+#[test]
+fn a_provider_echoing_a_secret_in_its_error_does_not_leak_it() {
+    let env = Env::new();
+    saba_config(&env, "");
+    env.emu.push_fault(
+        Endpoint::Saba,
+        Fault::Status {
+            code: 400,
+            body: Some(
+                r#"{"status":"400","message":"bad password saba-pass for sabauser","errors":[]}"#
+                    .into(),
+            ),
+            retry_after: None,
+        },
+        1,
+    );
+    let r = env.run(&["once"]);
+    r.assert_code(1);
+    assert!(r.stderr.contains("bad password [redacted]"), "{}", r.stderr);
+    assert!(!r.stderr.contains("saba-pass"), "{}", r.stderr);
+    let status = env.run(&["status", "--json"]);
+    assert!(!status.stdout.contains("saba-pass"), "{}", status.stdout);
+    assert!(!env.read("state/saba-sms.json").contains("saba-pass"));
+}
