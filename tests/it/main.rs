@@ -11,6 +11,7 @@ mod faults;
 mod hooks;
 mod http;
 mod http_json;
+mod interop;
 mod notify;
 mod outputs;
 mod providers;
