@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::commands::Exit;
@@ -123,7 +123,6 @@ struct Supervisor {
     entries: HashMap<String, Entry>,
     queue: BTreeSet<(SystemTime, String)>,
     tasks: JoinSet<Done>,
-    permits: Arc<Semaphore>,
     observed: Arc<Observed>,
     notifier: Notifier,
     ready_sent: bool,
@@ -138,17 +137,18 @@ impl Supervisor {
     fn new(
         engine: Arc<Engine>,
         config_path: PathBuf,
-        config: Config,
+        mut config: Config,
         observed: Arc<Observed>,
     ) -> Self {
+        // Credentials live in the entries (one Arc each); `config` keeps the rest.
+        let credentials = std::mem::take(&mut config.credentials);
         let mut s = Supervisor {
             engine,
             config_path,
-            config: config.clone(),
+            config,
             entries: HashMap::new(),
             queue: BTreeSet::new(),
             tasks: JoinSet::new(),
-            permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
             observed,
             notifier: Notifier::from_env(),
             ready_sent: false,
@@ -156,8 +156,8 @@ impl Supervisor {
             status_dirty: true,
             status_sent: None,
         };
-        for c in &config.credentials {
-            s.add(Arc::new(c.clone()));
+        for c in credentials {
+            s.add(Arc::new(c));
         }
         s.check_ready();
         s
@@ -316,6 +316,10 @@ impl Supervisor {
             // A throttled STATUS= update goes out within a second.
             cap = cap.min(Duration::from_secs(1));
         }
+        if self.tasks.len() >= MAX_CONCURRENT {
+            // At capacity: the next thing that can happen is a task finishing.
+            return cap;
+        }
         match self.queue.first() {
             Some((at, _)) => at.duration_since(now).unwrap_or_default().min(cap),
             None => cap,
@@ -323,10 +327,13 @@ impl Supervisor {
     }
 
     /// Starts every refresh whose deadline has passed (by the wall clock).
+    /// Starts refreshes whose deadline has passed (by the wall clock), at most
+    /// `MAX_CONCURRENT` at a time. The rest stay queued, not spawned: ten thousand waiting
+    /// tasks would cost megabytes that the allocator then keeps.
     fn start_due(&mut self) {
         let now = SystemTime::now();
         while let Some((at, name)) = self.queue.first().cloned() {
-            if at > now {
+            if at > now || self.tasks.len() >= MAX_CONCURRENT {
                 break;
             }
             self.queue.pop_first();
@@ -338,9 +345,7 @@ impl Supervisor {
             };
             let force = std::mem::take(&mut entry.force);
             let engine = self.engine.clone();
-            let permits = self.permits.clone();
             self.tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
                 let result = engine.ensure(&mut slot, force).await;
                 (name, slot, result)
             });
@@ -409,7 +414,7 @@ impl Supervisor {
         let loaded =
             tokio::task::spawn_blocking(move || config::load(&path, &ProcessEnv, Secrets::Resolve))
                 .await;
-        let new = match loaded {
+        let mut new = match loaded {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "reload failed: the new config is invalid; keeping the running one");
@@ -427,8 +432,8 @@ impl Supervisor {
             tracing::warn!("state_dir, listen and log changes take effect only after a restart");
         }
         let (mut added, mut changed, mut removed, mut kept) = (0, 0, 0, 0);
-        let new_names: std::collections::HashSet<&str> =
-            new.credentials.iter().map(|c| c.name.as_str()).collect();
+        let credentials = std::mem::take(&mut new.credentials);
+        let new_names: HashSet<&str> = credentials.iter().map(|c| c.name.as_str()).collect();
         let old_names: Vec<String> = self.entries.keys().cloned().collect();
         for name in old_names {
             if !new_names.contains(name.as_str()) {
@@ -436,7 +441,7 @@ impl Supervisor {
                 self.remove(&name);
             }
         }
-        for c in &new.credentials {
+        for c in &credentials {
             let credential = Arc::new(c.clone());
             match self.entries.get_mut(&c.name) {
                 None => {

@@ -11,6 +11,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Bounds the threads (and their allocator arenas) that fsync outputs and state.
+        .max_blocking_threads(64)
         .enable_all()
         .build()
     {

@@ -147,8 +147,9 @@ pub fn build(
     let mut credentials = Vec::new();
     // Outputs of every credential, valid or not, so path clashes are reported in the same run.
     let mut all_outputs: Vec<(String, Vec<Output>)> = Vec::new();
+    let name_lines = name_lines(text);
     for (index, rc) in credentials_raw.into_iter().enumerate() {
-        let context = credential_context(&rc.name, index, text);
+        let context = credential_context(&rc.name, index, &name_lines);
         if let Some(c) = build_credential(
             rc,
             &defaults,
@@ -194,15 +195,24 @@ fn valid_log_level(level: &str) -> bool {
     }
 }
 
+/// The first line of each `name: X` in the file, in one pass (a scan per credential would
+/// make validating ten thousand credentials quadratic).
+fn name_lines(text: &str) -> HashMap<&str, usize> {
+    let mut lines = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let l = line.trim_start().trim_start_matches("- ").trim();
+        if let Some(v) = l.strip_prefix("name:") {
+            let name = v.trim().trim_matches(|c| c == '"' || c == '\'');
+            lines.entry(name).or_insert(n + 1);
+        }
+    }
+    lines
+}
+
 /// "credential `vandar-main` (line 12)": where the operator should look.
-fn credential_context(name: &str, index: usize, text: &str) -> String {
-    let line = text.lines().position(|l| {
-        let l = l.trim_start().trim_start_matches("- ").trim();
-        l.strip_prefix("name:")
-            .is_some_and(|v| v.trim().trim_matches(|c| c == '"' || c == '\'') == name)
-    });
-    match (name.is_empty(), line) {
-        (false, Some(n)) => format!("credential `{name}` (line {})", n + 1),
+fn credential_context(name: &str, index: usize, name_lines: &HashMap<&str, usize>) -> String {
+    match (name.is_empty(), name_lines.get(name)) {
+        (false, Some(n)) => format!("credential `{name}` (line {n})"),
         (false, None) => format!("credential `{name}`"),
         (true, _) => format!("credentials[{index}]"),
     }
@@ -1074,44 +1084,57 @@ fn check_unique_names(credentials: &[(String, Vec<Output>)], errors: &mut Errors
 }
 
 /// Two outputs on one path (or a file inside a `dir` output, or anything inside the state
-/// directory) would overwrite each other.
+/// directory) would overwrite each other. Paths are indexed once, so ten thousand outputs
+/// cost ten thousand lookups, not fifty million comparisons.
 fn check_output_paths(
     credentials: &[(String, Vec<Output>)],
     state_dir: &Path,
     errors: &mut Errors,
 ) {
-    let mut all: Vec<(&str, PathBuf, bool)> = Vec::new();
+    let state_dir = normalize(state_dir);
+    let mut by_path: HashMap<PathBuf, &str> = HashMap::new();
+    let mut dirs: HashMap<PathBuf, &str> = HashMap::new();
+    let mut all: Vec<(&str, PathBuf)> = Vec::new();
+    let clash = |errors: &mut Errors, name: &str, path: &Path, other: &Path, other_name: &str| {
+        errors.push(
+            &format!("credential `{name}`"),
+            format!(
+                "output `{}` collides with output `{}` of credential `{other_name}`; two outputs cannot write the same path",
+                path.display(),
+                other.display()
+            ),
+        );
+    };
     for (name, outputs) in credentials {
         for o in outputs {
-            let is_dir = matches!(o.target, Target::Dir { .. });
-            all.push((name, normalize(o.path()), is_dir));
-        }
-    }
-    let state_dir = normalize(state_dir);
-    for (i, (name, path, _)) in all.iter().enumerate() {
-        if path.starts_with(&state_dir) {
-            errors.push(
-                &format!("credential `{name}`"),
-                format!(
-                    "output `{}` is inside state_dir `{}`",
-                    path.display(),
-                    state_dir.display()
-                ),
-            );
-        }
-        for (other_name, other, other_is_dir) in &all[i + 1..] {
-            let clash = path == other
-                || (*other_is_dir && path.starts_with(other))
-                || (all[i].2 && other.starts_with(path));
-            if clash {
+            let path = normalize(o.path());
+            if path.starts_with(&state_dir) {
                 errors.push(
                     &format!("credential `{name}`"),
                     format!(
-                        "output `{}` collides with output `{}` of credential `{other_name}`; two outputs cannot write the same path",
+                        "output `{}` is inside state_dir `{}`",
                         path.display(),
-                        other.display()
+                        state_dir.display()
                     ),
                 );
+            }
+            match by_path.get(&path) {
+                Some(other) => clash(errors, name, &path, &path, other),
+                None => {
+                    by_path.insert(path.clone(), name);
+                }
+            }
+            if matches!(o.target, Target::Dir { .. }) {
+                dirs.insert(path.clone(), name);
+            }
+            all.push((name, path));
+        }
+    }
+    // Anything strictly inside a `dir` output: walk each path's ancestors.
+    for (name, path) in &all {
+        for ancestor in path.ancestors().skip(1) {
+            if let Some(other_name) = dirs.get(ancestor) {
+                clash(errors, name, path, ancestor, other_name);
             }
         }
     }
