@@ -114,9 +114,13 @@ pub fn retry_delay(
             .saturating_mul(1u32 << exp.min(31))
             .min(policy.max)
             .max(policy.initial);
-        policy.initial + (cap - policy.initial).mul_f64(draw)
+        policy
+            .initial
+            .saturating_add((cap - policy.initial).mul_f64(draw))
     } else {
-        policy.permanent + (policy.permanent / 10).mul_f64(draw)
+        policy
+            .permanent
+            .saturating_add((policy.permanent / 10).mul_f64(draw))
     };
     delay.max(retry_after.unwrap_or_default())
 }
@@ -220,6 +224,17 @@ mod tests {
         let p = RetryPolicy::default();
         assert_eq!(retry_delay(1, true, Some(120 * S), &p, 0.5), 120 * S);
         assert!(retry_delay(9, true, Some(2 * S), &p, 0.9) > 2 * S);
+    }
+
+    #[test]
+    fn absurd_policies_saturate_instead_of_panicking() {
+        let p = RetryPolicy {
+            initial: Duration::MAX,
+            max: Duration::MAX,
+            permanent: Duration::MAX,
+        };
+        assert_eq!(retry_delay(3, true, None, &p, 0.999), Duration::MAX);
+        assert_eq!(retry_delay(1, false, None, &p, 0.999), Duration::MAX);
     }
 
     #[test]

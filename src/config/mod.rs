@@ -162,6 +162,21 @@ mod tests {
     }
 
     #[test]
+    fn absurd_durations_are_config_errors() {
+        // Accepted by `check` before, then a panic in `once` (overflow, year > 9999).
+        for (key, value) in [
+            ("lifetime", "10000y"),
+            ("retry", "{ permanent: 580000000000y }"),
+        ] {
+            let text = format!(
+                "credentials:\n- name: p\n  provider: yavapteke\n  client_id: c\n  client_secret: s\n  {key}: {value}\n  outputs: [{{file: /t}}]\n"
+            );
+            let e = parse(&text, Path::new("/x/config.yaml"), &NoEnv, Secrets::Skip).unwrap_err();
+            assert!(e.to_string().contains("10 years"), "{e}");
+        }
+    }
+
+    #[test]
     fn relative_paths_follow_the_config_file() {
         let text = "state_dir: state\ncredentials:\n  - name: a\n    provider: yavapteke\n    client_id: x\n    client_secret: s\n    outputs: [ { file: out/a } ]\n";
         let c = parse(

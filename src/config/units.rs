@@ -10,13 +10,20 @@ use serde::de::{self, Deserializer, Visitor};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dur(pub Duration);
 
+/// No duration in a config means more than this: every instant tokend computes from one
+/// stays far inside what clocks, timestamps and RFC 3339 can represent.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let ok = !t.is_empty()
         && t.chars().next().is_some_and(|c| c.is_ascii_digit())
         && !t.chars().last().is_some_and(|c| c.is_ascii_digit());
     match ok.then(|| humantime::parse_duration(t)) {
-        Some(Ok(d)) => Ok(d),
+        Some(Ok(d)) if d <= MAX_DURATION => Ok(d),
+        Some(Ok(_)) => Err(format!(
+            "`{text}` is longer than the 10 years tokend accepts for any duration"
+        )),
         _ => Err(format!(
             "`{text}` is not a duration; write a number and a unit, like 500ms, 30s, 5m, 2h or 4d"
         )),
@@ -146,6 +153,10 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("4d"), Ok(Duration::from_secs(4 * 86400)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("3650d"), Ok(MAX_DURATION));
+        // Found by reading the fuzz targets: these overflowed `now + delay` and RFC 3339.
+        assert!(parse_duration("10000y").unwrap_err().contains("10 years"));
+        assert!(parse_duration("580000000000y").is_err());
         for bad in ["", "30", "s", "5x", "-5s", "4 days later"] {
             assert!(parse_duration(bad).is_err(), "{bad} accepted");
         }
