@@ -39,6 +39,19 @@ fn http(port: u16, method: &str, path: &str) -> (u16, String) {
     (status, body.to_owned())
 }
 
+/// A daemon with one yavapteke credential and `listen` set, once /readyz says 200.
+fn ready_daemon() -> (Env, u16, Daemon) {
+    let env = Env::new();
+    let port = free_port();
+    config_with_listen(&env, port, "");
+    let d = env.daemon();
+    assert!(wait_for(Duration::from_secs(5), || http(
+        port, "GET", "/readyz"
+    )
+    .0 == 200));
+    (env, port, d)
+}
+
 fn config_with_listen(env: &Env, port: u16, lifetime_extra: &str) {
     env.secret("yav", "yav-secret\n");
     env.config(&format!(
@@ -104,14 +117,7 @@ fn readiness_flips_to_200_after_the_first_token_and_to_503_when_it_expires() {
 
 #[test]
 fn metrics_match_the_outputs_and_state() {
-    let env = Env::new();
-    let port = free_port();
-    config_with_listen(&env, port, "");
-    let _d = env.daemon();
-    assert!(wait_for(Duration::from_secs(5), || http(
-        port, "GET", "/readyz"
-    )
-    .0 == 200));
+    let (env, port, _d) = ready_daemon();
     let (code, metrics) = http(port, "GET", "/metrics");
     assert_eq!(code, 200);
     let json: serde_json::Value = serde_json::from_str(&env.read("out/pharmacy.json")).unwrap();
@@ -158,14 +164,7 @@ fn metric_value(text: &str, series: &str) -> f64 {
 
 #[test]
 fn refresh_trigger_answers_202_then_429_and_404_and_coalesces() {
-    let env = Env::new();
-    let port = free_port();
-    config_with_listen(&env, port, "");
-    let _d = env.daemon();
-    assert!(wait_for(Duration::from_secs(5), || http(
-        port, "GET", "/readyz"
-    )
-    .0 == 200));
+    let (env, port, _d) = ready_daemon();
     let before = env.emu.requests(Endpoint::Yavapteke);
     let first = env.read("out/pharmacy.json");
 
@@ -185,14 +184,7 @@ fn refresh_trigger_answers_202_then_429_and_404_and_coalesces() {
 
 #[test]
 fn no_endpoint_ever_shows_a_token_or_secret() {
-    let env = Env::new();
-    let port = free_port();
-    config_with_listen(&env, port, "");
-    let _d = env.daemon();
-    assert!(wait_for(Duration::from_secs(5), || http(
-        port, "GET", "/readyz"
-    )
-    .0 == 200));
+    let (env, port, _d) = ready_daemon();
     let mut canaries = env.emu.issued_tokens();
     canaries.push("yav-secret".into());
     assert!(!canaries.is_empty());
