@@ -1,7 +1,7 @@
 //! One function per command of the command line, each returning the contract's exit code.
 //! Errors reach stderr as one sentence; logs (once the config is known) follow `log:`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -233,9 +233,4 @@ async fn emulate(listen: std::net::SocketAddr) -> Exit {
     );
     daemon::wait_for_termination().await;
     Exit::Ok
-}
-
-/// The default demo directory, for messages.
-pub fn demo_dir_hint(dir: &Path) -> PathBuf {
-    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
 }

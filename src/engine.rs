@@ -98,11 +98,8 @@ pub struct Slot {
 }
 
 impl Slot {
-    pub fn credential(&self) -> &Credential {
-        &self.credential
-    }
-
-    /// The token in state if it belongs to this credential's identity and is unexpired.
+    /// The token in state, unless it has expired (state of another identity was already
+    /// discarded when the slot was made).
     pub fn current_token(&self, now: SystemTime) -> Option<Token> {
         let stored = self.state.token.as_ref()?;
         let token = stored.to_token();
