@@ -86,18 +86,6 @@ impl Output {
             }
         }
     }
-
-    /// Whether the output currently holds `token` (for readiness and restore decisions).
-    pub fn holds(&self, token: &Token, credential: &str) -> bool {
-        match &self.target {
-            Target::File { path, format } => atomic::is_current(
-                path,
-                &render::render(format, token, credential),
-                self.access,
-            ),
-            Target::Dir { path } => dir::holds(path, &render::dir_files(token, credential)),
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
