@@ -70,7 +70,7 @@ fn print_bytes(bytes: &[u8]) -> Exit {
 
 /// Loads the config or prints why not; `Err` carries exit code 2.
 pub fn load(path: &Path, secrets: Secrets) -> Result<Config, Exit> {
-    config::load(path, &ProcessEnv, secrets).map_err(|e| {
+    config::load_within(path, ProcessEnv, secrets).map_err(|e| {
         eprintln!("tokend: {e}");
         Exit::BadConfig
     })
@@ -210,7 +210,7 @@ fn status_cmd(path: &Path, json: bool) -> Exit {
     } else {
         print!("{}", status::table(&entries, now));
     }
-    if entries.iter().all(status::Entry::is_valid) {
+    if entries.iter().all(status::Entry::is_healthy) {
         Exit::Ok
     } else {
         Exit::Failed

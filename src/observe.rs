@@ -17,8 +17,11 @@ use crate::util::human_duration;
 pub struct View {
     pub provider: &'static str,
     pub state: CredentialState,
-    /// Every output holds the current token (as of the last attempt).
+    /// Every output holds the current token (as of the last attempt or output check).
     pub outputs_ok: bool,
+    /// Why not, when a check found an output missing or altered (else the last attempt's
+    /// error says it).
+    pub outputs_note: Option<String>,
     /// At least one attempt finished (for systemd's READY=1).
     pub attempted: bool,
     pub next: SystemTime,
@@ -106,7 +109,10 @@ impl Observed {
                         }
                         None => "no token: every attempt so far failed".to_owned(),
                         Some(t) if now >= t.expires_at.0 => "the token has expired".to_owned(),
-                        Some(_) if !v.outputs_ok => "the outputs could not be written".to_owned(),
+                        Some(_) if !v.outputs_ok => v
+                            .outputs_note
+                            .clone()
+                            .unwrap_or_else(|| "the outputs could not be written".to_owned()),
                         Some(_) => return None,
                     };
                     let reason = match &v.state.last_error {
@@ -117,6 +123,26 @@ impl Observed {
                         credential: name.clone(),
                         reason,
                     })
+                })
+                .collect()
+        })
+    }
+
+    /// Credentials that cannot renew without a person, with their last error: `/readyz`
+    /// names them while their tokens still work.
+    pub fn needs_person(&self) -> Vec<NotReady> {
+        self.with_views(|views| {
+            views
+                .iter()
+                .filter(|(_, v)| status::needs_person(&v.state))
+                .map(|(name, v)| NotReady {
+                    credential: name.clone(),
+                    reason: v
+                        .state
+                        .last_error
+                        .as_ref()
+                        .map(|e| e.message.clone())
+                        .unwrap_or_default(),
                 })
                 .collect()
         })

@@ -88,6 +88,50 @@ impl Output {
     }
 }
 
+impl Output {
+    /// A cheap look (`stat`, no read) at whether the output still has the shape tokend
+    /// wrote: present, a regular file of the rendered size and the configured mode (a `dir`:
+    /// `..data` and every file through its link). `Err` says what is wrong, for `/readyz`.
+    /// Catches a deleted or replaced output; same-size edits are left to SIGHUP, which
+    /// compares contents.
+    pub fn check_in_place(&self, token: &Token, credential: &str) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let shaped = |path: &Path, len: usize| -> Result<(), String> {
+            let meta = std::fs::metadata(path).map_err(|e| {
+                format!(
+                    "output `{}` is gone ({}); restoring it from state",
+                    path.display(),
+                    crate::util::io_reason(&e)
+                )
+            })?;
+            if let Some(kind) = crate::fsread::kind(&meta) {
+                return Err(format!(
+                    "output `{}` is {kind}, not the file tokend wrote; restoring it from state",
+                    path.display()
+                ));
+            }
+            if meta.len() != len as u64 || meta.mode() & 0o7777 != self.access.mode {
+                return Err(format!(
+                    "output `{}` was changed behind tokend's back; restoring it from state",
+                    path.display()
+                ));
+            }
+            Ok(())
+        };
+        match &self.target {
+            Target::File { path, format } => {
+                shaped(path, render::render(format, token, credential).len())
+            }
+            Target::Dir { path } => {
+                for (name, bytes) in render::dir_files(token, credential) {
+                    shaped(&path.join(name), bytes.len())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write output `{}`: {reason}", path.display())]
 pub struct OutputError {

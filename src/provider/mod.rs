@@ -399,16 +399,23 @@ pub struct HttpClients {
 
 impl HttpClients {
     pub fn get(&self, ca_file: Option<&Path>, timeout: Duration) -> Result<HttpClient, String> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let key = ca_file.map(Path::to_path_buf);
-        if let Some(client) = cache.get(&key) {
-            return Ok(HttpClient {
-                client: client.clone(),
-                timeout,
-            });
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(client) = cached {
+            return Ok(HttpClient { client, timeout });
         }
+        // Built without the lock: reading one credential's CA bundle must never make
+        // another credential wait.
         let client = build_client(ca_file)?;
-        cache.insert(key, client.clone());
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, client.clone());
         Ok(HttpClient { client, timeout })
     }
 }
@@ -418,6 +425,30 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A CA bundle, read bounded in size and time: it is read during a refresh, and a FIFO or
+/// a hung mount must fail this credential, not freeze the worker thread under it.
+fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
+    use crate::fsread::{self, ReadError};
+    let owned = path.to_path_buf();
+    let read = fsread::with_deadline(CA_READ_DEADLINE, move || {
+        fsread::read(&owned, fsread::CA_LIMIT)
+    });
+    match read {
+        Some(Ok(pem)) => Ok(pem),
+        Some(Err(e @ ReadError::Io(_))) => {
+            Err(format!("cannot read ca_file `{}`: {e}", path.display()))
+        }
+        Some(Err(e)) => Err(format!("ca_file `{}` {e}", path.display())),
+        None => Err(format!(
+            "reading ca_file `{}` took longer than {} s (a hung file system?)",
+            path.display(),
+            CA_READ_DEADLINE.as_secs()
+        )),
+    }
+}
+
+const CA_READ_DEADLINE: Duration = Duration::from_secs(5);
+
 fn build_client(ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
     install_crypto_provider();
     let mut builder = reqwest::Client::builder()
@@ -426,13 +457,7 @@ fn build_client(ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(4);
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            format!(
-                "cannot read ca_file `{}`: {}",
-                path.display(),
-                crate::util::io_reason(&e)
-            )
-        })?;
+        let pem = read_ca_file(path)?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| format!("ca_file `{}` is not a PEM bundle: {e}", path.display()))?;
         if certs.is_empty() {
