@@ -242,7 +242,7 @@ impl Engine {
         let name = cred.name.as_str();
         let http = self
             .clients
-            .get(cred.ca_file.as_deref(), cred.timeout)
+            .get(&cred.egress, cred.timeout)
             .map_err(|message| RefreshError::Client {
                 credential: name.to_owned(),
                 message,
@@ -263,6 +263,7 @@ impl Engine {
                     .map(Secret::expose)
                     .collect();
                 secrets.extend(refresh_token.as_ref().map(Secret::expose));
+                secrets.extend(cred.egress.secret().map(Secret::expose));
                 e.redact(&secrets);
                 if matches!(e, FetchError::RefreshRejected { .. }) {
                     // Dead chain: never send that token again; a new seed restarts it.
