@@ -470,3 +470,70 @@ fn logs_to_a_pipe_or_file_have_no_colour_escapes() {
         "escape codes in daemon.log:\n{log:?}"
     );
 }
+
+#[test]
+fn check_offline_validates_without_reading_any_secret() {
+    let env = Env::new();
+    env.config(
+        r#"credentials:
+  - name: vandar-main
+    provider: vandar
+    base_url: {url}
+    refresh_token: { file: {dir}/secrets/not-here }
+    outputs:
+      - file: {dir}/out/vandar.token
+  - name: saba-sms
+    provider: saba
+    base_url: {url}
+    username: sabauser
+    password: { env: TOKEND_TEST_UNSET_VARIABLE }
+    virtual_number: "30001234"
+    outputs:
+      - file: {dir}/out/saba.token
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { credential: yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+        group: tokend-test-no-such-group
+"#,
+    );
+    // Online, every unreadable secret is an error, and so is a group this host lacks ...
+    let online = env.run(&["check"]);
+    online.assert_code(2);
+    for field in [
+        "refresh_token",
+        "password",
+        "client_secret",
+        "tokend-test-no-such-group",
+    ] {
+        assert!(online.stderr.contains(field), "{}", online.stderr);
+    }
+    // ... offline, none is read, and the rest is still validated.
+    let offline = env.run(&["check", "--offline"]);
+    offline.assert_code(0);
+    assert!(
+        offline.stdout.contains("is valid: 3 credential(s)"),
+        "{}",
+        offline.stdout
+    );
+    assert!(
+        offline.stdout.contains("offline: no secret was read"),
+        "{}",
+        offline.stdout
+    );
+    // ... the config is usually linted on another host than the one it is for.
+    assert!(
+        offline.stderr.contains("warning: credential `pharmacy` (line 17): outputs[0]: group `tokend-test-no-such-group` does not exist on this host"),
+        "{}",
+        offline.stderr
+    );
+    assert_eq!(total_requests(&env), 0);
+
+    env.config("credentials:\n  - name: x\n    provider: nope\n");
+    let bad = env.run(&["check", "--offline"]);
+    bad.assert_code(2);
+    assert!(bad.stderr.contains("provider"), "{}", bad.stderr);
+}
