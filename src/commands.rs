@@ -31,6 +31,9 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Run => match load(&path, Secrets::Resolve) {
             Ok(config) => {
                 logging::init(config.log.format, &config.log.level);
+                for p in crate::preflight::unwritable(&config) {
+                    tracing::error!("cannot write here, every refresh will fail: {p}");
+                }
                 daemon::run(path, config).await
             }
             Err(code) => code,
@@ -88,6 +91,13 @@ fn check(path: &Path, offline: bool) -> Exit {
     };
     for w in &config.warnings {
         eprintln!("warning: {w}");
+    }
+    // Host-specific, and only a warning: an admin may check a config as another user than
+    // the service's, and the unit's sandbox is not this shell's.
+    if !offline {
+        for p in crate::preflight::unwritable(&config) {
+            eprintln!("warning: {p}");
+        }
     }
     println!("{}", plan(&config));
     if offline {

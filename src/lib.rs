@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod notify;
 pub mod observe;
 pub mod output;
+mod preflight;
 pub mod provider;
 pub mod schedule;
 pub mod secret;

@@ -537,3 +537,47 @@ fn check_offline_validates_without_reading_any_secret() {
     bad.assert_code(2);
     assert!(bad.stderr.contains("provider"), "{}", bad.stderr);
 }
+
+/// The shipped unit has ProtectSystem=strict: an output outside its writable paths fails
+/// every refresh. `check` and `run` say so before the first one, naming ReadWritePaths=.
+#[test]
+fn an_output_on_a_read_only_mount_is_named_before_the_first_refresh() {
+    let env = Env::new();
+    let Some(ro) = Tmpfs::mount(&env.path("ro"), "64k") else {
+        panic!("this test needs `mount -t tmpfs` (tests run as root)");
+    };
+    ro.remount("ro");
+    env.secret("yav", "s3cret");
+    env.config(
+        r#"credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/ro/tokens/pharmacy.token
+"#,
+    );
+    let want = format!(
+        "credential `pharmacy`: output `{0}/tokens/pharmacy.token`: `{0}` is on a read-only file system; under systemd (ProtectSystem=strict) add `ReadWritePaths={0}/tokens` to the unit",
+        env.path("ro").display()
+    );
+    let check = env.run(&["check"]);
+    check.assert_code(0);
+    assert!(
+        check.stderr.contains(&format!("warning: {want}")),
+        "{}",
+        check.stderr
+    );
+    // Offline checks run on other hosts: no probing there.
+    let offline = env.run(&["check", "--offline"]);
+    assert!(!offline.stderr.contains("read-only"), "{}", offline.stderr);
+
+    let d = env.daemon();
+    assert!(
+        wait_for(10 * Duration::from_secs(1), || d.log().contains(&want)),
+        "run did not name the read-only output at start:\n{}",
+        d.log()
+    );
+}
