@@ -17,6 +17,7 @@ pub mod hooks;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod notify;
 pub mod observe;
 pub mod output;
