@@ -21,6 +21,7 @@ pub mod net;
 pub mod notify;
 pub mod observe;
 pub mod output;
+mod preflight;
 pub mod provider;
 pub mod schedule;
 pub mod secret;
