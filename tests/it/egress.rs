@@ -616,3 +616,59 @@ fn check_refuses_a_ca_file_that_is_not_pem() {
         r.stdout
     );
 }
+
+/// The real providers are https: through an HTTP proxy that is a CONNECT tunnel, with the
+/// proxy credentials on the CONNECT and TLS (trusting `ca_file`) end to end inside it.
+#[test]
+fn an_https_target_is_reached_through_a_connect_tunnel_trusting_ca_file() {
+    let env = Env::new();
+    let (cert, key) = crate::faults::self_signed(env.dir.path()).expect("openssl for a test cert");
+    let token = format!("tls-{:016x}", fastrand::u64(..));
+    let server =
+        crate::faults::TlsServer::start(&cert, &key, &token).expect("python3 for the TLS server");
+    let proxy = TestProxy::start(Kind::Http, &[], Some(("tokend", PROXY_PASSWORD)));
+    env.secret("yav", &format!("{YAV_SECRET}\n"));
+    env.secret("proxy-pw", &format!("{PROXY_PASSWORD}\n"));
+    env.config(&format!(
+        r#"credentials:
+  - name: tunnelled
+    provider: yavapteke
+    token_url: https://127.0.0.1:{port}/YavaptekeAPI/connect/token
+    client_id: 3f37b142-e371-461e-924c-a913ff878534
+    client_secret: {{ file: {{dir}}/secrets/yav }}
+    ca_file: {cert}
+    timeout: 5s
+{proxy}    outputs:
+      - file: {{dir}}/out/tunnelled.token
+"#,
+        port = server.port,
+        cert = cert.display(),
+        proxy = proxy_auth("proxy-pw").replace("{url}", &proxy.url("http")),
+    ));
+    let r = run(&env, &["once"], &[]);
+    r.assert_code(0);
+    assert_eq!(env.read("out/tunnelled.token"), token);
+    assert_eq!(
+        proxy.seen(),
+        vec![Seen {
+            how: "CONNECT".into(),
+            target: format!("127.0.0.1:{}", server.port),
+            auth: Some(format!("tokend:{PROXY_PASSWORD}")),
+        }]
+    );
+    assert!(!r.all().contains(PROXY_PASSWORD));
+
+    // A refused CONNECT says so, names the proxy, and keeps the (wrong) password to itself.
+    env.secret("proxy-pw", "CANARY-wrong-proxy-pw\n");
+    let r = run(&env, &["once", "--force"], &[]);
+    r.assert_code(1);
+    assert!(
+        r.stderr.contains("credential `tunnelled`")
+            && r.stderr.contains("proxy authorization required (HTTP 407): check the proxy's `username` and `password`")
+            && r.stderr.contains(&format!("through proxy {}", proxy.url("http"))),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.all().contains("CANARY-wrong-proxy-pw"), "{}", r.all());
+    assert_eq!(proxy.seen().len(), 2);
+}
