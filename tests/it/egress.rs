@@ -496,10 +496,14 @@ fn the_environment_proxy_applies_unless_the_credential_says_direct() {
     let creds = [
         credential("from-env", &env, "env.only-proxy.test", ""),
         credential("bypass", &env, "127.0.0.1", "    proxy: direct\n"),
+        credential("excluded", &env, "localhost", ""),
     ];
     env.secret("yav", &format!("{YAV_SECRET}\n"));
     env.config(&format!("credentials:\n{}", creds.concat()));
-    let vars = [("HTTP_PROXY", proxy.url("http"))];
+    let vars = [
+        ("HTTP_PROXY", proxy.url("http")),
+        ("NO_PROXY", "localhost".to_owned()),
+    ];
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
     let r = run(&env, &["check"], &vars);
@@ -507,7 +511,7 @@ fn the_environment_proxy_applies_unless_the_credential_says_direct() {
     assert_eq!(
         egress_of(&r.stdout, "from-env"),
         format!(
-            "environment: https targets direct, http targets via HTTP_PROXY={}",
+            "environment: https targets direct, http targets via HTTP_PROXY={} except NO_PROXY=localhost",
             proxy.url("http")
         )
     );
@@ -517,12 +521,12 @@ fn the_environment_proxy_applies_unless_the_credential_says_direct() {
     );
 
     run(&env, &["once"], &vars).assert_code(0);
-    assert_eq!(env.emu.successes(Endpoint::Yavapteke), 2);
+    assert_eq!(env.emu.successes(Endpoint::Yavapteke), 3);
     let seen = proxy.seen();
     assert_eq!(
         seen.iter().map(|s| s.target.as_str()).collect::<Vec<_>>(),
         vec![format!("env.only-proxy.test:{}", env.emu.addr().port())],
-        "only `from-env` goes through the environment's proxy"
+        "only `from-env` goes through the environment's proxy (`bypass` is direct, `excluded` in NO_PROXY)"
     );
 }
 

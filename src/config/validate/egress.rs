@@ -129,3 +129,118 @@ fn shown(text: &str) -> String {
         Err(_) => format!("`{}`", text.trim()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, Secrets, parse};
+    use crate::net::{Egress, Proxy};
+    use crate::secret::Environment;
+
+    struct Env;
+    impl Environment for Env {
+        fn var(&self, name: &str) -> Option<String> {
+            (name == "PROXY_PW").then(|| "s3cret:@/".to_owned())
+        }
+    }
+
+    /// `defaults` lines, then credentials `a`, `b`, ... each with its extra lines.
+    fn config(defaults: &str, creds: &[&str]) -> String {
+        let mut text = format!("state_dir: /s\ndefaults:\n  timeout: 5s\n{defaults}credentials:\n");
+        for (i, extra) in creds.iter().enumerate() {
+            let name = (b'a' + i as u8) as char;
+            text.push_str(&format!(
+                "  - name: {name}\n    provider: yavapteke\n    client_id: x\n    client_secret: {{ env: PROXY_PW }}\n{extra}    outputs: [ {{ file: /o/{name} }} ]\n"
+            ));
+        }
+        text
+    }
+
+    fn build(text: &str) -> Result<Config, String> {
+        parse(text, Path::new("/etc/t.yaml"), &Env, Secrets::Resolve).map_err(|e| e.to_string())
+    }
+
+    fn shown(e: &Egress) -> String {
+        e.describe(&Env)
+    }
+
+    #[test]
+    fn credentials_inherit_or_override_the_default_proxy() {
+        let text = config(
+            "  proxy: socks5h://10.8.0.1\n",
+            &[
+                "",
+                "    proxy: direct\n",
+                "    proxy: { url: \"http://p:3128\", username: u, password: { env: PROXY_PW } }\n",
+            ],
+        );
+        let c = build(&text).unwrap();
+        let egress: Vec<String> = c.credentials.iter().map(|c| shown(&c.egress)).collect();
+        assert_eq!(
+            egress,
+            [
+                "proxy socks5h://10.8.0.1:1080",
+                "direct (`proxy: direct`; proxy variables in the environment are ignored)",
+                "proxy http://p:3128 (user `u`, with a password)",
+            ]
+        );
+        assert_eq!(
+            c.credentials[2].egress.secret().unwrap().expose(),
+            "s3cret:@/"
+        );
+        assert!(
+            c.warnings.iter().all(|w| !w.contains("proxy")),
+            "{:?}",
+            c.warnings
+        );
+        // No proxy anywhere: the environment decides, at request time.
+        let c = build(&config("", &[""])).unwrap();
+        assert_eq!(c.credentials[0].egress, Egress::default());
+        assert_eq!(c.credentials[0].egress.proxy, Proxy::Env);
+    }
+
+    #[test]
+    fn a_bad_default_is_one_error_and_bad_credentials_each_name_themselves() {
+        let text = config(
+            "  proxy: gopher://p:70\n  ca_file: /nonexistent/ca.pem\n",
+            &["", "", "    proxy: [1]\n"],
+        );
+        assert_eq!(
+            build(&text).unwrap_err(),
+            "invalid config `/etc/t.yaml`: line 21 column 12: credentials[2].proxy: invalid type: sequence, expected a proxy URL, `direct`, or a map with `url`, `username`, `password`"
+        );
+        let text = config(
+            "  proxy: gopher://p:70\n  ca_file: /nonexistent/ca.pem\n",
+            &["", "", "    proxy: { url: \"http://p:1\", user: x }\n"],
+        );
+        assert!(
+            build(&text)
+                .unwrap_err()
+                .contains("unknown key `user`; did you mean `username`?"),
+        );
+        let text = config(
+            "  proxy: gopher://p:70\n  ca_file: /nonexistent/ca.pem\n",
+            &["", "", "    proxy: \"http://u:hunter22@p:1/x\"\n"],
+        );
+        assert_eq!(
+            build(&text).unwrap_err(),
+            "invalid config `/etc/t.yaml` (3 problems):\n  \
+             - `defaults`: `proxy` `gopher://p:70` has scheme `gopher`; use http, https, socks5 or socks5h (or `direct`)\n  \
+             - `defaults`: cannot read ca_file `/nonexistent/ca.pem`: no such file or directory\n  \
+             - credential `c` (line 17): `proxy` `http://u@p:1/x` (password not shown) has a path or query; a proxy is only SCHEME://HOST:PORT"
+        );
+    }
+
+    #[test]
+    fn a_password_in_the_url_works_and_warns() {
+        let c = build(&config("", &["    proxy: http://me:pa%40ss@p:1\n"])).unwrap();
+        assert_eq!(c.credentials[0].egress.secret().unwrap().expose(), "pa@ss");
+        assert!(
+            c.warnings.iter().any(|w| w
+                .starts_with("credential `a` (line 5): `proxy` has a password written in the URL")),
+            "{:?}",
+            c.warnings
+        );
+    }
+}
