@@ -676,3 +676,62 @@ fn an_https_target_is_reached_through_a_connect_tunnel_trusting_ca_file() {
     assert!(!r.all().contains("CANARY-wrong-proxy-pw"), "{}", r.all());
     assert_eq!(proxy.seen().len(), 2);
 }
+
+/// A reload that changes a credential's proxy takes effect: the next refresh goes through
+/// the new proxy (the shared clients are keyed by egress, not by credential).
+#[test]
+fn a_reload_moves_a_credential_to_its_new_proxy() {
+    let env = Env::new();
+    let emu = env.emu.addr();
+    let old = TestProxy::start(Kind::Http, &[("r.only-proxy.test", emu)], None);
+    let new = TestProxy::start(Kind::Socks5, &[("r.only-proxy.test", emu)], None);
+    env.secret("yav", &format!("{YAV_SECRET}\n"));
+    let write = |proxy: &str| {
+        let extra = format!("    proxy: {proxy}\n");
+        env.config(&format!(
+            "credentials:\n{}",
+            credential("moving", &env, "r.only-proxy.test", &extra)
+        ));
+    };
+    write(&old.url("http"));
+    let mut cmd = env.tokend(&["run"]);
+    for v in PROXY_VARS {
+        cmd.env_remove(v);
+    }
+    let d = env.daemon_with(&mut cmd);
+    assert!(
+        wait_for(Duration::from_secs(10), || env
+            .path("out/moving.token")
+            .exists()),
+        "no first token:\n{}",
+        d.log()
+    );
+    assert_eq!(old.seen().len(), 1);
+
+    write(&new.url("socks5h"));
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(10), || d
+            .log()
+            .contains("config reloaded")),
+        "{}",
+        d.log()
+    );
+    d.signal(nix::sys::signal::Signal::SIGUSR1);
+    assert!(
+        wait_for(Duration::from_secs(10), || env
+            .emu
+            .successes(Endpoint::Yavapteke)
+            >= 2),
+        "no refresh after the reload:\n{}",
+        d.log()
+    );
+    assert_eq!(
+        old.seen().len(),
+        1,
+        "the old proxy was used after the reload"
+    );
+    let seen = new.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].target, format!("r.only-proxy.test:{}", emu.port()));
+}
