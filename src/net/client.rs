@@ -203,8 +203,13 @@ impl HttpClient {
         if reason.contains("proxy authorization required") {
             reason.push_str(" (HTTP 407): check the proxy's `username` and `password`");
         }
-        if let Some(via) = &self.via {
-            reason = format!("{reason}, through proxy {via}");
+        match &self.via {
+            Some(via) => reason = format!("{reason}, through proxy {via}"),
+            // reqwest took a proxy from the environment: say so, `check` says which.
+            None if reason.starts_with("tunnel error") || reason.starts_with("SOCKS error") => {
+                reason.push_str(", through the proxy from the environment (see `tokend check`)");
+            }
+            None => {}
         }
         FetchError::Connect {
             url: url.to_owned(),

@@ -177,6 +177,21 @@ impl ProxyUrl {
         Ok(self)
     }
 
+    /// SOCKS5 carries each of username and password in one length byte (RFC 1929).
+    pub fn check_auth_lengths(&self) -> Result<(), String> {
+        let too_long = |s: &str| s.len() > 255;
+        if self.url.scheme().starts_with("socks")
+            && (self.username.as_deref().is_some_and(too_long)
+                || self.password.as_ref().is_some_and(|p| too_long(p.expose())))
+        {
+            return Err(
+                "a SOCKS5 username or password is longer than 255 bytes (RFC 1929 allows no more)"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+
     pub fn url(&self) -> &reqwest::Url {
         &self.url
     }

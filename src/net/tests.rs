@@ -87,6 +87,20 @@ fn credentials_beside_the_url() {
         .with_auth(None, Some(Secret::new("pw")))
         .unwrap_err();
     assert!(e.contains("`username` is missing"), "{e}");
+    let long = "x".repeat(256);
+    let (socks, _) = ProxyUrl::parse("socks5://proxy:1080").unwrap();
+    let e = socks
+        .with_auth(Some("u".into()), Some(Secret::new(long.clone())))
+        .unwrap()
+        .check_auth_lengths()
+        .unwrap_err();
+    assert!(e.contains("longer than 255 bytes"), "{e}");
+    // HTTP proxies take Basic auth of any length.
+    bare.clone()
+        .with_auth(Some("u".into()), Some(Secret::new(long)))
+        .unwrap()
+        .check_auth_lengths()
+        .unwrap();
     let (inline, _) = ProxyUrl::parse("http://u:p@proxy:3128").unwrap();
     let e = inline.with_auth(Some("x".into()), None).unwrap_err();
     assert!(e.contains("give them once"), "{e}");

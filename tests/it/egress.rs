@@ -633,8 +633,9 @@ fn an_https_target_is_reached_through_a_connect_tunnel_trusting_ca_file() {
     let proxy = TestProxy::start(Kind::Http, &[], Some(("tokend", PROXY_PASSWORD)));
     env.secret("yav", &format!("{YAV_SECRET}\n"));
     env.secret("proxy-pw", &format!("{PROXY_PASSWORD}\n"));
-    env.config(&format!(
-        r#"credentials:
+    let write = |proxy: &str| {
+        env.config(&format!(
+            r#"credentials:
   - name: tunnelled
     provider: yavapteke
     token_url: https://127.0.0.1:{port}/YavaptekeAPI/connect/token
@@ -645,10 +646,11 @@ fn an_https_target_is_reached_through_a_connect_tunnel_trusting_ca_file() {
 {proxy}    outputs:
       - file: {{dir}}/out/tunnelled.token
 "#,
-        port = server.port,
-        cert = cert.display(),
-        proxy = proxy_auth("proxy-pw").replace("{url}", &proxy.url("http")),
-    ));
+            port = server.port,
+            cert = cert.display(),
+        ))
+    };
+    write(&proxy_auth("proxy-pw").replace("{url}", &proxy.url("http")));
     let r = run(&env, &["once"], &[]);
     r.assert_code(0);
     assert_eq!(env.read("out/tunnelled.token"), token);
@@ -675,6 +677,42 @@ fn an_https_target_is_reached_through_a_connect_tunnel_trusting_ca_file() {
     );
     assert!(!r.all().contains("CANARY-wrong-proxy-pw"), "{}", r.all());
     assert_eq!(proxy.seen().len(), 2);
+
+    // The same through HTTPS_PROXY, credentials in the variable: refused, then accepted.
+    write("");
+    let at = |pw: &str| {
+        format!(
+            "http://tokend:{}@{}",
+            pw.replace('@', "%40")
+                .replace(':', "%3A")
+                .replace('/', "%2F"),
+            proxy.addr
+        )
+    };
+    let r = run(
+        &env,
+        &["once", "--force"],
+        &[("HTTPS_PROXY", &at("CANARY-wrong-env-pw"))],
+    );
+    r.assert_code(1);
+    assert!(
+        r.stderr.contains("proxy authorization required (HTTP 407)")
+            && r.stderr
+                .contains("through the proxy from the environment (see `tokend check`)"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.all().contains("CANARY-wrong-env-pw"), "{}", r.all());
+    let r = run(
+        &env,
+        &["once", "--force"],
+        &[("HTTPS_PROXY", &at(PROXY_PASSWORD))],
+    );
+    r.assert_code(0);
+    let seen = proxy.seen();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen[3].auth, Some(format!("tokend:{PROXY_PASSWORD}")));
+    assert_eq!(seen[3].how, "CONNECT");
 }
 
 /// A reload that changes a credential's proxy takes effect: the next refresh goes through

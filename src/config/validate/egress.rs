@@ -101,14 +101,17 @@ fn build_proxy(
             "{ctx}: `{field}` has a password written in the URL; prefer `proxy: {{url: ..., username: ..., password: {{file: ...}}}}`"
         ));
     }
-    let RawProxy::Auth(auth) = raw else {
-        return Some(Proxy::Url(url));
+    let url = match raw {
+        RawProxy::Text(_) => Ok(url),
+        RawProxy::Auth(auth) => {
+            let password = match &auth.password {
+                Some(source) => Some(reader.read("proxy.password", source, errors, warnings)?),
+                None => None,
+            };
+            url.with_auth(auth.username.clone(), password)
+        }
     };
-    let password = match &auth.password {
-        Some(source) => Some(reader.read("proxy.password", source, errors, warnings)?),
-        None => None,
-    };
-    match url.with_auth(auth.username.clone(), password) {
+    match url.and_then(|u| u.check_auth_lengths().map(|()| u)) {
         Ok(url) => Some(Proxy::Url(url)),
         Err(e) => {
             errors.push(ctx, format!("`proxy`: {e}"));
