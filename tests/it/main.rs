@@ -8,6 +8,7 @@ mod commands;
 mod config_errors;
 mod daemon;
 mod faults;
+mod hardening;
 mod hooks;
 mod http;
 mod http_json;
