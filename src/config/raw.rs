@@ -187,6 +187,8 @@ pub struct RawHook {
     pub pid_file: Option<PathBuf>,
     pub exec: Option<Vec<String>>,
     pub timeout: Option<Dur>,
+    /// Names of tokend's environment variables an `exec` hook may see (it gets no others).
+    pub env: Option<Vec<String>>,
 }
 
 fn explicit_null<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>

@@ -1010,11 +1010,22 @@ fn resolve_group(group: &str) -> Result<u32, String> {
     }
 }
 
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 fn build_hook(h: &RawHook, base: &Path, ctx: &str, errors: &mut Errors) -> Option<Hook> {
     match (&h.signal, &h.exec) {
         (Some(signal), None) => {
             if h.timeout.is_some() {
                 errors.push(ctx, "`timeout` applies to `exec` hooks only");
+            }
+            if h.env.is_some() {
+                errors.push(ctx, "`env` applies to `exec` hooks only");
             }
             let name = signal.trim().to_ascii_uppercase();
             let name = if name.starts_with("SIG") {
@@ -1052,9 +1063,22 @@ fn build_hook(h: &RawHook, base: &Path, ctx: &str, errors: &mut Errors) -> Optio
                 );
                 return None;
             }
+            let env = h.env.clone().unwrap_or_default();
+            for name in &env {
+                if !is_env_name(name) {
+                    errors.push(
+                        ctx,
+                        format!(
+                            "`env` lists `{name}`, which is not an environment variable name \
+                             (letters, digits and `_`, not starting with a digit)"
+                        ),
+                    );
+                }
+            }
             Some(Hook::Exec {
                 argv: argv.clone(),
                 timeout: h.timeout.map(|d| d.0).unwrap_or(DEFAULT_HOOK_TIMEOUT),
+                env,
             })
         }
         (Some(_), Some(_)) => {

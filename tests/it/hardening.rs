@@ -3,7 +3,9 @@
 //! a provider. Every test drives the real binary; each was seen failing before its fix.
 
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::harness::*;
 
@@ -113,8 +115,134 @@ fn a_state_file_others_can_write_is_never_trusted() {
     assert!(r.stderr.contains("writable by other users"), "{}", r.stderr);
 }
 
+/// A process to be signalled (or, rightly, not): `sleep 30`, reaped on drop.
+struct Target(std::process::Child);
+
+impl Target {
+    fn start() -> Target {
+        Target(Command::new("sleep").arg("30").spawn().unwrap())
+    }
+    fn alive(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+}
+
+fn signal_hook_env(pid_dir_mode: u32, pid_owner: Option<u32>) -> (Env, Target, PathBuf) {
+    let env = Env::new();
+    let target = Target::start();
+    let dir = env.path("run");
+    mkdir(&dir, pid_dir_mode);
+    let pid_file = dir.join("app.pid");
+    std::fs::write(&pid_file, format!("{}\n", target.0.id())).unwrap();
+    if let Some(uid) = pid_owner {
+        chown(&pid_file, uid);
+    }
+    yavapteke_config(
+        &env,
+        "    on_refresh:\n      - signal: TERM\n        pid_file: \"{dir}/run/app.pid\"\n",
+    );
+    (env, target, pid_file)
+}
+
+#[test]
+fn a_signal_hook_refuses_a_pid_file_owned_by_another_user() {
+    let (env, mut target, _) = signal_hook_env(0o755, Some(OTHER_UID));
+    let r = env.run(&["once"]);
+    r.assert_code(0);
+    assert!(target.alive(), "tokend signalled a pid another user chose");
+    assert!(r.stderr.contains("owned by uid 65534"), "{}", r.stderr);
+}
+
+#[test]
+fn a_signal_hook_refuses_a_pid_file_in_a_directory_others_can_write() {
+    let (env, mut target, _) = signal_hook_env(0o1777, None);
+    let r = env.run(&["once"]);
+    r.assert_code(0);
+    assert!(
+        target.alive(),
+        "tokend trusted a pid file in a shared directory"
+    );
+    assert!(r.stderr.contains("writable by other users"), "{}", r.stderr);
+}
+
+#[test]
+fn a_signal_hook_still_signals_a_pid_file_it_may_trust() {
+    let (env, mut target, _) = signal_hook_env(0o755, None);
+    env.run(&["once"]).assert_code(0);
+    assert!(
+        wait_for(Duration::from_secs(5), || !target.alive()),
+        "the hook did not signal its target"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // exec hooks get a clean environment (point 10)
+
+fn exec_hook_env(hook_extra: &str) -> Env {
+    let env = Env::new();
+    env.secret("yav", "yav-secret\n");
+    env.config(&format!(
+        r#"credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {{url}}/YavaptekeAPI/connect/token
+    client_id: 3f37b142-e371-461e-924c-a913ff878534
+    client_secret: {{ env: YAV_SECRET }}
+    outputs:
+      - file: {{dir}}/out/pharmacy.token
+    on_refresh:
+      - exec: ["/bin/sh", "-c", "env > {{dir}}/hook.env"]
+{hook_extra}"#
+    ));
+    env
+}
+
+fn run_with_env(env: &Env) -> Run {
+    Run::from(
+        env.tokend(&["once"])
+            .env("YAV_SECRET", "yav-secret")
+            .env("UNRELATED_SECRET", "do-not-pass-0123")
+            .env("HOOK_WANTS_THIS", "passed-on")
+            .env("LANG", "C.UTF-8")
+            .output()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn an_exec_hook_does_not_inherit_secrets_from_the_environment() {
+    let env = exec_hook_env("");
+    run_with_env(&env).assert_code(0);
+    let seen = env.read("hook.env");
+    assert!(seen.contains("TOKEND_CREDENTIAL=pharmacy"), "{seen}");
+    assert!(seen.contains("PATH="), "{seen}");
+    assert!(seen.contains("LANG=C.UTF-8"), "{seen}");
+    assert!(
+        !seen.contains("yav-secret"),
+        "the hook saw a secret:\n{seen}"
+    );
+    assert!(!seen.contains("do-not-pass-0123"), "{seen}");
+    assert!(!seen.contains("HOOK_WANTS_THIS"), "{seen}");
+}
+
+#[test]
+fn an_exec_hook_gets_the_variables_its_config_lists() {
+    let env = exec_hook_env("        env: [HOOK_WANTS_THIS, NOT_SET_ANYWHERE]\n");
+    run_with_env(&env).assert_code(0);
+    let seen = env.read("hook.env");
+    assert!(seen.contains("HOOK_WANTS_THIS=passed-on"), "{seen}");
+    assert!(!seen.contains("NOT_SET_ANYWHERE"), "{seen}");
+    assert!(!seen.contains("do-not-pass-0123"), "{seen}");
+}
+
+#[test]
+fn an_exec_hook_env_list_is_validated() {
+    let env = exec_hook_env("        env: [\"BAD NAME\"]\n");
+    let r = env.run(&["check"]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("BAD NAME"), "{}", r.stderr);
+    assert!(r.stderr.contains("env"), "{}", r.stderr);
+}
 
 // ---------------------------------------------------------------------------------------
 // Output/state clashes on resolved paths (point 5)
