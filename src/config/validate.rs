@@ -1108,17 +1108,19 @@ fn check_unique_names(credentials: &[(String, Vec<Output>)], errors: &mut Errors
 }
 
 /// Two outputs on one path (or a file inside a `dir` output, or anything inside the state
-/// directory) would overwrite each other. Paths are indexed once, so ten thousand outputs
-/// cost ten thousand lookups, not fifty million comparisons.
+/// directory) would overwrite each other. Paths are compared as the filesystem resolves them
+/// (symlinks followed as far as they exist), so a link into the state directory cannot smuggle
+/// an output over a state file. Paths are indexed once, so ten thousand outputs cost ten
+/// thousand lookups, not fifty million comparisons.
 fn check_output_paths(
     credentials: &[(String, Vec<Output>)],
     state_dir: &Path,
     errors: &mut Errors,
 ) {
-    let state_dir = normalize(state_dir);
-    let mut by_path: HashMap<PathBuf, &str> = HashMap::new();
-    let mut dirs: HashMap<PathBuf, &str> = HashMap::new();
-    let mut all: Vec<(&str, PathBuf)> = Vec::new();
+    let state_dir = resolved(state_dir);
+    let mut by_path: HashMap<PathBuf, (&str, &Path)> = HashMap::new();
+    let mut dirs: HashMap<PathBuf, (&str, &Path)> = HashMap::new();
+    let mut all: Vec<(&str, &Path, PathBuf)> = Vec::new();
     let clash = |errors: &mut Errors, name: &str, path: &Path, other: &Path, other_name: &str| {
         errors.push(
             &format!("credential `{name}`"),
@@ -1131,35 +1133,66 @@ fn check_output_paths(
     };
     for (name, outputs) in credentials {
         for o in outputs {
-            let path = normalize(o.path());
+            let written = o.path();
+            let path = resolved(written);
             if path.starts_with(&state_dir) {
+                let via = if path == normalize(written) {
+                    String::new()
+                } else {
+                    format!(" (it resolves to `{}`)", path.display())
+                };
                 errors.push(
                     &format!("credential `{name}`"),
                     format!(
-                        "output `{}` is inside state_dir `{}`",
-                        path.display(),
+                        "output `{}` is inside state_dir `{}`{via}",
+                        written.display(),
                         state_dir.display()
                     ),
                 );
             }
             match by_path.get(&path) {
-                Some(other) => clash(errors, name, &path, &path, other),
+                Some((other_name, other)) => clash(errors, name, written, other, other_name),
                 None => {
-                    by_path.insert(path.clone(), name);
+                    by_path.insert(path.clone(), (name, written));
                 }
             }
             if matches!(o.target, Target::Dir { .. }) {
-                dirs.insert(path.clone(), name);
+                dirs.insert(path.clone(), (name, written));
             }
-            all.push((name, path));
+            all.push((name, written, path));
         }
     }
     // Anything strictly inside a `dir` output: walk each path's ancestors.
-    for (name, path) in &all {
+    for (name, written, path) in &all {
         for ancestor in path.ancestors().skip(1) {
-            if let Some(other_name) = dirs.get(ancestor) {
-                clash(errors, name, path, ancestor, other_name);
+            if let Some((other_name, other)) = dirs.get(ancestor) {
+                clash(errors, name, written, other, other_name);
             }
+        }
+    }
+}
+
+/// `p` as the filesystem will resolve it when tokend writes: the longest existing ancestor
+/// canonicalized (symlinks followed), the rest appended lexically. Outputs and the state
+/// directory are often created later, so a full `canonicalize` would fail.
+fn resolved(p: &Path) -> PathBuf {
+    let p = normalize(p);
+    let mut rest = Vec::new();
+    let mut cur = p.as_path();
+    loop {
+        if let Ok(real) = cur.canonicalize() {
+            let mut out = real;
+            for c in rest.iter().rev() {
+                out.push(c);
+            }
+            return normalize(&out);
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                cur = parent;
+            }
+            _ => return p,
         }
     }
 }

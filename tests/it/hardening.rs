@@ -247,6 +247,55 @@ fn an_exec_hook_env_list_is_validated() {
 // ---------------------------------------------------------------------------------------
 // Output/state clashes on resolved paths (point 5)
 
+#[test]
+fn an_output_reaching_the_state_dir_through_a_symlink_is_a_config_error() {
+    let env = Env::new();
+    mkdir(&env.path("state"), 0o700);
+    symlink(env.path("state"), env.path("link")).unwrap();
+    env.secret("yav", "yav-secret\n");
+    env.config(
+        r#"credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: 3f37b142-e371-461e-924c-a913ff878534
+    client_secret: { file: "{dir}/secrets/yav" }
+    outputs:
+      - file: "{dir}/link/pharmacy.json"
+"#,
+    );
+    let r = env.run(&["check"]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("inside state_dir"), "{}", r.stderr);
+    assert!(r.stderr.contains("link/pharmacy.json"), "{}", r.stderr);
+    let r = env.run(&["once"]);
+    r.assert_code(2);
+    assert_eq!(total_requests(&env), 0);
+}
+
+#[test]
+fn two_outputs_meeting_through_a_symlinked_directory_clash() {
+    let env = Env::new();
+    mkdir(&env.path("real"), 0o755);
+    symlink(env.path("real"), env.path("alias")).unwrap();
+    env.secret("yav", "yav-secret\n");
+    env.config(
+        r#"credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: 3f37b142-e371-461e-924c-a913ff878534
+    client_secret: { file: "{dir}/secrets/yav" }
+    outputs:
+      - file: "{dir}/real/t"
+      - file: "{dir}/alias/t"
+"#,
+    );
+    let r = env.run(&["check"]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("collides"), "{}", r.stderr);
+}
+
 // ---------------------------------------------------------------------------------------
 // `check` warns about exposure (point 12)
 
