@@ -774,6 +774,12 @@ impl SecretReader<'_> {
         if self.sources.secrets == Secrets::Skip {
             return Some(Secret::new(""));
         }
+        if let SecretSource::File(p) = source {
+            let path = resolve(self.sources.base, p);
+            if let Some(w) = readable_by_others(&path) {
+                warnings.push(format!("{ctx}: `{field}`: {w}"));
+            }
+        }
         let source = match source {
             SecretSource::File(p) => SecretSource::File(resolve(self.sources.base, p)),
             other => other.clone(),
@@ -786,6 +792,19 @@ impl SecretReader<'_> {
             }
         }
     }
+}
+
+/// A secret file any local user can read is a secret no longer; group-readable is a
+/// deliberate choice (0640 for a group of readers) and passes.
+fn readable_by_others(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = std::fs::metadata(path).ok()?.mode() & 0o7777;
+    (mode & 0o004 != 0).then(|| {
+        format!(
+            "secret file `{}` is readable by other users (mode {mode:04o}); make it 0600, or 0640 for a group",
+            path.display()
+        )
+    })
 }
 
 fn url(

@@ -299,6 +299,60 @@ fn two_outputs_meeting_through_a_symlinked_directory_clash() {
 // ---------------------------------------------------------------------------------------
 // `check` warns about exposure (point 12)
 
+fn exposure_config(env: &Env, listen: &str) {
+    env.secret("yav", "yav-secret\n");
+    env.config(&format!(
+        r#"listen: {listen}
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {{url}}/YavaptekeAPI/connect/token
+    client_id: 3f37b142-e371-461e-924c-a913ff878534
+    client_secret: {{ file: "{{dir}}/secrets/yav" }}
+    outputs:
+      - file: "{{dir}}/out/pharmacy.token"
+"#
+    ));
+}
+
+#[test]
+fn check_warns_about_exposure() {
+    let env = Env::new();
+    exposure_config(&env, "0.0.0.0:9464");
+    chmod(&env.path("secrets/yav"), 0o644);
+    mkdir(&env.path("out"), 0o777);
+    let r = env.run(&["check"]);
+    r.assert_code(0);
+    let err = &r.stderr;
+    assert!(
+        err.contains("warning: `listen` (0.0.0.0:9464) is not a loopback address"),
+        "{err}"
+    );
+    assert!(
+        err.contains("secret file")
+            && err.contains("secrets/yav")
+            && err.contains("readable by other users"),
+        "{err}"
+    );
+    assert!(
+        err.contains("output directory")
+            && err.contains("/out")
+            && err.contains("writable by other users"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_is_quiet_about_a_private_setup() {
+    let env = Env::new();
+    exposure_config(&env, "127.0.0.1:9464");
+    chmod(&env.path("secrets/yav"), 0o600);
+    mkdir(&env.path("out"), 0o755);
+    let r = env.run(&["check"]);
+    r.assert_code(0);
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+}
+
 // ---------------------------------------------------------------------------------------
 // Provider text cannot forge terminal or log lines (point 11)
 
