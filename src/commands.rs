@@ -25,12 +25,15 @@ pub enum Exit {
 pub async fn dispatch(cli: Cli) -> Exit {
     let path = cli.config.unwrap_or_else(config::default_path);
     match cli.command {
-        Command::Check => check(&path),
+        Command::Check { offline } => check(&path, offline),
         Command::Once { force } => once(&path, force).await,
         Command::Status { json } => status_cmd(&path, json),
         Command::Run => match load(&path, Secrets::Resolve) {
             Ok(config) => {
                 logging::init(config.log.format, &config.log.level);
+                for p in crate::preflight::unwritable(&config) {
+                    tracing::error!("cannot write here, every refresh will fail: {p}");
+                }
                 daemon::run(path, config).await
             }
             Err(code) => code,
@@ -76,15 +79,32 @@ pub fn load(path: &Path, secrets: Secrets) -> Result<Config, Exit> {
     })
 }
 
-fn check(path: &Path) -> Exit {
-    let config = match load(path, Secrets::Resolve) {
+fn check(path: &Path, offline: bool) -> Exit {
+    let secrets = if offline {
+        Secrets::Skip
+    } else {
+        Secrets::Resolve
+    };
+    let config = match load(path, secrets) {
         Ok(c) => c,
         Err(code) => return code,
     };
     for w in config.warnings.iter().chain(&exposure_warnings(&config)) {
         eprintln!("warning: {w}");
     }
+    // Host-specific, and only a warning: an admin may check a config as another user than
+    // the service's, and the unit's sandbox is not this shell's.
+    if !offline {
+        for p in crate::preflight::unwritable(&config) {
+            eprintln!("warning: {p}");
+        }
+    }
     println!("{}", plan(&config));
+    if offline {
+        println!(
+            "offline: no secret was read; run `tokend check` where the secrets are to check them too"
+        );
+    }
     Exit::Ok
 }
 

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::Credential;
 use crate::events;
 use crate::hooks::HookContext;
+use crate::net::HttpClients;
 use crate::output::OutputError;
-use crate::provider::{FetchError, HttpClients, Provider, ProviderConfig, RefreshUpdate, jwt};
+use crate::provider::{FetchError, Provider, ProviderConfig, RefreshUpdate, jwt};
 use crate::schedule;
 use crate::secret::{Secret, fingerprint};
 use crate::state::{CredentialState, StateDir, StateError, StoredError, StoredToken, Timestamp};
@@ -147,7 +148,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 impl Engine {
     pub fn new(state_dir: StateDir) -> Self {
-        crate::provider::install_crypto_provider();
+        crate::net::install_crypto_provider();
         Engine {
             state_dir: Arc::new(state_dir),
             clients: HttpClients::default(),

@@ -7,6 +7,7 @@ mod clock;
 mod commands;
 mod config_errors;
 mod daemon;
+mod demo;
 mod faults;
 mod hardening;
 mod hooks;

@@ -1,0 +1,5 @@
+//! Network egress: how tokend reaches the outside (HTTP clients, trust, proxies).
+
+pub mod client;
+
+pub use client::{HttpClient, HttpClients, install_crypto_provider};
