@@ -234,7 +234,7 @@ async fn once(path: &Path, force: bool) -> Exit {
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(Ok(Outcome::Current { .. } | Outcome::Refreshed { .. })) => {}
-            Ok(Err(e)) => failed.push(e.to_string()),
+            Ok(Err(e)) => failed.push(crate::util::escape_control(&e.to_string())),
             Err(e) => failed.push(format!("a refresh task crashed: {e}")),
         }
     }

@@ -250,20 +250,22 @@ impl Engine {
         let (refresh_token, seed_fp) = choose_refresh_token(&cred.provider, &slot.state);
 
         let clock = Instant::now();
-        let result = cred.provider.fetch(&http, refresh_token.as_ref()).await;
+        // Every text the provider sends back is redacted of what this request carried.
+        let redactor = Arc::new(crate::provider::redactor(
+            &cred.provider,
+            refresh_token.as_ref(),
+        ));
+        let result = crate::redact::scope(
+            redactor.clone(),
+            cred.provider.fetch(&http, refresh_token.as_ref()),
+        )
+        .await;
         let took = clock.elapsed();
 
         let fetched = match result {
             Ok(f) => f,
             Err(mut e) => {
-                let mut secrets: Vec<&str> = cred
-                    .provider
-                    .secrets()
-                    .into_iter()
-                    .map(Secret::expose)
-                    .collect();
-                secrets.extend(refresh_token.as_ref().map(Secret::expose));
-                e.redact(&secrets);
+                e.redact(&redactor);
                 if matches!(e, FetchError::RefreshRejected { .. }) {
                     // Dead chain: never send that token again; a new seed restarts it.
                     slot.state.refresh_token = None;

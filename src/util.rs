@@ -45,6 +45,23 @@ pub fn untrusted(meta: &std::fs::Metadata, owners: &[u32]) -> Option<String> {
     None
 }
 
+/// Provider text made safe for a terminal or a log line: control characters (ESC, CR, LF,
+/// BEL, ...) become JSON-style escapes (`\u001b`, `\r`, `\n`), so a provider cannot move
+/// the cursor, clear the screen or start a forged log line.
+pub fn escape_control(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `; did you mean `x`?` when one candidate is close enough to be a likely typo.
 pub fn did_you_mean(word: &str, candidates: &[&str]) -> String {
     candidates
@@ -118,6 +135,15 @@ mod tests {
             "; did you mean `refresh_token`?"
         );
         assert_eq!(did_you_mean("zzz", &["refresh_token", "name"]), "");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            escape_control("a\u{1b}[2J\r\nINFO x\u{7}\t\u{85}é"),
+            r"a\u001b[2J\r\nINFO x\u0007\t\u0085é"
+        );
+        assert_eq!(escape_control("plain text"), "plain text");
     }
 
     #[test]

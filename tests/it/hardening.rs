@@ -30,6 +30,38 @@ fn total_requests(env: &Env) -> u64 {
     Endpoint::ALL.iter().map(|ep| env.emu.requests(*ep)).sum()
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A minimal HTTP/1.1 client: (status, body).
+fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_owned())
+}
+
 // ---------------------------------------------------------------------------------------
 // Nothing in the state directory can be planted or clobbered (points 6, 7, 8)
 
@@ -356,11 +388,157 @@ fn check_is_quiet_about_a_private_setup() {
 // ---------------------------------------------------------------------------------------
 // Provider text cannot forge terminal or log lines (point 11)
 
+#[test]
+fn control_characters_from_a_provider_are_escaped_in_once_and_status() {
+    let env = Env::new();
+    yavapteke_config(&env, "");
+    env.emu.set_sticky_fault(
+        Endpoint::Yavapteke,
+        Some(Fault::Status {
+            code: 400,
+            body: Some(
+                r#"{"error":"invalid_client\u001b[2J\r\nINFO forged: all good\u0007"}"#.into(),
+            ),
+            retry_after: None,
+        }),
+    );
+    let r = env.run(&["once"]);
+    r.assert_code(1);
+    let status = env.run(&["status"]);
+    for (what, text) in [("once", &r.stderr), ("status", &status.stdout)] {
+        assert!(text.contains("invalid_client"), "{what}: {text}");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{what} printed a control character: {text:?}"
+        );
+        assert!(
+            !text.lines().any(|l| l.starts_with("INFO forged")),
+            "{what} let the provider forge a line: {text}"
+        );
+        assert!(
+            text.contains(r"\u001b[2J\r\nINFO forged"),
+            "{what}: {text:?}"
+        );
+    }
+    let json = env.run(&["status", "--json"]);
+    assert!(!json.stdout.contains('\u{1b}'), "{}", json.stdout);
+}
+
 // ---------------------------------------------------------------------------------------
 // One local user cannot make tokend hammer a provider (points 13, 14)
 
 // ---------------------------------------------------------------------------------------
 // No secret reaches anyone (point 9)
+
+const SECRET: &str = r#"Zq9Xk2Lm/p+q r&"w\z%"#;
+
+#[test]
+fn a_secret_echoed_in_any_encoding_or_across_the_cut_never_leaks() {
+    let env = Env::with(EmulatorConfig {
+        oauth2_client_secret: SECRET.into(),
+        ..EmulatorConfig::default()
+    });
+    let port = free_port();
+    env.secret("idp", SECRET);
+    env.config(&format!(
+        r#"listen: 127.0.0.1:{port}
+credentials:
+  - name: any-idp
+    provider: oauth2
+    token_url: {{url}}/oauth2/token
+    client_id: tokend
+    client_secret: {{ file: "{{dir}}/secrets/idp" }}
+    auth: client_secret_basic
+    retry: {{ initial: 100ms, max: 200ms, permanent: 300ms }}
+    outputs:
+      - file: "{{dir}}/out/idp.token"
+"#
+    ));
+    env.run(&["once"]).assert_code(0);
+    assert_eq!(
+        env.emu.last_oauth2_auth().as_deref(),
+        Some("client_secret_basic")
+    );
+    // Start over so that the daemon asks the provider at once.
+    std::fs::remove_file(env.path("state/any-idp.json")).unwrap();
+    let form: String = form_urlencoded::byte_serialize(SECRET.as_bytes()).collect();
+    // RFC 6749 §2.3.1: the Basic pair is form-encoded, then Base64-encoded.
+    let basic = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("tokend:{form}"))
+    };
+    let json = serde_json::to_string(SECRET).unwrap();
+    let json = json.trim_matches('"').to_owned();
+    let echoes = serde_json::json!({
+        "error": "invalid_client",
+        "error_description": format!(
+            "form client_secret={form}; body {{\"client_secret\":\"{json}\"}}; header Basic {basic}"
+        ),
+    })
+    .to_string();
+    let straddle = format!("{}{SECRET}", "x".repeat(190));
+    let fault = |body: String| Fault::Status {
+        code: 400,
+        body: Some(body),
+        retry_after: None,
+    };
+    env.emu.push_fault(Endpoint::OAuth2, fault(echoes), 1);
+    env.emu
+        .set_sticky_fault(Endpoint::OAuth2, Some(fault(straddle)));
+    let d = env.daemon();
+    assert!(
+        wait_for(Duration::from_secs(10), || env
+            .emu
+            .requests(Endpoint::OAuth2)
+            >= 4),
+        "{}",
+        d.log()
+    );
+    assert!(wait_for(Duration::from_secs(5), || http(
+        port, "GET", "/readyz"
+    )
+    .0 != 0));
+    let mut seen = vec![
+        ("log", d.log()),
+        ("state", env.read("state/any-idp.json")),
+        ("status", env.run(&["status"]).all()),
+        ("status --json", env.run(&["status", "--json"]).all()),
+        ("/v1/status", http(port, "GET", "/v1/status").1),
+        ("/readyz", http(port, "GET", "/readyz").1),
+    ];
+    drop(d);
+    let once = env.run(&["once", "--force"]);
+    seen.push(("once", once.all()));
+    assert!(seen[0].1.contains("invalid_client"), "{}", seen[0].1);
+    assert!(seen[0].1.contains("xxxxx"), "{}", seen[0].1);
+    for (what, text) in &seen {
+        for canary in [SECRET, "Zq9Xk2", &form, &json, &basic] {
+            assert!(!text.contains(canary), "{what} shows `{canary}`:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn the_warning_for_a_rejected_refresh_is_redacted() {
+    let env = Env::new();
+    vandar_config(&env, true, "");
+    env.emu.push_fault(
+        Endpoint::VandarRefresh,
+        Fault::Status {
+            code: 401,
+            body: Some(
+                r#"{"message":"refresh_token def502seed is revoked; password vandar-pass"}"#.into(),
+            ),
+            retry_after: None,
+        },
+        1,
+    );
+    let r = env.run(&["once"]);
+    r.assert_code(0);
+    assert!(r.stderr.contains("is revoked"), "{}", r.stderr);
+    assert!(!r.stderr.contains("def502seed"), "{}", r.stderr);
+    assert!(!r.stderr.contains("vandar-pass"), "{}", r.stderr);
+}
 
 // ---------------------------------------------------------------------------------------
 // A refresh chain is never lost (points 2, 3, 4)
