@@ -427,6 +427,43 @@ fn control_characters_from_a_provider_are_escaped_in_once_and_status() {
 // ---------------------------------------------------------------------------------------
 // One local user cannot make tokend hammer a provider (points 13, 14)
 
+#[test]
+fn a_trigger_never_retries_a_permanent_error_sooner_than_retry_permanent() {
+    let env = Env::new();
+    let port = free_port();
+    env.secret("yav", "wrong-secret\n");
+    env.config(&format!(
+        r#"listen: 127.0.0.1:{port}
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {{url}}/YavaptekeAPI/connect/token
+    client_id: 3f37b142-e371-461e-924c-a913ff878534
+    client_secret: {{ file: "{{dir}}/secrets/yav" }}
+    retry: {{ initial: 100ms, max: 300ms, permanent: 30m }}
+    outputs:
+      - file: "{{dir}}/out/pharmacy.token"
+"#
+    ));
+    let d = env.daemon();
+    assert!(
+        wait_for(
+            Duration::from_secs(10),
+            || env.state("pharmacy")["failures"].as_u64().unwrap_or(0) >= 1
+        ),
+        "no failure recorded:\n{}",
+        d.log()
+    );
+    let (code, body) = http(port, "POST", "/v1/credentials/pharmacy/refresh");
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("rejected the credentials"), "{body}");
+    assert!(body.contains("retry_at"), "{body}");
+    assert!(body.contains("retry.permanent"), "{body}");
+    // A window in which a request must NOT happen.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(env.emu.requests(Endpoint::Yavapteke), 1, "{}", d.log());
+}
+
 // ---------------------------------------------------------------------------------------
 // No secret reaches anyone (point 9)
 
