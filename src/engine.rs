@@ -126,7 +126,13 @@ impl Slot {
         }
         match self.current_token(now) {
             Some(token) => self.refresh_at(&token),
-            None => now,
+            // An expired token still sets the pace (no sooner than the floor after its
+            // issue), so a lifetime shorter than a second cannot become a request loop.
+            None => self
+                .state
+                .token
+                .as_ref()
+                .map_or(now, |t| self.refresh_at(&t.to_token()).max(now)),
         }
     }
 }
@@ -322,7 +328,7 @@ impl Engine {
             );
         }
         if let (_, Some(w)) = schedule::interval(lifetime, &cred.refresh) {
-            events::lifetime_warning(name, &w);
+            events::lifetime_warning(name, &format!("{w} (lifetime from {})", source.describe()));
         }
         let token = Token {
             value: fetched.token,

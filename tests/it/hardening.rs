@@ -464,6 +464,47 @@ credentials:
     assert_eq!(env.emu.requests(Endpoint::Yavapteke), 1, "{}", d.log());
 }
 
+#[test]
+fn a_tiny_lifetime_does_not_make_a_hot_loop() {
+    let env = Env::new();
+    yavapteke_config(&env, "");
+    env.emu.set_sticky_fault(
+        Endpoint::Yavapteke,
+        Some(Fault::Status {
+            code: 200,
+            body: Some(
+                r#"{"access_token":"tiny-token-0123456789","token_type":"Bearer","expires_in":0.01}"#
+                    .into(),
+            ),
+            retry_after: None,
+        }),
+    );
+    let d = env.daemon();
+    assert!(wait_for(Duration::from_secs(5), || env
+        .emu
+        .requests(Endpoint::Yavapteke)
+        >= 1));
+    let start = env.emu.requests(Endpoint::Yavapteke);
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let n = env.emu.requests(Endpoint::Yavapteke) - start;
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!("{n} requests in {secs:.1} s");
+    // A floor of 1 s between refreshes: at most one per second (plus one at an edge).
+    assert!(
+        (n as f64) <= secs + 1.0,
+        "{n} requests in {secs:.1} s:\n{}",
+        d.log()
+    );
+    assert!(n >= 1, "the credential stopped refreshing:\n{}", d.log());
+    let log = d.log();
+    assert!(
+        log.contains("expires_in"),
+        "the warning names no cause:\n{log}"
+    );
+    assert!(log.contains("no more often than every 1s"), "{log}");
+}
+
 // ---------------------------------------------------------------------------------------
 // No secret reaches anyone (point 9)
 
