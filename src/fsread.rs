@@ -1,5 +1,5 @@
-//! Bounded reads of files tokend does not own: the config, secret files, CA bundles and
-//! outputs read back. Every such read goes through here, so none of them can block forever
+//! Bounded reads of files tokend does not own: the config, secret files, CA bundles
+//! (`net::CaBundle`) and outputs read back. Every such read goes through here, so none of them can block forever
 //! or fill memory.
 //!
 //! - Only regular files are read. A FIFO would block `open` until a writer appears (never,
@@ -20,8 +20,6 @@ use std::time::Duration;
 pub const CONFIG_LIMIT: u64 = 16 << 20;
 /// A secret file: passwords, client secrets and refresh tokens are short.
 pub const SECRET_LIMIT: u64 = 64 << 10;
-/// A PEM bundle: the whole Mozilla root store is about 200 KiB.
-pub const CA_LIMIT: u64 = 4 << 20;
 /// Loading the config with every secret it names; far above what a healthy disk needs.
 pub const LOAD_DEADLINE: Duration = Duration::from_secs(30);
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Answer, FetchError, Fetched, HttpClient, Provider, RefreshUpdate};
+use super::{Answer, FetchError, Fetched, Provider, RefreshUpdate};
+use crate::net::HttpClient;
 use crate::secret::Secret;
 
 #[derive(Clone, Debug, PartialEq)]

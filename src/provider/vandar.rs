@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Answer, FetchError, Fetched, HttpClient, Provider, RefreshUpdate};
+use super::{Answer, FetchError, Fetched, Provider, RefreshUpdate};
+use crate::net::HttpClient;
 use crate::secret::Secret;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.vandar.io";

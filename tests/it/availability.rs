@@ -216,8 +216,9 @@ fn an_idle_connection_flood_leaves_refreshes_working_and_slow_headers_are_cut() 
             flood.push(s);
         }
     }
+    // More than the daemon's 128 descriptors: accepted ones plus the accept queue (128).
     assert!(
-        flood.len() >= 200,
+        flood.len() > 150,
         "only {} of {attempts} connections: not a flood",
         flood.len()
     );
@@ -246,26 +247,32 @@ fn an_idle_connection_flood_leaves_refreshes_working_and_slow_headers_are_cut() 
 // ---- 2. bounded reads of config, secrets and CA bundles ---------------------------------
 
 #[test]
-fn special_secret_files_are_clear_errors_neither_memory_nor_a_hang() {
+fn special_secret_and_ca_files_are_clear_errors_neither_memory_nor_a_hang() {
     let env = Env::new();
     let fifo = env.path("secrets/fifo");
     mkfifo(&fifo);
-    for (path, what) in [
-        (PathBuf::from("/dev/zero"), "not a regular file"),
-        (fifo.clone(), "FIFO"),
+    let secret = env.secret("yav", "yav-secret\n").display().to_string();
+    let zero = PathBuf::from("/dev/zero");
+    for (path, ca, what) in [
+        (&zero, false, "not a regular file"),
+        (&fifo, false, "FIFO"),
+        (&zero, true, "not a regular file"),
+        (&fifo, true, "FIFO"),
     ] {
-        env.config(&format!(
-            "credentials:\n{}",
-            yav_credential("pharmacy", &path.display().to_string(), "")
-        ));
+        let p = path.display().to_string();
+        let credential = if ca {
+            yav_credential("pharmacy", &secret, &format!("    ca_file: {p}\n"))
+        } else {
+            yav_credential("pharmacy", &p, "")
+        };
+        env.config(&format!("credentials:\n{credential}"));
         let started = Instant::now();
         let r = run_within(&mut limited(&env, &[AS_LIMIT], &["check"]), 20 * S)
-            .unwrap_or_else(|| panic!("`check` with a secret in {} hangs", path.display()));
+            .unwrap_or_else(|| panic!("`check` with {p} (ca_file: {ca}) hangs"));
         r.assert_code(2);
         assert!(
-            r.stderr.contains(&path.display().to_string()) && r.stderr.contains(what),
-            "{}: {}",
-            path.display(),
+            r.stderr.contains(&p) && r.stderr.contains(what),
+            "{p} (ca_file: {ca}): {}",
             r.stderr
         );
         assert!(started.elapsed() < 10 * S, "{:?}", started.elapsed());
@@ -273,67 +280,43 @@ fn special_secret_files_are_clear_errors_neither_memory_nor_a_hang() {
 }
 
 #[test]
-fn a_fifo_secret_on_sighup_blocks_neither_other_credentials_nor_sigterm() {
+fn a_fifo_ca_file_or_secret_on_sighup_blocks_neither_other_credentials_nor_sigterm() {
     let env = Env::new();
     let secret = env.secret("yav", "yav-secret\n").display().to_string();
     let fifo = env.path("secrets/fifo");
     mkfifo(&fifo);
-    let config = |b_secret: &str| {
+    let config = |other: String| {
         env.config(&format!(
-            "credentials:\n{}{}",
+            "credentials:\n{}{other}",
             yav_credential("fast", &secret, "    lifetime: 2s\n"),
-            yav_credential("other", b_secret, "")
         ));
     };
-    config(&secret);
+    config(yav_credential("other", &secret, ""));
     let mut d = env.daemon();
     assert!(wait_for(10 * S, || state_token(&env, "other").is_some()));
 
-    config(&fifo.display().to_string());
-    d.signal(nix::sys::signal::Signal::SIGHUP);
-    assert!(
-        wait_for(10 * S, || d.log().contains("reload failed")),
-        "the reload with a FIFO secret neither failed nor finished:\n{}",
-        d.log()
-    );
-    assert!(d.log().contains("FIFO"), "{}", d.log());
-    assert!(
-        wait_for_new_tokens(&env, "fast", 2, 10 * S),
-        "refreshes stopped after a reload met a FIFO secret:\n{}",
-        d.log()
-    );
-    d.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(d.wait_exit(15 * S), Some(0), "{}", d.log());
-}
-
-#[test]
-fn a_ca_file_that_is_a_fifo_fails_only_its_own_credential() {
-    let env = Env::new();
-    let secret = env.secret("yav", "yav-secret\n").display().to_string();
-    let fifo = env.path("ca/bundle.pem");
-    mkfifo(&fifo);
-    env.config(&format!(
-        "credentials:\n{}{}",
-        yav_credential("fast", &secret, "    lifetime: 2s\n"),
-        yav_credential(
-            "pinned",
-            &secret,
-            &format!("    ca_file: {}\n", fifo.display())
-        )
-    ));
-    let mut d = env.daemon();
-    assert!(
-        wait_for(10 * S, || env.state("pinned")["last_error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("FIFO"))),
-        "no clear error for the FIFO ca_file:\n{}",
-        d.log()
-    );
-    assert!(
-        wait_for_new_tokens(&env, "fast", 3, 12 * S),
-        "a FIFO ca_file stopped another credential's refreshes:\n{}",
-        d.log()
-    );
+    let fifo_path = fifo.display().to_string();
+    for (n, other) in [
+        yav_credential("other", &secret, &format!("    ca_file: {fifo_path}\n")),
+        yav_credential("other", &fifo_path, ""),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        config(other);
+        d.signal(nix::sys::signal::Signal::SIGHUP);
+        assert!(
+            wait_for(10 * S, || d.log().matches("reload failed").count() > n),
+            "a reload meeting a FIFO neither failed nor finished:\n{}",
+            d.log()
+        );
+        assert!(
+            wait_for_new_tokens(&env, "fast", 2, 10 * S),
+            "refreshes stopped after a reload met a FIFO:\n{}",
+            d.log()
+        );
+    }
+    assert_eq!(d.log().matches("FIFO").count(), 2, "{}", d.log());
     d.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(d.wait_exit(15 * S), Some(0), "{}", d.log());
 }
