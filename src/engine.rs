@@ -230,7 +230,11 @@ impl Engine {
         slot.force_pending |= force;
         let result = self.attempt(slot).await;
         match &result {
-            Ok(Outcome::Refreshed { .. }) => slot.force_pending = false,
+            Ok(Outcome::Refreshed { .. }) => {
+                slot.force_pending = false;
+                // Counted here, once the outputs hold it: an attempt has one result.
+                events::refresh_succeeded(&slot.credential.name);
+            }
             Ok(Outcome::Current { .. }) => {}
             // Every failure, wherever it happened, is recorded and backed off the same way.
             Err(e) => self.record_failure(slot, e).await,

@@ -34,12 +34,18 @@ pub fn token_refreshed(
     m.last_success
         .get_or_create(&label(credential))
         .set(timestamp(SystemTime::now()));
-    m.refresh_total
-        .get_or_create(&result_label(credential, "success"))
-        .inc();
     m.duration
         .get_or_create(&label(credential))
         .observe(took.as_secs_f64());
+}
+
+/// An attempt that fetched a token and wrote every output (one whose outputs then failed
+/// counts as `output_error` instead: one result per attempt).
+pub fn refresh_succeeded(credential: &str) {
+    metrics::get()
+        .refresh_total
+        .get_or_create(&result_label(credential, "success"))
+        .inc();
 }
 
 pub fn token_reused(

@@ -604,8 +604,10 @@ credentials:
     });
     let text = http(port, "/metrics").1;
     assert!(ok, "missing failure counts:\n{text}\n{}", d.log());
-    // A failure is never also counted as a success.
+    // One result per attempt: a failure is never also counted as a success, not even a
+    // fetch that succeeded before its output could not be written.
     assert_eq!(metric(&text, "bad", "success"), 0.0, "{text}");
+    assert_eq!(metric(&text, "unwritable", "success"), 0.0, "{text}");
 }
 
 // ---- 9. a credential that needs a person is not healthy ---------------------------------
