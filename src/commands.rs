@@ -89,7 +89,7 @@ fn check(path: &Path, offline: bool) -> Exit {
         Ok(c) => c,
         Err(code) => return code,
     };
-    for w in &config.warnings {
+    for w in config.warnings.iter().chain(&exposure_warnings(&config)) {
         eprintln!("warning: {w}");
     }
     // Host-specific, and only a warning: an admin may check a config as another user than
@@ -106,6 +106,47 @@ fn check(path: &Path, offline: bool) -> Exit {
         );
     }
     Exit::Ok
+}
+
+/// What other users or hosts could reach: endpoints beyond loopback and output directories
+/// anyone may write into (where a reader could be handed a planted token file).
+fn exposure_warnings(config: &Config) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    if let Some(listen) = config.listen
+        && !listen.ip().is_loopback()
+    {
+        out.push(format!(
+            "`listen` ({listen}) is not a loopback address: anyone who can reach it can read \
+             /v1/status and trigger refreshes; bind 127.0.0.1 unless a firewall or network \
+             policy guards the port"
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &config.credentials {
+        for o in &c.outputs {
+            let mut dirs: Vec<&Path> = o.path().parent().into_iter().collect();
+            if matches!(o.target, crate::output::Target::Dir { .. }) {
+                dirs.push(o.path());
+            }
+            for dir in dirs {
+                let Ok(meta) = std::fs::metadata(dir) else {
+                    continue;
+                };
+                let mode = meta.mode() & 0o7777;
+                if mode & 0o002 != 0 && seen.insert(dir.to_path_buf()) {
+                    out.push(format!(
+                        "credential `{}`: output directory `{}` is writable by other users \
+                         (mode {mode:04o}): any local user can replace or plant files there; \
+                         make it 0755 or 0750",
+                        c.name,
+                        dir.display()
+                    ));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// What `check` prints: everything tokend will do, and nothing secret. `env` is where
@@ -201,7 +242,7 @@ async fn once(path: &Path, force: bool) -> Exit {
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(Ok(Outcome::Current { .. } | Outcome::Refreshed { .. })) => {}
-            Ok(Err(e)) => failed.push(e.to_string()),
+            Ok(Err(e)) => failed.push(crate::util::escape_control(&e.to_string())),
             Err(e) => failed.push(format!("a refresh task crashed: {e}")),
         }
     }

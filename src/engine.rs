@@ -126,7 +126,13 @@ impl Slot {
         }
         match self.current_token(now) {
             Some(token) => self.refresh_at(&token),
-            None => now,
+            // An expired token still sets the pace (no sooner than the floor after its
+            // issue), so a lifetime shorter than a second cannot become a request loop.
+            None => self
+                .state
+                .token
+                .as_ref()
+                .map_or(now, |t| self.refresh_at(&t.to_token()).max(now)),
         }
     }
 }
@@ -250,21 +256,23 @@ impl Engine {
         let (refresh_token, seed_fp) = choose_refresh_token(&cred.provider, &slot.state);
 
         let clock = Instant::now();
-        let result = cred.provider.fetch(&http, refresh_token.as_ref()).await;
+        // Every text the provider sends back is redacted of what this request carried.
+        let redactor = Arc::new(crate::provider::redactor(
+            &cred.provider,
+            refresh_token.as_ref(),
+            cred.egress.secret(),
+        ));
+        let result = crate::redact::scope(
+            redactor.clone(),
+            cred.provider.fetch(&http, refresh_token.as_ref()),
+        )
+        .await;
         let took = clock.elapsed();
 
         let fetched = match result {
             Ok(f) => f,
             Err(mut e) => {
-                let mut secrets: Vec<&str> = cred
-                    .provider
-                    .secrets()
-                    .into_iter()
-                    .map(Secret::expose)
-                    .collect();
-                secrets.extend(refresh_token.as_ref().map(Secret::expose));
-                secrets.extend(cred.egress.secret().map(Secret::expose));
-                e.redact(&secrets);
+                e.redact(&redactor);
                 if matches!(e, FetchError::RefreshRejected { .. }) {
                     // Dead chain: never send that token again; a new seed restarts it.
                     slot.state.refresh_token = None;
@@ -321,7 +329,7 @@ impl Engine {
             );
         }
         if let (_, Some(w)) = schedule::interval(lifetime, &cred.refresh) {
-            events::lifetime_warning(name, &w);
+            events::lifetime_warning(name, &format!("{w} (lifetime from {})", source.describe()));
         }
         let token = Token {
             value: fetched.token,

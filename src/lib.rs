@@ -23,6 +23,7 @@ pub mod observe;
 pub mod output;
 mod preflight;
 pub mod provider;
+pub mod redact;
 pub mod schedule;
 pub mod secret;
 pub mod state;

@@ -189,6 +189,8 @@ pub struct RawHook {
     pub pid_file: Option<PathBuf>,
     pub exec: Option<Vec<String>>,
     pub timeout: Option<Dur>,
+    /// Names of tokend's environment variables an `exec` hook may see (it gets no others).
+    pub env: Option<Vec<String>>,
 }
 
 /// `proxy:` as written: a URL or `direct` as a string, or a map with the password as a secret.

@@ -780,6 +780,12 @@ impl SecretReader<'_> {
         if self.sources.secrets == Secrets::Skip {
             return Some(Secret::new(""));
         }
+        if let SecretSource::File(p) = source {
+            let path = resolve(self.sources.base, p);
+            if let Some(w) = readable_by_others(&path) {
+                warnings.push(format!("{ctx}: `{field}`: {w}"));
+            }
+        }
         let source = match source {
             SecretSource::File(p) => SecretSource::File(resolve(self.sources.base, p)),
             other => other.clone(),
@@ -792,6 +798,19 @@ impl SecretReader<'_> {
             }
         }
     }
+}
+
+/// A secret file any local user can read is a secret no longer; group-readable is a
+/// deliberate choice (0640 for a group of readers) and passes.
+fn readable_by_others(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = std::fs::metadata(path).ok()?.mode() & 0o7777;
+    (mode & 0o004 != 0).then(|| {
+        format!(
+            "secret file `{}` is readable by other users (mode {mode:04o}); make it 0600, or 0640 for a group",
+            path.display()
+        )
+    })
 }
 
 fn url(
@@ -1024,11 +1043,22 @@ fn resolve_group(group: &str) -> Result<u32, String> {
     }
 }
 
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 fn build_hook(h: &RawHook, base: &Path, ctx: &str, errors: &mut Errors) -> Option<Hook> {
     match (&h.signal, &h.exec) {
         (Some(signal), None) => {
             if h.timeout.is_some() {
                 errors.push(ctx, "`timeout` applies to `exec` hooks only");
+            }
+            if h.env.is_some() {
+                errors.push(ctx, "`env` applies to `exec` hooks only");
             }
             let name = signal.trim().to_ascii_uppercase();
             let name = if name.starts_with("SIG") {
@@ -1066,9 +1096,22 @@ fn build_hook(h: &RawHook, base: &Path, ctx: &str, errors: &mut Errors) -> Optio
                 );
                 return None;
             }
+            let env = h.env.clone().unwrap_or_default();
+            for name in &env {
+                if !is_env_name(name) {
+                    errors.push(
+                        ctx,
+                        format!(
+                            "`env` lists `{name}`, which is not an environment variable name \
+                             (letters, digits and `_`, not starting with a digit)"
+                        ),
+                    );
+                }
+            }
             Some(Hook::Exec {
                 argv: argv.clone(),
                 timeout: h.timeout.map(|d| d.0).unwrap_or(DEFAULT_HOOK_TIMEOUT),
+                env,
             })
         }
         (Some(_), Some(_)) => {
@@ -1098,17 +1141,19 @@ fn check_unique_names(credentials: &[(String, Vec<Output>)], errors: &mut Errors
 }
 
 /// Two outputs on one path (or a file inside a `dir` output, or anything inside the state
-/// directory) would overwrite each other. Paths are indexed once, so ten thousand outputs
-/// cost ten thousand lookups, not fifty million comparisons.
+/// directory) would overwrite each other. Paths are compared as the filesystem resolves them
+/// (symlinks followed as far as they exist), so a link into the state directory cannot smuggle
+/// an output over a state file. Paths are indexed once, so ten thousand outputs cost ten
+/// thousand lookups, not fifty million comparisons.
 fn check_output_paths(
     credentials: &[(String, Vec<Output>)],
     state_dir: &Path,
     errors: &mut Errors,
 ) {
-    let state_dir = normalize(state_dir);
-    let mut by_path: HashMap<PathBuf, &str> = HashMap::new();
-    let mut dirs: HashMap<PathBuf, &str> = HashMap::new();
-    let mut all: Vec<(&str, PathBuf)> = Vec::new();
+    let state_dir = resolved(state_dir);
+    let mut by_path: HashMap<PathBuf, (&str, &Path)> = HashMap::new();
+    let mut dirs: HashMap<PathBuf, (&str, &Path)> = HashMap::new();
+    let mut all: Vec<(&str, &Path, PathBuf)> = Vec::new();
     let clash = |errors: &mut Errors, name: &str, path: &Path, other: &Path, other_name: &str| {
         errors.push(
             &format!("credential `{name}`"),
@@ -1121,35 +1166,66 @@ fn check_output_paths(
     };
     for (name, outputs) in credentials {
         for o in outputs {
-            let path = normalize(o.path());
+            let written = o.path();
+            let path = resolved(written);
             if path.starts_with(&state_dir) {
+                let via = if path == normalize(written) {
+                    String::new()
+                } else {
+                    format!(" (it resolves to `{}`)", path.display())
+                };
                 errors.push(
                     &format!("credential `{name}`"),
                     format!(
-                        "output `{}` is inside state_dir `{}`",
-                        path.display(),
+                        "output `{}` is inside state_dir `{}`{via}",
+                        written.display(),
                         state_dir.display()
                     ),
                 );
             }
             match by_path.get(&path) {
-                Some(other) => clash(errors, name, &path, &path, other),
+                Some((other_name, other)) => clash(errors, name, written, other, other_name),
                 None => {
-                    by_path.insert(path.clone(), name);
+                    by_path.insert(path.clone(), (name, written));
                 }
             }
             if matches!(o.target, Target::Dir { .. }) {
-                dirs.insert(path.clone(), name);
+                dirs.insert(path.clone(), (name, written));
             }
-            all.push((name, path));
+            all.push((name, written, path));
         }
     }
     // Anything strictly inside a `dir` output: walk each path's ancestors.
-    for (name, path) in &all {
+    for (name, written, path) in &all {
         for ancestor in path.ancestors().skip(1) {
-            if let Some(other_name) = dirs.get(ancestor) {
-                clash(errors, name, path, ancestor, other_name);
+            if let Some((other_name, other)) = dirs.get(ancestor) {
+                clash(errors, name, written, other, other_name);
             }
+        }
+    }
+}
+
+/// `p` as the filesystem will resolve it when tokend writes: the longest existing ancestor
+/// canonicalized (symlinks followed), the rest appended lexically. Outputs and the state
+/// directory are often created later, so a full `canonicalize` would fail.
+fn resolved(p: &Path) -> PathBuf {
+    let p = normalize(p);
+    let mut rest = Vec::new();
+    let mut cur = p.as_path();
+    loop {
+        if let Ok(real) = cur.canonicalize() {
+            let mut out = real;
+            for c in rest.iter().rev() {
+                out.push(c);
+            }
+            return normalize(&out);
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                cur = parent;
+            }
+            _ => return p,
         }
     }
 }

@@ -10,6 +10,7 @@ mod daemon;
 mod demo;
 mod egress;
 mod faults;
+mod hardening;
 mod hooks;
 mod http;
 mod http_json;
