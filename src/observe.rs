@@ -173,6 +173,13 @@ impl Observed {
                 .map(|(n, _)| n.as_str())
                 .collect();
             let mut line = format!("{fresh}/{total} fresh");
+            let stuck = views
+                .values()
+                .filter(|v| status::needs_person(&v.state))
+                .count();
+            if stuck > 0 {
+                line.push_str(&format!(", {stuck} need a person"));
+            }
             if !failing.is_empty() {
                 let shown: Vec<&str> = failing.iter().take(3).copied().collect();
                 line.push_str(&format!(
@@ -215,5 +222,60 @@ impl Observed {
                 true
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{StoredError, StoredToken, Timestamp};
+    use crate::token::Token;
+
+    fn view(transient: Option<bool>, outputs_note: Option<&str>, now: SystemTime) -> View {
+        let token = Token {
+            value: crate::secret::Secret::new("tok"),
+            token_type: "Bearer".into(),
+            issued_at: now - Duration::from_secs(60),
+            expires_at: now + Duration::from_secs(3600),
+        };
+        View {
+            provider: "vandar",
+            state: CredentialState {
+                token: Some(StoredToken::from(&token)),
+                failures: u32::from(transient.is_some()),
+                last_error: transient.map(|transient| StoredError {
+                    at: Timestamp(now),
+                    message: "provider rejected the refresh token".into(),
+                    transient,
+                }),
+                ..Default::default()
+            },
+            outputs_ok: outputs_note.is_none(),
+            outputs_note: outputs_note.map(str::to_owned),
+            attempted: true,
+            next: now + Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn needs_person_is_named_but_not_unready_and_a_missing_output_is_unready() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let o = Observed::default();
+        o.set("ok", view(None, None, now));
+        o.set("flaky", view(Some(true), None, now));
+        o.set("stuck", view(Some(false), None, now));
+        o.set("gone", view(None, Some("output `/o` is gone"), now));
+        let names = |v: Vec<NotReady>| v.into_iter().map(|n| n.credential).collect::<Vec<_>>();
+        assert_eq!(names(o.needs_person()), ["stuck"]);
+        let not_ready = o.not_ready(now);
+        assert_eq!(not_ready.len(), 1);
+        assert_eq!(not_ready[0].credential, "gone");
+        assert_eq!(not_ready[0].reason, "output `/o` is gone");
+        assert!(
+            o.summary(now)
+                .starts_with("3/4 fresh, 1 need a person, 2 failing"),
+            "{}",
+            o.summary(now)
+        );
     }
 }
