@@ -145,6 +145,11 @@ mod tests {
         write_file(&p, b"x", Access::PRIVATE).unwrap();
         assert!(is_current(&p, b"x", Access::PRIVATE));
         assert!(!is_current(&p, b"y", Access::PRIVATE));
+        // Special files are never current and never read (a FIFO would block the open).
+        assert!(!is_current(Path::new("/dev/zero"), b"", Access::PRIVATE));
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(!is_current(&fifo, b"", Access::PRIVATE));
         assert!(!is_current(
             &p,
             b"x",

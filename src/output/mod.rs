@@ -138,3 +138,81 @@ pub struct OutputError {
     pub path: PathBuf,
     pub reason: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, SystemTime};
+
+    fn token() -> Token {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        Token {
+            value: crate::secret::Secret::new("tok-123"),
+            token_type: "Bearer".into(),
+            issued_at: now,
+            expires_at: now + Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn check_in_place_sees_what_a_stat_can_see() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = Output {
+            target: Target::File {
+                path: tmp.path().join("t"),
+                format: Format::Json,
+            },
+            access: Access::PRIVATE,
+        };
+        let dir = Output {
+            target: Target::Dir {
+                path: tmp.path().join("d"),
+            },
+            access: Access::PRIVATE,
+        };
+        let t = token();
+        for o in [&file, &dir] {
+            assert!(o.check_in_place(&t, "c").unwrap_err().contains("is gone"));
+            assert!(o.write(&t, "c").unwrap());
+            assert_eq!(o.check_in_place(&t, "c"), Ok(()));
+        }
+        let path = tmp.path().join("t");
+        // (what is done to the file, what the check says)
+        let cases: [(&dyn Fn(), &str); 3] = [
+            (
+                &|| std::fs::write(&path, "short").unwrap(),
+                "changed behind",
+            ),
+            (
+                &|| {
+                    file.write(&t, "c").unwrap();
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap()
+                },
+                "changed behind",
+            ),
+            (
+                &|| {
+                    std::fs::remove_file(&path).unwrap();
+                    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                        .unwrap()
+                },
+                "is a FIFO (named pipe), not the file tokend wrote",
+            ),
+        ];
+        for (damage, want) in cases {
+            damage();
+            let err = file.check_in_place(&t, "c").unwrap_err();
+            assert!(err.contains(want), "{err}");
+            // A write puts it back (and never reads the FIFO).
+            assert!(file.write(&t, "c").unwrap());
+            assert_eq!(file.check_in_place(&t, "c"), Ok(()));
+        }
+        std::fs::remove_file(tmp.path().join("d/token")).unwrap();
+        assert!(
+            dir.check_in_place(&t, "c")
+                .unwrap_err()
+                .contains("d/token` is gone")
+        );
+    }
+}
