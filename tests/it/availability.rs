@@ -244,6 +244,28 @@ fn an_idle_connection_flood_leaves_refreshes_working_and_slow_headers_are_cut() 
     );
 }
 
+/// (soft, hard) "Max open files" of a running process.
+fn nofile(pid: i32) -> Option<(String, String)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    Some((fields.next()?.to_owned(), fields.next()?.to_owned()))
+}
+
+#[test]
+fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
+    let env = Env::new();
+    yavapteke_config(&env, "");
+    let d = env.daemon_with(&mut limited(&env, &["--nofile=256:4096"], &["run"]));
+    assert!(
+        wait_for(10 * S, || nofile(d.pid())
+            .is_some_and(|(soft, _)| soft == "4096")),
+        "soft limit {:?}:\n{}",
+        nofile(d.pid()),
+        d.log()
+    );
+}
+
 // ---- 2. bounded reads of config, secrets and CA bundles ---------------------------------
 
 #[test]
