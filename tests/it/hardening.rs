@@ -159,6 +159,13 @@ impl Target {
     }
 }
 
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn signal_hook_env(pid_dir_mode: u32, pid_owner: Option<u32>) -> (Env, Target, PathBuf) {
     let env = Env::new();
     let target = Target::start();
@@ -666,6 +673,12 @@ fn fill(dir: &Path) -> PathBuf {
 
 /// A tmpfs mounted for one test (as tests/it/faults.rs does), unmounted on drop.
 struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
 
 fn tmpfs(path: &Path, size: &str) -> Option<Mounted> {
     std::fs::create_dir_all(path).unwrap();
