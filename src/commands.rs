@@ -13,7 +13,7 @@ use crate::cli::{Cli, Command};
 use crate::config::{self, Config, Secrets};
 use crate::engine::{Engine, Outcome, RefreshError};
 use crate::provider::Provider;
-use crate::secret::ProcessEnv;
+use crate::secret::{Environment, ProcessEnv};
 use crate::state::StateDir;
 use crate::{daemon, demo, emulator, logging, status};
 
@@ -107,7 +107,7 @@ fn check(path: &Path, offline: bool) -> Exit {
             eprintln!("warning: {p}");
         }
     }
-    println!("{}", plan(&config));
+    println!("{}", plan(&config, &ProcessEnv));
     if offline {
         println!(
             "offline: no secret was read; run `tokend check` where the secrets are to check them too"
@@ -157,8 +157,9 @@ fn exposure_warnings(config: &Config) -> Vec<String> {
     out
 }
 
-/// What `check` prints: everything tokend will do, and nothing secret.
-pub fn plan(config: &Config) -> String {
+/// What `check` prints: everything tokend will do, and nothing secret. `env` is where
+/// the proxy variables are read for credentials without a `proxy`.
+pub fn plan(config: &Config, env: &dyn Environment) -> String {
     let mut out = format!(
         "config `{}` is valid: {} credential(s), state in {}{}\n",
         config.path.display(),
@@ -192,6 +193,7 @@ pub fn plan(config: &Config) -> String {
             (None, None) => "the smallest of expires_in and JWT exp (else 1h)".to_owned(),
         };
         out.push_str(&format!("  lifetime: {lifetime}\n"));
+        out.push_str(&egress_line(c, env));
         for o in &c.outputs {
             out.push_str(&format!("  -> {}\n", o.describe()));
         }
@@ -200,6 +202,12 @@ pub fn plan(config: &Config) -> String {
         }
     }
     out
+}
+
+/// Where this credential's requests leave from: the first thing to check when a provider
+/// answers "IP not allowed".
+fn egress_line(c: &config::Credential, env: &dyn Environment) -> String {
+    format!("  egress: {}\n", c.egress.describe(env))
 }
 
 async fn once(path: &Path, force: bool) -> Exit {

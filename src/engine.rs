@@ -254,7 +254,7 @@ impl Engine {
         let name = cred.name.as_str();
         let http = self
             .clients
-            .get(cred.ca_file.as_deref(), cred.timeout)
+            .get(&cred.egress, cred.timeout)
             .map_err(|message| RefreshError::Client {
                 credential: name.to_owned(),
                 message,
@@ -271,7 +271,7 @@ impl Engine {
         // Every text the provider sends back is redacted of what this request carried.
         let redactor = Arc::new(crate::provider::redactor(
             &cred.provider,
-            refresh_token.as_ref(),
+            refresh_token.iter().chain(cred.egress.secret()),
         ));
         let result = crate::redact::scope(
             redactor.clone(),

@@ -1,6 +1,8 @@
 //! Turns the raw file into a [`Config`]: defaults applied, every rule checked, every secret
 //! resolved. Errors are collected, not returned at the first, so one `check` shows them all.
 
+mod egress;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
@@ -144,12 +146,31 @@ pub fn build(
     }
 
     let sources = Sources { base, env, secrets };
+    let mut egress = egress::EgressBuilder::new(
+        &defaults,
+        &SecretReader {
+            sources: &sources,
+            ctx: "`defaults`",
+        },
+        &mut errors,
+        &mut warnings,
+    );
     let mut credentials = Vec::new();
     // Outputs of every credential, valid or not, so path clashes are reported in the same run.
     let mut all_outputs: Vec<(String, Vec<Output>)> = Vec::new();
     let name_lines = name_lines(text);
     for (index, rc) in credentials_raw.into_iter().enumerate() {
         let context = credential_context(&rc.name, index, &name_lines);
+        let egress = egress.credential(
+            rc.proxy.as_ref(),
+            rc.ca_file.as_deref(),
+            &SecretReader {
+                sources: &sources,
+                ctx: &context,
+            },
+            &mut errors,
+            &mut warnings,
+        );
         if let Some(c) = build_credential(
             rc,
             &defaults,
@@ -159,7 +180,7 @@ pub fn build(
             &mut warnings,
             &mut all_outputs,
         ) {
-            credentials.push(c);
+            credentials.push(Credential { egress, ..c });
         }
     }
 
@@ -241,23 +262,6 @@ fn build_credential(
         .unwrap_or(DEFAULT_TIMEOUT);
     if timeout.is_zero() {
         errors.push(ctx, "`timeout` must be longer than zero");
-    }
-    let ca_file = rc
-        .ca_file
-        .as_ref()
-        .or(defaults.ca_file.as_ref())
-        .map(|p| resolve(base, p));
-    if let Some(ca) = &ca_file
-        && let Err(e) = std::fs::metadata(ca)
-    {
-        errors.push(
-            ctx,
-            format!(
-                "cannot read ca_file `{}`: {}",
-                ca.display(),
-                crate::util::io_reason(&e)
-            ),
-        );
     }
     let lifetime = rc.lifetime.map(|d| d.0);
     if lifetime.is_some_and(|d| d.is_zero()) {
@@ -619,7 +623,8 @@ fn build_credential(
         refresh,
         retry,
         timeout,
-        ca_file,
+        // Set by the caller, which builds it beside the credential (see `egress`).
+        egress: Default::default(),
         lifetime,
         outputs,
         hooks,

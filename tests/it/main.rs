@@ -8,6 +8,7 @@ mod commands;
 mod config_errors;
 mod daemon;
 mod demo;
+mod egress;
 mod faults;
 mod hardening;
 mod hooks;
