@@ -218,7 +218,7 @@ async fn once(path: &Path, force: bool) -> Exit {
     logging::init(config.log.format, &config.log.level);
     // Installed before any request goes out: from here on SIGTERM/SIGINT never kill a
     // rotation in flight (an init container deleted, a CI job cancelled).
-    let mut stop_signal = match stop_signals() {
+    let stop_signal = match stop_signals() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("tokend: cannot install signal handlers: {e}");
@@ -253,6 +253,34 @@ async fn once(path: &Path, force: bool) -> Exit {
             )
         });
     }
+    let failed = join_once(tasks, stop_signal, &stopping).await;
+    if failed.is_empty() {
+        Exit::Ok
+    } else {
+        for f in &failed {
+            eprintln!("tokend: {f}");
+        }
+        let total = config.credentials.len();
+        if failed.len() < total {
+            eprintln!(
+                "tokend: {} of {total} credentials failed; the others were written",
+                failed.len()
+            );
+        }
+        Exit::Failed
+    }
+}
+
+type OnceTasks = tokio::task::JoinSet<(String, Option<Result<Outcome, RefreshError>>)>;
+
+/// Waits for every credential of `once`, and returns what failed (sorted). On SIGTERM or
+/// SIGINT nothing new starts (`stopping`) and refreshes in flight get the daemon's grace
+/// period to finish and save: a rotated refresh token must reach the state file.
+async fn join_once(
+    mut tasks: OnceTasks,
+    mut stop_signal: signal_hook_tokio::Signals,
+    stopping: &AtomicBool,
+) -> Vec<String> {
     let mut failed = Vec::new();
     let mut grace: Option<tokio::time::Instant> = None;
     loop {
@@ -278,8 +306,12 @@ async fn once(path: &Path, force: bool) -> Exit {
                     "in-flight refreshes did not finish within {}s; stopping anyway",
                     daemon::SHUTDOWN_GRACE.as_secs()
                 );
+                failed.push(format!(
+                    "{} credential(s) did not finish within the {}s grace period after the stop signal",
+                    tasks.len(),
+                    daemon::SHUTDOWN_GRACE.as_secs()
+                ));
                 tasks.abort_all();
-                failed.push(format!("stopped before {} credential(s) finished", tasks.len()));
                 break;
             }
         };
@@ -292,22 +324,8 @@ async fn once(path: &Path, force: bool) -> Exit {
             Err(e) => failed.push(format!("a refresh task crashed: {e}")),
         }
     }
-    if failed.is_empty() {
-        Exit::Ok
-    } else {
-        failed.sort();
-        for f in &failed {
-            eprintln!("tokend: {f}");
-        }
-        let total = config.credentials.len();
-        if failed.len() < total {
-            eprintln!(
-                "tokend: {} of {total} credentials failed; the others were written",
-                failed.len()
-            );
-        }
-        Exit::Failed
-    }
+    failed.sort();
+    failed
 }
 
 /// How long `once` holds a rotated refresh token in memory while the state file cannot be
