@@ -271,7 +271,8 @@ impl Engine {
         // Every text the provider sends back is redacted of what this request carried.
         let redactor = Arc::new(crate::provider::redactor(
             &cred.provider,
-            refresh_token.iter().chain(cred.egress.secret()),
+            refresh_token.as_ref(),
+            cred.egress.secret(),
         ));
         let result = crate::redact::scope(
             redactor.clone(),

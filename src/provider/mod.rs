@@ -338,15 +338,17 @@ pub fn provider_message(answer: &Answer) -> String {
     }
 }
 
-/// The redactor for one request of `provider`: its secrets, the `sent` ones (the refresh
-/// token, a proxy password), and the Basic credentials as they went on the wire.
-pub fn redactor<'a>(
-    provider: &'a ProviderConfig,
-    sent: impl IntoIterator<Item = &'a Secret>,
+/// The redactor for one request of `provider`: its secrets, the refresh token sent, and the
+/// Basic credentials as they went on the wire.
+pub fn redactor(
+    provider: &ProviderConfig,
+    refresh_token: Option<&Secret>,
+    proxy_password: Option<&Secret>,
 ) -> crate::redact::Redactor {
     use base64::Engine as _;
     let mut secrets: Vec<&str> = provider.secrets().into_iter().map(Secret::expose).collect();
-    secrets.extend(sent.into_iter().map(Secret::expose));
+    secrets.extend(refresh_token.map(Secret::expose));
+    secrets.extend(proxy_password.map(Secret::expose));
     let mut composites = Vec::new();
     if let ProviderConfig::OAuth2(o) = provider
         && o.auth == crate::config::raw::ClientAuth::ClientSecretBasic
