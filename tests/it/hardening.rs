@@ -453,11 +453,12 @@ credentials:
 "#
     ));
     let d = env.daemon();
+    // The daemon's live view (what the trigger consults), not the state file, which is
+    // written a moment before the view is updated.
     assert!(
-        wait_for(
-            Duration::from_secs(10),
-            || env.state("pharmacy")["failures"].as_u64().unwrap_or(0) >= 1
-        ),
+        wait_for(Duration::from_secs(10), || http(port, "GET", "/v1/status")
+            .1
+            .contains("\"failures\":1")),
         "no failure recorded:\n{}",
         d.log()
     );
