@@ -404,7 +404,17 @@ fn read_trusted(path: &Path) -> io::Result<Vec<u8>> {
     if !meta.is_file() {
         return Err(io::Error::other("it is not a regular file"));
     }
-    if let Some(why) = crate::util::untrusted(&meta, &[crate::util::euid()]) {
+    // The directory's owner too: `tokend status` run by root (or an admin) reads the state
+    // of a tokend running as its own user. `StateDir::open` has already made sure the
+    // directory is tokend's own before anything is published from it.
+    let dir_owner = path
+        .parent()
+        .and_then(|d| fs::metadata(d).ok())
+        .map(|m| m.uid());
+    let owners: Vec<u32> = std::iter::once(crate::util::euid())
+        .chain(dir_owner)
+        .collect();
+    if let Some(why) = crate::util::untrusted(&meta, &owners) {
         return Err(io::Error::other(format!("{why}, so it is not trusted")));
     }
     let mut bytes = Vec::new();
