@@ -158,8 +158,10 @@ pub struct StateDir {
     // Held for the life of the process: the OS releases the flock when we exit or die.
     _lock: File,
     /// Seed fingerprint → the credential whose state records having used that seed. A
-    /// refresh token works once: a seed recorded under any name is never sent again.
-    seeds: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// refresh token works once: a seed recorded under any name is never sent again. Read
+    /// from the files on first need only (a seed about to be sent is rare), so an ordinary
+    /// start reads each state file once, not twice.
+    seeds: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 impl StateDir {
@@ -251,7 +253,7 @@ impl StateDir {
         Ok(StateDir {
             path: path.to_path_buf(),
             _lock: lock,
-            seeds: std::sync::Mutex::new(recorded_seeds(path)),
+            seeds: std::sync::OnceLock::new(),
         })
     }
 
@@ -259,7 +261,11 @@ impl StateDir {
     /// fingerprint `seed`, if any: sending it again would be a replay (HTTP 401 and, at some
     /// providers, a revoked chain). Typically the credential was renamed.
     pub fn seed_spent_by(&self, seed: &str, credential: &str) -> Option<(String, PathBuf)> {
-        let seeds = self.seeds.lock().unwrap_or_else(|e| e.into_inner());
+        let seeds = self
+            .seeds
+            .get_or_init(|| std::sync::Mutex::new(recorded_seeds(&self.path)))
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let other = seeds.get(seed).filter(|o| *o != credential)?;
         Some((other.clone(), file_path(&self.path, other)))
     }
@@ -282,8 +288,9 @@ impl StateDir {
             path,
             reason: crate::util::io_reason(&e),
         })?;
-        if let Some(seed) = &state.refresh_seed {
-            self.seeds
+        // Not read yet: the file just written will be read with the others.
+        if let (Some(seed), Some(seeds)) = (&state.refresh_seed, self.seeds.get()) {
+            seeds
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .entry(seed.clone())
@@ -334,9 +341,10 @@ fn recorded_seeds(dir: &Path) -> std::collections::HashMap<String, String> {
 /// State files of credentials the configuration no longer has (renamed or removed), with
 /// the path of each. Their refresh chains are not used by anyone.
 pub fn orphans(dir: &Path, configured: &[&str]) -> Vec<(String, PathBuf)> {
+    let configured: std::collections::HashSet<&str> = configured.iter().copied().collect();
     state_files(dir)
         .into_iter()
-        .filter(|n| !configured.contains(&n.as_str()))
+        .filter(|n| !configured.contains(n.as_str()))
         .map(|n| {
             let path = file_path(dir, &n);
             (n, path)
