@@ -319,6 +319,30 @@ fn special_secret_and_ca_files_are_clear_errors_neither_memory_nor_a_hang() {
 }
 
 #[test]
+fn a_config_file_that_is_a_fifo_or_a_device_is_a_clear_error() {
+    let env = Env::new();
+    let fifo = env.path("config.fifo");
+    mkfifo(&fifo);
+    for (path, what) in [
+        (fifo.as_path(), "FIFO"),
+        (Path::new("/dev/zero"), "character device"),
+    ] {
+        let mut cmd = limited(&env, &[AS_LIMIT], &["check"]);
+        cmd.arg("--config").arg(path);
+        // `--config` given twice: the last one wins, as with every clap option.
+        let r = run_within(&mut cmd, 20 * S)
+            .unwrap_or_else(|| panic!("`check` of {} hangs", path.display()));
+        r.assert_code(2);
+        assert!(r.stderr.contains(what), "{}", r.stderr);
+        assert!(
+            r.stderr.contains(&path.display().to_string()),
+            "{}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
 fn a_fifo_ca_file_or_secret_on_sighup_blocks_neither_other_credentials_nor_sigterm() {
     let env = Env::new();
     let secret = env.secret("yav", "yav-secret\n").display().to_string();
