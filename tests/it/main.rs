@@ -8,6 +8,8 @@ mod commands;
 mod config_errors;
 mod daemon;
 mod demo;
+mod etcd_client;
+mod etcd_support;
 mod faults;
 mod hooks;
 mod http;
