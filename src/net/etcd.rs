@@ -97,6 +97,8 @@ struct Inner {
     timeout: Duration,
     max_bytes: usize,
     auth: Option<Auth>,
+    /// A client certificate is configured (decides a hint on closed TLS connections).
+    has_identity: bool,
 }
 
 struct Auth {
@@ -245,6 +247,7 @@ impl EtcdClient {
                 builder = builder.add_root_certificate(cert);
             }
         }
+        let has_identity = opts.cert_file.is_some();
         match (&opts.cert_file, &opts.key_file) {
             (Some(cert), Some(key)) => {
                 let mut pem = read_file("cert_file", cert).map_err(setup)?;
@@ -277,6 +280,7 @@ impl EtcdClient {
                 timeout: opts.timeout,
                 max_bytes: opts.max_response_bytes,
                 auth,
+                has_identity,
             }),
         })
     }
@@ -574,7 +578,7 @@ impl EtcdClient {
             Ok((status, self.read_capped(response).await?))
         };
         match tokio::time::timeout(timeout, request).await {
-            Ok(result) => result,
+            Ok(result) => result.map_err(|t| self.hint(endpoint, t)),
             Err(_) => Err(Transport::MaybeSent(format!(
                 "no answer within {timeout:?}"
             ))),
@@ -708,6 +712,29 @@ impl EtcdClient {
         Ok(raw)
     }
 
+    /// With TLS 1.3 a server that requires a client certificate rejects it only after the
+    /// handshake; the client then just sees the connection close.
+    fn hint(&self, endpoint: &str, t: Transport) -> Transport {
+        let add = |reason: String| {
+            if endpoint.starts_with("https://")
+                && !self.inner.has_identity
+                && ["connection closed", "BadCertificate", "CertificateRequired"]
+                    .iter()
+                    .any(|sign| reason.contains(sign))
+            {
+                format!(
+                    "{reason}; if etcd runs with --client-cert-auth, configure cert_file and key_file"
+                )
+            } else {
+                reason
+            }
+        };
+        match t {
+            Transport::NotSent(r) => Transport::NotSent(add(r)),
+            Transport::MaybeSent(r) => Transport::MaybeSent(add(r)),
+        }
+    }
+
     fn username(&self) -> Option<&str> {
         self.inner.auth.as_ref().map(|a| a.username.as_str())
     }
@@ -828,7 +855,10 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         reason = s.to_string();
         source = s.source();
     }
-    reason
+    match reason.split_once(" (os error") {
+        Some((text, _)) => text.to_owned(),
+        None => reason,
+    }
 }
 
 fn read_file(field: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {

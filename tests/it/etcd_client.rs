@@ -280,8 +280,11 @@ async fn etcd_three_members_killing_the_first_keeps_reads_and_txns_working() {
         (kvs[0].value.as_slice(), kvs[0].mod_revision),
         (&b"before"[..], rev)
     );
+    // A fresh client (no pooled connections) starts at the dead first endpoint: its
+    // refused connection means "not sent", so even a write moves on to the next member.
+    let fresh = client(cluster.endpoints(), Duration::from_secs(3));
     let t = Instant::now();
-    let swapped = cas(&etcd, key, rev, "after").await.unwrap();
+    let swapped = cas(&fresh, key, rev, "after").await.unwrap();
     assert!(swapped.succeeded);
     assert_ne!(cluster.leader(), Some(0));
     assert!(
@@ -490,4 +493,57 @@ async fn etcd_without_the_gateway_is_named_as_such() {
         .unwrap();
     assert!(status.version.starts_with("3."), "{status:?}");
     assert!(status.is_leader());
+}
+
+#[tokio::test]
+async fn etcd_over_tls_with_a_ca_file_and_a_client_certificate() {
+    let cluster = EtcdCluster::start_tls(1);
+    let tls = cluster.tls().unwrap().clone();
+    let with = |ca: bool, cert: bool| {
+        let mut opts = EtcdOptions::new(cluster.endpoints());
+        opts.timeout = Duration::from_secs(5);
+        opts.ca_file = ca.then(|| tls.ca.clone());
+        if cert {
+            opts.cert_file = Some(tls.client_cert.clone());
+            opts.key_file = Some(tls.client_key.clone());
+        }
+        EtcdClient::new(opts).unwrap()
+    };
+
+    let etcd = with(true, true);
+    let rev = etcd.put("/tokend/g1/state/c", "v", 0).await.unwrap();
+    assert!(
+        cas(&etcd, "/tokend/g1/state/c", rev, "w")
+            .await
+            .unwrap()
+            .succeeded
+    );
+    let mut watch = etcd.watch("/tokend/g1/state/c", None, rev).await.unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("an event over TLS")
+        .unwrap();
+    assert_eq!(batch.events[0].kv.value, b"v");
+
+    // Without the CA, etcd's certificate is not trusted: not sent, said so.
+    let e = with(false, true)
+        .get("/tokend/g1/state/c")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, EtcdError::Unreachable { .. }), "{e:?}");
+    assert!(e.to_string().contains("certificate"), "{e}");
+
+    // Without a client certificate, etcd (--client-cert-auth) closes the connection
+    // after the TLS 1.3 handshake, which looks like any closed connection; the text
+    // names the likely cause.
+    let e = with(true, false)
+        .get("/tokend/g1/state/c")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, EtcdError::Unreachable { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("if etcd runs with --client-cert-auth, configure cert_file and key_file"),
+        "{e}"
+    );
 }

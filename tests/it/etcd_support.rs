@@ -38,12 +38,25 @@ pub struct EtcdCluster {
     dir: tempfile::TempDir,
     members: Vec<Member>,
     extra: Vec<String>,
+    tls: Option<Tls>,
+}
+
+/// PEM files of a throw-away CA, etcd's server certificate and a client certificate.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 struct Member {
     name: String,
     client: u16,
     peer: u16,
+    /// Plain-HTTP /health and /metrics, also when the client URL is https.
+    metrics: u16,
     running: Option<Running>,
 }
 
@@ -62,12 +75,22 @@ impl EtcdCluster {
 
     /// With extra etcd flags for every member (`--auth-token-ttl=1`, …).
     pub fn start_with(n: usize, extra: &[&str]) -> EtcdCluster {
+        EtcdCluster::start_opts(n, extra, false)
+    }
+
+    /// Client URLs on https with a fresh CA, and client certificates required
+    /// (`--client-cert-auth`); [`EtcdCluster::tls`] has the files.
+    pub fn start_tls(n: usize) -> EtcdCluster {
+        EtcdCluster::start_opts(n, &[], true)
+    }
+
+    fn start_opts(n: usize, extra: &[&str], tls: bool) -> EtcdCluster {
         require_etcd();
         // Free ports are found by binding and releasing them, so another process may grab
         // one in between; then etcd exits at once and a fresh set of ports is tried.
         let mut errors = Vec::new();
         for _ in 0..3 {
-            let cluster = EtcdCluster::spawn(n, extra);
+            let cluster = EtcdCluster::spawn(n, extra, tls);
             match cluster.wait_all_healthy() {
                 Ok(()) => return cluster,
                 Err(e) => errors.push(e),
@@ -76,20 +99,24 @@ impl EtcdCluster {
         panic!("etcd cluster did not start:\n{}", errors.join("\n---\n"));
     }
 
-    fn spawn(n: usize, extra: &[&str]) -> EtcdCluster {
-        let ports = free_ports(2 * n);
+    fn spawn(n: usize, extra: &[&str], tls: bool) -> EtcdCluster {
+        let ports = free_ports(3 * n);
         let members = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client: ports[2 * i],
-                peer: ports[2 * i + 1],
+                client: ports[3 * i],
+                peer: ports[3 * i + 1],
+                metrics: ports[3 * i + 2],
                 running: None,
             })
             .collect();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tls = tls.then(|| make_certs(dir.path()));
         let mut cluster = EtcdCluster {
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir,
             members,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls,
         };
         for i in 0..n {
             cluster.start_member(i);
@@ -102,7 +129,12 @@ impl EtcdCluster {
     }
 
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.members[i].client)
+    }
+
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -136,7 +168,8 @@ impl EtcdCluster {
         // reach these ports by accident are rejected instead of joining.
         let token = format!("tokend-test-{}", self.members[0].peer);
         let m = &self.members[i];
-        let client = format!("http://127.0.0.1:{}", m.client);
+        let client = self.endpoint(i);
+        let metrics = format!("http://127.0.0.1:{}", m.metrics);
         let peer = format!("http://127.0.0.1:{}", m.peer);
         let data = self.dir.path().join(format!("{}.data", m.name));
         let mut cmd = Command::new("sh");
@@ -153,12 +186,22 @@ impl EtcdCluster {
             .args(["--initial-cluster", &initial_cluster])
             .args(["--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", &token])
+            .args(["--listen-metrics-urls", &metrics])
             .args(["--logger", "zap"])
             .args(&self.extra)
             .env("ETCD_LOG", self.log_path(i))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
         let mut wrapper = cmd.spawn().expect("spawn sh for etcd");
         let mut line = String::new();
         BufReader::new(wrapper.stdout.take().unwrap())
@@ -237,7 +280,7 @@ impl EtcdCluster {
     /// Waits until member `i` answers /health with a leader.
     pub fn wait_healthy(&self, i: usize) -> Result<(), String> {
         let deadline = Instant::now() + HEALTH_DEADLINE;
-        let addr = self.client_addr(i);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.members[i].metrics));
         loop {
             if let Some(running) = &self.members[i].running
                 && !alive(running.pid)
@@ -271,6 +314,7 @@ impl EtcdCluster {
 
     /// The index of the member that leads, from `etcdctl endpoint status`.
     pub fn leader(&self) -> Option<usize> {
+        assert!(self.tls.is_none(), "leader() speaks plain HTTP");
         (0..self.len()).find(|&i| {
             self.members[i].running.is_some()
                 && http_post(self.client_addr(i), "/v3/maintenance/status", "{}")
@@ -327,6 +371,103 @@ impl Drop for EtcdCluster {
         for i in 0..self.members.len() {
             self.end(i, Signal::SIGKILL);
         }
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 (also usable as a client certificate: with
+/// `--client-cert-auth`, etcd's gateway presents it to etcd's own gRPC server) and a
+/// client certificate, made with the openssl CLI.
+fn make_certs(dir: &Path) -> Tls {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=tokend test CA",
+            ],
+        ]
+        .concat(),
+    );
+    for (name, usage) in [
+        ("server", "serverAuth,clientAuth"),
+        ("client", "clientAuth"),
+    ] {
+        let ext = format!("{name}.ext");
+        std::fs::write(
+            dir.join(&ext),
+            format!("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n"),
+        )
+        .unwrap();
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+    Tls {
+        ca: dir.join("ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
     }
 }
 
