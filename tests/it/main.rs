@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod availability;
 mod clock;
 mod commands;
 mod config_errors;
