@@ -10,6 +10,8 @@ mod config_errors;
 mod daemon;
 mod demo;
 mod egress;
+mod etcd_client;
+mod etcd_support;
 mod faults;
 mod hardening;
 mod hooks;
