@@ -456,8 +456,12 @@ impl Engine {
         let left = slot
             .current_token(now)
             .and_then(|t| t.expires_at.duration_since(now).ok());
-        let retry_after =
-            schedule::honoured_retry_after(error.retry_after(), left, slot.credential.timeout);
+        let retry_after = schedule::honoured_retry_after(
+            error.retry_after(),
+            left,
+            slot.credential.timeout,
+            slot.credential.retry.permanent,
+        );
         let delay = schedule::retry_delay(
             slot.state.failures,
             error.is_transient(),

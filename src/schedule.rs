@@ -152,17 +152,18 @@ pub fn retry_delay(
 /// expire without one more attempt: `token_left` is the time until it expires, `attempt`
 /// how long one attempt may take (the request timeout). A provider that says "come back in
 /// a day" about a token with an hour left is asked again before that hour is over. With no
-/// valid token there is nothing left to protect and the provider is obeyed (up to the day
-/// that `parse_retry_after` allows).
+/// valid token there is nothing to protect, but a bogus header still cannot park the
+/// credential for longer than `no_token_cap` (the pace of permanent errors).
 pub fn honoured_retry_after(
     retry_after: Option<Duration>,
     token_left: Option<Duration>,
     attempt: Duration,
+    no_token_cap: Duration,
 ) -> Option<Duration> {
     let wait = retry_after?;
     Some(match token_left {
         Some(left) => wait.min(left.saturating_sub(attempt)),
-        None => wait,
+        None => wait.min(no_token_cap),
     })
 }
 
@@ -304,6 +305,7 @@ mod tests {
     #[test]
     fn retry_after_never_outlives_the_token() {
         const H: Duration = Duration::from_secs(3600);
+        let cap = 1800 * S;
         // (Retry-After, token left, one attempt) -> honoured
         let table = [
             (None, Some(H), 30 * S, None),
@@ -313,20 +315,20 @@ mod tests {
             // Less left than one attempt takes: retry as soon as the backoff allows.
             (Some(DAY), Some(S), 2 * S, Some(Duration::ZERO)),
             (Some(DAY), Some(Duration::ZERO), 2 * S, Some(Duration::ZERO)),
-            // No token to protect: the provider is obeyed.
+            // No token to protect: the provider is obeyed up to the permanent pace.
             (Some(120 * S), None, 30 * S, Some(120 * S)),
-            (Some(DAY), None, 30 * S, Some(DAY)),
+            (Some(DAY), None, 30 * S, Some(cap)),
         ];
         for (retry_after, left, attempt, want) in table {
             assert_eq!(
-                honoured_retry_after(retry_after, left, attempt),
+                honoured_retry_after(retry_after, left, attempt, cap),
                 want,
                 "{retry_after:?} {left:?} {attempt:?}"
             );
         }
         // The backoff still applies when the honoured wait is shorter.
         let p = RetryPolicy::default();
-        let honoured = honoured_retry_after(Some(DAY), Some(S), 2 * S);
+        let honoured = honoured_retry_after(Some(DAY), Some(S), 2 * S, cap);
         assert_eq!(retry_delay(1, true, honoured, &p, 0.0), p.initial);
     }
 
