@@ -60,6 +60,16 @@ impl RefreshError {
             _ => None,
         }
     }
+
+    /// The `result` label of `tokend_refresh_total` for this failure.
+    pub fn result(&self) -> &'static str {
+        match self {
+            RefreshError::Output { .. } => "output_error",
+            RefreshError::State { .. } => "state_error",
+            e if e.is_transient() => "transient_error",
+            _ => "permanent_error",
+        }
+    }
 }
 
 /// What `ensure` did.
@@ -96,6 +106,9 @@ pub struct Slot {
     /// A forced refresh (SIGUSR1, HTTP trigger, `once --force`) that has not succeeded yet;
     /// its retries must fetch, not settle for the old token.
     force_pending: bool,
+    /// The supervisor started this attempt by the monotonic clock at a wall-clock deadline
+    /// still ahead: the wall clock stepped back. Judge "due" as of that deadline.
+    clock_floor: Option<SystemTime>,
 }
 
 impl Slot {
@@ -117,6 +130,18 @@ impl Slot {
         )
     }
 
+    /// State that is not on disk yet and holds a refresh token: losing it (a process that
+    /// exits now) would lose a rotated chain.
+    pub fn holds_unsaved_chain(&self) -> bool {
+        self.unsaved && self.state.refresh_token.is_some()
+    }
+
+    /// The next attempt is judged as if the wall clock read at least `at` (see
+    /// [`crate::deadlines`]); the token it fetches is still stamped with the real clock.
+    pub fn judge_due_as_of(&mut self, at: SystemTime) {
+        self.clock_floor = Some(at);
+    }
+
     /// When the driver should call [`Engine::ensure`] next.
     pub fn next_attempt(&self, now: SystemTime) -> SystemTime {
         if let Some(at) = self.state.next_attempt.map(|t| t.0)
@@ -126,7 +151,13 @@ impl Slot {
         }
         match self.current_token(now) {
             Some(token) => self.refresh_at(&token),
-            None => now,
+            // An expired token still sets the pace (no sooner than the floor after its
+            // issue), so a lifetime shorter than a second cannot become a request loop.
+            None => self
+                .state
+                .token
+                .as_ref()
+                .map_or(now, |t| self.refresh_at(&t.to_token()).max(now)),
         }
     }
 }
@@ -195,6 +226,7 @@ impl Engine {
             draw: fastrand::f64(),
             unsaved: false,
             force_pending: false,
+            clock_floor: None,
         }
     }
 
@@ -204,7 +236,11 @@ impl Engine {
         slot.force_pending |= force;
         let result = self.attempt(slot).await;
         match &result {
-            Ok(Outcome::Refreshed { .. }) => slot.force_pending = false,
+            Ok(Outcome::Refreshed { .. }) => {
+                slot.force_pending = false;
+                // Counted here, once the outputs hold it: an attempt has one result.
+                events::refresh_succeeded(&slot.credential.name);
+            }
             Ok(Outcome::Current { .. }) => {}
             // Every failure, wherever it happened, is recorded and backed off the same way.
             Err(e) => self.record_failure(slot, e).await,
@@ -214,10 +250,11 @@ impl Engine {
 
     async fn attempt(&self, slot: &mut Slot) -> Result<Outcome, RefreshError> {
         let now = SystemTime::now();
+        let judged = slot.clock_floor.take().map_or(now, |floor| floor.max(now));
         let cred = slot.credential.clone();
         if !slot.force_pending
-            && let Some(token) = slot.current_token(now)
-            && now < slot.refresh_at(&token)
+            && let Some(token) = slot.current_token(judged)
+            && judged < slot.refresh_at(&token)
         {
             // A save that failed earlier goes first: outputs never run ahead of the state
             // that holds the refresh token they descend from.
@@ -242,28 +279,37 @@ impl Engine {
         let name = cred.name.as_str();
         let http = self
             .clients
-            .get(cred.ca_file.as_deref(), cred.timeout)
+            .get(&cred.egress, cred.timeout)
             .map_err(|message| RefreshError::Client {
                 credential: name.to_owned(),
                 message,
             })?;
-        let (refresh_token, seed_fp) = choose_refresh_token(&cred.provider, &slot.state);
+        let spent = seed_to_send(&cred.provider, &slot.state)
+            .and_then(|fp| self.state_dir.seed_spent_by(&fp, name));
+        if let Some((other, path)) = &spent {
+            events::seed_spent(name, other, path);
+        }
+        let (refresh_token, seed_fp) =
+            choose_refresh_token(&cred.provider, &slot.state, spent.is_some());
 
         let clock = Instant::now();
-        let result = cred.provider.fetch(&http, refresh_token.as_ref()).await;
+        // Every text the provider sends back is redacted of what this request carried.
+        let redactor = Arc::new(crate::provider::redactor(
+            &cred.provider,
+            refresh_token.as_ref(),
+            cred.egress.secret(),
+        ));
+        let result = crate::redact::scope(
+            redactor.clone(),
+            cred.provider.fetch(&http, refresh_token.as_ref()),
+        )
+        .await;
         let took = clock.elapsed();
 
         let fetched = match result {
             Ok(f) => f,
             Err(mut e) => {
-                let mut secrets: Vec<&str> = cred
-                    .provider
-                    .secrets()
-                    .into_iter()
-                    .map(Secret::expose)
-                    .collect();
-                secrets.extend(refresh_token.as_ref().map(Secret::expose));
-                e.redact(&secrets);
+                e.redact(&redactor);
                 if matches!(e, FetchError::RefreshRejected { .. }) {
                     // Dead chain: never send that token again; a new seed restarts it.
                     slot.state.refresh_token = None;
@@ -320,7 +366,7 @@ impl Engine {
             );
         }
         if let (_, Some(w)) = schedule::interval(lifetime, &cred.refresh) {
-            events::lifetime_warning(name, &w);
+            events::lifetime_warning(name, &format!("{w} (lifetime from {})", source.describe()));
         }
         let token = Token {
             value: fetched.token,
@@ -334,13 +380,23 @@ impl Engine {
         slot.state.last_error = None;
         slot.state.failures = 0;
         slot.state.next_attempt = Some(Timestamp(slot.refresh_at(&token)));
-        self.save(slot).await?;
-        // The forced fetch happened; if an output fails now, retries only re-publish.
+        // The forced fetch happened; if the state write or an output fails now, retries
+        // save and re-publish this token instead of spending another refresh token.
         slot.force_pending = false;
+        self.save(slot).await?;
         events::token_refreshed(name, &token, fetched.flow, source, took);
 
         let written = self.publish(&cred, &token).await?;
         Ok(Outcome::Refreshed { token, written })
+    }
+
+    /// Retries a state write that failed; `Ok` once nothing is left unsaved.
+    pub async fn flush(&self, slot: &mut Slot) -> Result<(), RefreshError> {
+        if slot.unsaved {
+            self.save(slot).await
+        } else {
+            Ok(())
+        }
     }
 
     /// Writes every output, then runs the hooks if any output changed.
@@ -386,10 +442,19 @@ impl Engine {
     async fn record_failure(&self, slot: &mut Slot, error: &RefreshError) {
         let now = SystemTime::now();
         slot.state.failures = slot.state.failures.saturating_add(1);
+        let left = slot
+            .current_token(now)
+            .and_then(|t| t.expires_at.duration_since(now).ok());
+        let retry_after = schedule::honoured_retry_after(
+            error.retry_after(),
+            left,
+            slot.credential.timeout,
+            slot.credential.retry.permanent,
+        );
         let delay = schedule::retry_delay(
             slot.state.failures,
             error.is_transient(),
-            error.retry_after(),
+            retry_after,
             &slot.credential.retry,
             fastrand::f64(),
         );
@@ -399,12 +464,10 @@ impl Engine {
             message: error.to_string(),
             transient: error.is_transient(),
         });
-        let left = slot
-            .current_token(now)
-            .and_then(|t| t.expires_at.duration_since(now).ok());
         events::refresh_failed(
             &slot.credential.name,
             &error.to_string(),
+            error.result(),
             error.is_transient(),
             slot.state.failures,
             delay,
@@ -433,9 +496,13 @@ impl Engine {
 /// A configured seed that differs from the one the chain grew from is a new dashboard token:
 /// it replaces the chain. Otherwise the chain's latest token is used; when the chain is dead
 /// (rejected), nothing is sent and the provider logs in if it can.
+///
+/// `seed_spent`: the state directory records that seed as used by another credential (a
+/// rename): it is never sent again, so the provider logs in if it can.
 fn choose_refresh_token(
     provider: &ProviderConfig,
     state: &CredentialState,
+    seed_spent: bool,
 ) -> (Option<Secret>, Option<String>) {
     if !provider.uses_refresh_chain() {
         return (None, None);
@@ -443,9 +510,20 @@ fn choose_refresh_token(
     let seed = provider.refresh_seed();
     let seed_fp = seed.map(|s| s.fingerprint());
     match seed {
+        Some(_) if state.refresh_seed != seed_fp && seed_spent => (None, None),
         Some(seed) if state.refresh_seed != seed_fp => (Some(seed.clone()), seed_fp),
         _ => (state.refresh_token.clone(), seed_fp),
     }
+}
+
+/// The fingerprint of the configured seed when this refresh would send it (a chain not yet
+/// started from it), else `None`.
+fn seed_to_send(provider: &ProviderConfig, state: &CredentialState) -> Option<String> {
+    let fp = provider
+        .refresh_seed()
+        .filter(|_| provider.uses_refresh_chain())?
+        .fingerprint();
+    (state.refresh_seed.as_deref() != Some(fp.as_str())).then_some(fp)
 }
 
 /// Fingerprint of who a token is issued to and with which secrets: a change means the
@@ -524,7 +602,8 @@ mod tests {
 
     #[test]
     fn first_use_takes_the_seed() {
-        let (rt, fp) = choose_refresh_token(&vandar(Some("seed")), &CredentialState::default());
+        let (rt, fp) =
+            choose_refresh_token(&vandar(Some("seed")), &CredentialState::default(), false);
         assert_eq!(rt, Some(Secret::new("seed")));
         assert_eq!(fp, Some(fingerprint("seed")));
     }
@@ -536,7 +615,7 @@ mod tests {
             refresh_seed: Some(fingerprint("seed")),
             ..Default::default()
         };
-        let (rt, _) = choose_refresh_token(&vandar(Some("seed")), &state);
+        let (rt, _) = choose_refresh_token(&vandar(Some("seed")), &state, false);
         assert_eq!(rt, Some(Secret::new("rotated")));
     }
 
@@ -547,10 +626,37 @@ mod tests {
             refresh_seed: Some(fingerprint("seed")),
             ..Default::default()
         };
-        assert_eq!(choose_refresh_token(&vandar(Some("seed")), &state).0, None);
         assert_eq!(
-            choose_refresh_token(&vandar(Some("new-seed")), &state).0,
+            choose_refresh_token(&vandar(Some("seed")), &state, false).0,
+            None
+        );
+        assert_eq!(
+            choose_refresh_token(&vandar(Some("new-seed")), &state, false).0,
             Some(Secret::new("new-seed"))
+        );
+    }
+
+    #[test]
+    fn a_seed_spent_under_another_name_is_never_sent() {
+        let fresh = CredentialState::default();
+        assert_eq!(
+            seed_to_send(&vandar(Some("seed")), &fresh),
+            Some(fingerprint("seed"))
+        );
+        assert_eq!(
+            choose_refresh_token(&vandar(Some("seed")), &fresh, true),
+            (None, None)
+        );
+        // A chain already grown from this seed is ours: the seed is not about to be sent.
+        let grown = CredentialState {
+            refresh_token: Some(Secret::new("rotated")),
+            refresh_seed: Some(fingerprint("seed")),
+            ..Default::default()
+        };
+        assert_eq!(seed_to_send(&vandar(Some("seed")), &grown), None);
+        assert_eq!(
+            choose_refresh_token(&vandar(Some("seed")), &grown, false).0,
+            Some(Secret::new("rotated"))
         );
     }
 
@@ -560,6 +666,6 @@ mod tests {
             refresh_token: Some(Secret::new("leftover")),
             ..Default::default()
         };
-        assert_eq!(choose_refresh_token(&vandar(None), &state).0, None);
+        assert_eq!(choose_refresh_token(&vandar(None), &state, false).0, None);
     }
 }

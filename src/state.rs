@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -157,32 +157,81 @@ pub struct StateDir {
     path: PathBuf,
     // Held for the life of the process: the OS releases the flock when we exit or die.
     _lock: File,
+    /// Seed fingerprint → the credential whose state records having used that seed. A
+    /// refresh token works once: a seed recorded under any name is never sent again. Read
+    /// from the files on first need only (a seed about to be sent is rare), so an ordinary
+    /// start reads each state file once, not twice.
+    seeds: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 impl StateDir {
     /// Creates the directory (0700) if needed and takes the single-instance lock.
+    ///
+    /// An existing directory must be tokend's own: owned by its user and writable by no one
+    /// else. A shared one (`/tmp`, a group-writable volume) is refused rather than `chmod`ed,
+    /// since changing its mode would break everyone else who uses it, and anyone who can write
+    /// there could plant a state file or a lock symlink.
     pub fn open(path: &Path) -> Result<StateDir, StateError> {
-        let dir_err = |e: io::Error| StateError::Dir {
+        let dir_err = |reason: String| StateError::Dir {
             path: path.to_path_buf(),
-            reason: crate::util::io_reason(&e),
+            reason,
         };
+        let io_err = |e: io::Error| dir_err(crate::util::io_reason(&e));
         if !path.is_dir() {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(path)
-                .map_err(dir_err)?;
+                .map_err(io_err)?;
         }
-        // The state holds tokens; keep it private even if it was created by someone else.
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(dir_err)?;
+        let meta = fs::metadata(path).map_err(io_err)?;
+        if let Some(why) = crate::util::untrusted(&meta, &[crate::util::euid()]) {
+            return Err(dir_err(format!(
+                "{why}; tokend keeps tokens there and needs a directory of its own: point \
+                 `state_dir` at one (e.g. /var/lib/tokend) or fix its owner and mode"
+            )));
+        }
+        if meta.mode() & 0o077 != 0 {
+            // Ours and not writable by others, merely readable: keep the tokens private.
+            fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(io_err)?;
+        }
         let lock_path = path.join(LOCK_FILE);
+        let lock_err = |reason: String| StateError::Dir {
+            path: lock_path.clone(),
+            reason,
+        };
+        // O_NOFOLLOW: a symlink planted as the lock must not make us open (and truncate) its
+        // target. Nothing is truncated at open; only a regular file of ours is written below.
         let mut lock = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
             .open(&lock_path)
-            .map_err(dir_err)?;
+            .map_err(|e| {
+                lock_err(if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                    "it is a symbolic link, and tokend never follows links in its state \
+                     directory: remove it"
+                        .to_owned()
+                } else {
+                    crate::util::io_reason(&e)
+                })
+            })?;
+        let meta = lock
+            .metadata()
+            .map_err(|e| lock_err(crate::util::io_reason(&e)))?;
+        if !meta.is_file() || meta.nlink() != 1 {
+            return Err(lock_err(
+                "it is not a plain file of its own (a device, a FIFO or a hard link to another \
+                 file): remove it"
+                    .to_owned(),
+            ));
+        }
+        if let Some(why) = crate::util::untrusted(&meta, &[crate::util::euid()]) {
+            return Err(lock_err(format!("{why}: remove it")));
+        }
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -196,15 +245,29 @@ impl StateDir {
                     holder,
                 });
             }
-            Err(fs::TryLockError::Error(e)) => return Err(dir_err(e)),
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(e)),
         }
         // The PID is informational, for the error message of a second instance.
-        lock.set_len(0).map_err(dir_err)?;
-        writeln!(lock, "{}", std::process::id()).map_err(dir_err)?;
+        lock.set_len(0).map_err(io_err)?;
+        writeln!(lock, "{}", std::process::id()).map_err(io_err)?;
         Ok(StateDir {
             path: path.to_path_buf(),
             _lock: lock,
+            seeds: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The other credential (and its state file) that already used the seed with
+    /// fingerprint `seed`, if any: sending it again would be a replay (HTTP 401 and, at some
+    /// providers, a revoked chain). Typically the credential was renamed.
+    pub fn seed_spent_by(&self, seed: &str, credential: &str) -> Option<(String, PathBuf)> {
+        let seeds = self
+            .seeds
+            .get_or_init(|| std::sync::Mutex::new(recorded_seeds(&self.path)))
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let other = seeds.get(seed).filter(|o| *o != credential)?;
+        Some((other.clone(), file_path(&self.path, other)))
     }
 
     pub fn path(&self) -> &Path {
@@ -224,7 +287,16 @@ impl StateDir {
         atomic::write_file(&path, &bytes, Access::PRIVATE).map_err(|e| StateError::Write {
             path,
             reason: crate::util::io_reason(&e),
-        })
+        })?;
+        // Not read yet: the file just written will be read with the others.
+        if let (Some(seed), Some(seeds)) = (&state.refresh_seed, self.seeds.get()) {
+            seeds
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(seed.clone())
+                .or_insert_with(|| state.credential.clone());
+        }
+        Ok(())
     }
 
     /// Moves an unreadable state file aside so the credential can start over, keeping it
@@ -239,6 +311,57 @@ impl StateDir {
     }
 }
 
+/// Every state file's credential name (`NAME.json`; quarantined copies and the lock aside).
+fn state_files(dir: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".json").map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Which credential recorded each seed fingerprint, from the state files present now.
+fn recorded_seeds(dir: &Path) -> std::collections::HashMap<String, String> {
+    let mut seeds = std::collections::HashMap::new();
+    for name in state_files(dir) {
+        if let Ok(Some(state)) = load(dir, &name)
+            && let Some(seed) = state.refresh_seed
+        {
+            seeds.entry(seed).or_insert(name);
+        }
+    }
+    seeds
+}
+
+/// State files of credentials the configuration no longer has (renamed or removed), with
+/// the path of each. Their refresh chains are not used by anyone.
+pub fn orphans(dir: &Path, configured: &[&str]) -> Vec<(String, PathBuf)> {
+    let configured: std::collections::HashSet<&str> = configured.iter().copied().collect();
+    state_files(dir)
+        .into_iter()
+        .filter(|n| !configured.contains(n.as_str()))
+        .map(|n| {
+            let path = file_path(dir, &n);
+            (n, path)
+        })
+        .collect()
+}
+
+/// What to tell an operator about an orphaned state file.
+pub fn orphan_message(name: &str, path: &Path) -> String {
+    format!(
+        "state file `{}` belongs to no configured credential (it is `{name}`'s); if the \
+         credential was renamed, stop tokend and rename the file to NEW-NAME.json to keep its \
+         refresh chain, otherwise delete it",
+        path.display()
+    )
+}
+
 pub fn file_path(dir: &Path, credential: &str) -> PathBuf {
     dir.join(format!("{credential}.json"))
 }
@@ -247,7 +370,7 @@ pub fn file_path(dir: &Path, credential: &str) -> PathBuf {
 /// write is an atomic rename, so a read sees one whole version).
 pub fn load(dir: &Path, credential: &str) -> Result<Option<CredentialState>, StateError> {
     let path = file_path(dir, credential);
-    let bytes = match fs::read(&path) {
+    let bytes = match read_trusted(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
@@ -268,6 +391,43 @@ pub fn load(dir: &Path, credential: &str) -> Result<Option<CredentialState>, Sta
             reason: format!("it is not valid state JSON ({e})"),
         }),
     }
+}
+
+/// Reads a state file only if tokend may trust it: a regular file (not a symlink), owned by
+/// tokend's user and writable by no one else. Anything else could carry a planted token.
+fn read_trusted(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                io::Error::other("it is a symbolic link, so it is not trusted")
+            } else {
+                e
+            }
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("it is not a regular file"));
+    }
+    // The directory's owner too: `tokend status` run by root (or an admin) reads the state
+    // of a tokend running as its own user. `StateDir::open` has already made sure the
+    // directory is tokend's own before anything is published from it.
+    let dir_owner = path
+        .parent()
+        .and_then(|d| fs::metadata(d).ok())
+        .map(|m| m.uid());
+    let owners: Vec<u32> = std::iter::once(crate::util::euid())
+        .chain(dir_owner)
+        .collect();
+    if let Some(why) = crate::util::untrusted(&meta, &owners) {
+        return Err(io::Error::other(format!("{why}, so it is not trusted")));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -317,6 +477,27 @@ mod tests {
             err.contains(&format!("pid {}", std::process::id())),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_seed_used_under_one_name_is_spent_for_every_other() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(tmp.path()).unwrap();
+        sd.save(&sample()).unwrap();
+        assert_eq!(
+            sd.seed_spent_by("abcd1234", "renamed").map(|(n, _)| n),
+            Some("vandar-main".to_owned())
+        );
+        assert_eq!(sd.seed_spent_by("abcd1234", "vandar-main"), None);
+        assert_eq!(sd.seed_spent_by("other", "renamed"), None);
+        drop(sd);
+        // Recorded again from the files when the directory is opened anew.
+        let sd = StateDir::open(tmp.path()).unwrap();
+        assert!(sd.seed_spent_by("abcd1234", "renamed").is_some());
+        let orphans = orphans(tmp.path(), &["renamed"]);
+        assert_eq!(orphans.len(), 1);
+        assert_eq!(orphans[0].0, "vandar-main");
+        assert!(super::orphans(tmp.path(), &["vandar-main"]).is_empty());
     }
 
     #[test]

@@ -2,44 +2,61 @@
 //! (trust and proxy), no redirects, size-capped bodies and one deadline per request.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 
+use super::{Egress, EgressKey, Proxy};
 use crate::provider::{Answer, FetchError, parse_retry_after};
 
 /// Responses are read up to this many bytes; a token endpoint never needs more.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// The HTTP client every provider uses: one shared reqwest client per trust configuration
-/// (connection pools are shared across credentials), no redirects, per-request timeout.
+/// The HTTP client every provider uses: one shared reqwest client per egress (connection
+/// pools are shared across credentials), no redirects, per-request timeout.
 #[derive(Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
     timeout: Duration,
+    /// The configured proxy as `check` shows it (no password), for error texts.
+    via: Option<Arc<str>>,
 }
 
 /// Builds and caches [`HttpClient`]s so thousands of credentials share a few pools.
 #[derive(Default, Clone)]
 pub struct HttpClients {
-    cache: Arc<Mutex<HashMap<Option<PathBuf>, reqwest::Client>>>,
+    cache: Arc<Mutex<HashMap<EgressKey, reqwest::Client>>>,
 }
 
 impl HttpClients {
-    pub fn get(&self, ca_file: Option<&Path>, timeout: Duration) -> Result<HttpClient, String> {
+    pub fn get(&self, egress: &Egress, timeout: Duration) -> Result<HttpClient, String> {
+        let via = match &egress.proxy {
+            Proxy::Url(p) => Some(Arc::from(p.to_string())),
+            Proxy::Env | Proxy::Direct => None,
+        };
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let key = ca_file.map(Path::to_path_buf);
+        let key = egress.key();
         if let Some(client) = cache.get(&key) {
             return Ok(HttpClient {
                 client: client.clone(),
                 timeout,
+                via,
             });
         }
-        let client = build_client(ca_file)?;
+        let client = build_client(egress)?;
         cache.insert(key, client.clone());
-        Ok(HttpClient { client, timeout })
+        Ok(HttpClient {
+            client,
+            timeout,
+            via,
+        })
+    }
+
+    /// How many distinct clients exist (one per egress in use).
+    #[cfg(test)]
+    pub fn cached(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
@@ -48,30 +65,26 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-fn build_client(ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
+fn build_client(egress: &Egress) -> Result<reqwest::Client, String> {
     install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(4);
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            format!(
-                "cannot read ca_file `{}`: {}",
-                path.display(),
-                crate::util::io_reason(&e)
-            )
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("ca_file `{}` is not a PEM bundle: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("ca_file `{}` holds no certificate", path.display()));
-        }
-        for cert in certs {
+    if let Some(ca) = &egress.ca {
+        for der in ca.certificates() {
+            let cert = reqwest::Certificate::from_der(der)
+                .map_err(|e| format!("ca_file `{}` cannot be used: {e}", ca.path.display()))?;
             builder = builder.add_root_certificate(cert);
         }
     }
+    builder = match &egress.proxy {
+        // reqwest reads HTTPS_PROXY and friends itself when no proxy is given.
+        Proxy::Env => builder,
+        Proxy::Direct => builder.no_proxy(),
+        Proxy::Url(p) => builder.proxy(p.to_reqwest()?),
+    };
     builder
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
@@ -130,6 +143,18 @@ impl HttpClient {
     ) -> Result<Answer, FetchError> {
         let mut resp = req.send().await.map_err(|e| self.transport_error(url, e))?;
         let status = resp.status().as_u16();
+        // Only a proxy answers 407 (a forwarding proxy, for http targets; for https the tunnel
+        // fails instead). It is about our egress, not the provider: never a provider verdict.
+        if status == 407
+            && let Some(via) = &self.via
+        {
+            return Err(FetchError::Connect {
+                url: url.to_owned(),
+                reason: format!(
+                    "proxy {via} refused the request (HTTP 407 Proxy Authentication Required): check the proxy's `username` and `password`"
+                ),
+            });
+        }
         let retry_after = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -174,6 +199,17 @@ impl HttpClient {
         while let Some(s) = source {
             reason = s.to_string();
             source = s.source();
+        }
+        if reason.contains("proxy authorization required") {
+            reason.push_str(" (HTTP 407): check the proxy's `username` and `password`");
+        }
+        match &self.via {
+            Some(via) => reason = format!("{reason}, through proxy {via}"),
+            // reqwest took a proxy from the environment: say so, `check` says which.
+            None if reason.starts_with("tunnel error") || reason.starts_with("SOCKS error") => {
+                reason.push_str(", through the proxy from the environment (see `tokend check`)");
+            }
+            None => {}
         }
         FetchError::Connect {
             url: url.to_owned(),

@@ -9,6 +9,9 @@
 //! auth on, tokend logs in with a username and password; client certificates still
 //! secure the transport.
 //!
+//! Requests go straight to etcd, never through `HTTPS_PROXY` and friends (see
+//! [`EtcdClient::new`]).
+//!
 //! Failure semantics are the point of this module (see [`EtcdError`]). Endpoints are tried
 //! in turn, starting with the last one that answered, but only while the request was
 //! certainly **not sent** (connection refused, DNS, TLS, or a member without a leader).
@@ -228,7 +231,11 @@ impl EtcdClient {
             // "not sent" and the next endpoint is tried.
             .connect_timeout(opts.timeout / 2)
             .pool_idle_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // etcd is the cluster's own infrastructure: a proxy from the environment
+            // (meant for the providers) would add a hop that can swallow answers, and
+            // turn clean "not sent" failures into ambiguous ones.
+            .no_proxy();
         if let Some(path) = &opts.ca_file {
             let pem = read_file("ca_file", path).map_err(setup)?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {

@@ -1,6 +1,108 @@
-//! Network egress: how tokend reaches the outside (HTTP clients, trust, proxies).
+//! Network egress: how a credential reaches its provider. An [`Egress`] (extra trust anchors
+//! and a proxy choice) is built and checked with the configuration, so a bad `ca_file` or
+//! proxy is a config error, not a failure at every refresh; [`client`] turns it into shared
+//! HTTP clients.
 
+mod ca;
 pub mod client;
 pub mod etcd;
+mod proxy;
 
+pub use ca::CaBundle;
 pub use client::{HttpClient, HttpClients, install_crypto_provider};
+pub use proxy::{ProxyUrl, describe_env};
+
+use std::fmt;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::secret::{Environment, Secret};
+
+/// Everything about how one credential's requests leave the machine.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Egress {
+    /// Trust anchors added to the built-in roots.
+    pub ca: Option<Arc<CaBundle>>,
+    pub proxy: Proxy,
+}
+
+/// Which proxy a credential uses.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Proxy {
+    /// Nothing configured: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY` apply.
+    #[default]
+    Env,
+    /// `proxy: direct`: no proxy, whatever the environment says.
+    Direct,
+    Url(ProxyUrl),
+}
+
+/// Which shared HTTP client serves an [`Egress`]: a SHA-256 over everything that makes two
+/// clients differ, because [`Secret`] deliberately has no `Hash`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EgressKey([u8; 32]);
+
+impl fmt::Debug for EgressKey {
+    // A full hash of a proxy password is not something to print.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EgressKey(..)")
+    }
+}
+
+impl Egress {
+    pub fn key(&self) -> EgressKey {
+        let mut h = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        };
+        match &self.ca {
+            Some(ca) => field(&ca.digest),
+            None => field(b""),
+        }
+        match &self.proxy {
+            Proxy::Env => field(b"env"),
+            Proxy::Direct => field(b"direct"),
+            Proxy::Url(p) => {
+                field(b"url");
+                field(p.url.as_str().as_bytes());
+                field(p.username.as_deref().unwrap_or("").as_bytes());
+                field(p.password.as_ref().map_or("", |s| s.expose()).as_bytes());
+            }
+        }
+        EgressKey(h.finalize().into())
+    }
+
+    /// The proxy password, so error texts can be redacted like any other secret.
+    pub fn secret(&self) -> Option<&Secret> {
+        match &self.proxy {
+            Proxy::Url(p) => p.password.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// One line for `check`: where requests go, read against `env` for `Proxy::Env`.
+    /// Never a password.
+    pub fn describe(&self, env: &dyn Environment) -> String {
+        let route = match &self.proxy {
+            Proxy::Direct => {
+                "direct (`proxy: direct`; proxy variables in the environment are ignored)"
+                    .to_owned()
+            }
+            Proxy::Url(p) => format!("proxy {p}"),
+            Proxy::Env => describe_env(env),
+        };
+        match &self.ca {
+            Some(ca) => format!(
+                "{route}; also trusts ca_file `{}` ({} certificate(s))",
+                ca.path.display(),
+                ca.certificates().len()
+            ),
+            None => route,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -190,9 +190,10 @@ fn detail(message: &str) -> String {
 }
 
 impl FetchError {
-    /// Replaces any of `secrets` in the error's texts: a provider that echoes a submitted
-    /// password or refresh token in its error body must not get it into a log.
-    pub fn redact(&mut self, secrets: &[&str]) {
+    /// Redacts the error's texts with `redactor` (built for the request that failed), a
+    /// second pass after the one in [`provider_message`]: URLs and transport errors can echo
+    /// what was sent too.
+    pub fn redact(&mut self, redactor: &crate::redact::Redactor) {
         let texts: Vec<&mut String> = match self {
             FetchError::Connect { url, reason } => vec![url, reason],
             FetchError::Timeout { url, .. } => vec![url],
@@ -204,11 +205,7 @@ impl FetchError {
             FetchError::Misconfigured(m) => vec![m],
         };
         for text in texts {
-            for secret in secrets.iter().filter(|s| s.len() >= 4) {
-                if text.contains(secret) {
-                    *text = text.replace(secret, "[redacted]");
-                }
-            }
+            *text = crate::util::escape_control(&redactor.redact(text));
         }
     }
 
@@ -284,24 +281,30 @@ impl Answer {
     }
 
     /// A short, printable excerpt of an error body for the log: providers put their
-    /// reason there. Only used for non-2xx answers, which carry no token.
+    /// reason there. Only used for non-2xx answers, which carry no token. Redacted before
+    /// anything else, so a secret straddling the cut cannot leave its head behind.
     pub fn excerpt(&self) -> String {
-        let text = String::from_utf8_lossy(&self.body);
-        let clean: String = text
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        let clean = clean.split_whitespace().collect::<Vec<_>>().join(" ");
-        if clean.chars().count() > 200 {
-            format!("{}…", clean.chars().take(200).collect::<String>())
-        } else {
-            clean
-        }
+        let text = crate::redact::redact(&String::from_utf8_lossy(&self.body));
+        let clean = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        cut(&crate::util::escape_control(&clean), EXCERPT_CHARS)
+    }
+}
+
+/// An error body excerpt is cut here; a provider's own message fields get more room.
+const EXCERPT_CHARS: usize = 200;
+const MESSAGE_CHARS: usize = 500;
+
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() > max {
+        format!("{}…", text.chars().take(max).collect::<String>())
+    } else {
+        text.to_owned()
     }
 }
 
 /// The provider's own explanation of an error answer: the usual JSON fields when the body
 /// is JSON, else a short excerpt of the body (Vandar's 401 body `{"unauthorized"}` is not JSON).
+/// Redacted (see [`crate::redact`]) and with control characters escaped, then cut.
 pub fn provider_message(answer: &Answer) -> String {
     let Ok(v) = serde_json::from_slice::<Value>(&answer.body) else {
         return answer.excerpt();
@@ -330,8 +333,35 @@ pub fn provider_message(answer: &Answer) -> String {
     if parts.is_empty() {
         answer.excerpt()
     } else {
-        parts.join(": ")
+        let text = crate::redact::redact(&parts.join(": "));
+        cut(&crate::util::escape_control(&text), MESSAGE_CHARS)
     }
+}
+
+/// The redactor for one request of `provider`: its secrets, the refresh token sent, and the
+/// Basic credentials as they went on the wire.
+pub fn redactor(
+    provider: &ProviderConfig,
+    refresh_token: Option<&Secret>,
+    proxy_password: Option<&Secret>,
+) -> crate::redact::Redactor {
+    use base64::Engine as _;
+    let mut secrets: Vec<&str> = provider.secrets().into_iter().map(Secret::expose).collect();
+    secrets.extend(refresh_token.map(Secret::expose));
+    secrets.extend(proxy_password.map(Secret::expose));
+    let mut composites = Vec::new();
+    if let ProviderConfig::OAuth2(o) = provider
+        && o.auth == crate::config::raw::ClientAuth::ClientSecretBasic
+        && let Some(secret) = &o.client_secret
+    {
+        let pair = format!(
+            "{}:{}",
+            oauth2::form_encode(&o.client_id),
+            oauth2::form_encode(secret.expose())
+        );
+        composites.push(base64::engine::general_purpose::STANDARD.encode(pair));
+    }
+    crate::redact::Redactor::new(secrets, composites)
 }
 
 fn body_kind(body: &[u8]) -> String {
@@ -451,7 +481,10 @@ mod tests {
             400,
             r#"{"error":"password hunter22 is wrong for def502abc"}"#,
         )));
-        e.redact(&["hunter22", "def502abc", "x"]);
+        e.redact(&crate::redact::Redactor::new(
+            ["hunter22", "def502abc", "x"],
+            [],
+        ));
         let text = e.to_string();
         assert!(
             !text.contains("hunter22") && !text.contains("def502abc"),

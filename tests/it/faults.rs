@@ -1596,7 +1596,7 @@ fn a_failed_forced_refresh_is_retried_until_it_succeeds() {
 }
 
 /// A self-signed certificate for 127.0.0.1 and its key, made with the openssl CLI.
-fn self_signed(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+pub(crate) fn self_signed(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let out = Command::new("openssl")
         .args([
@@ -1634,13 +1634,13 @@ fn self_signed(dir: &Path) -> Option<(PathBuf, PathBuf)> {
 }
 
 /// `python3 tests/fixtures/tls_token_server.py`, killed on drop.
-struct TlsServer {
+pub(crate) struct TlsServer {
     child: std::process::Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl TlsServer {
-    fn start(cert: &Path, key: &Path, token: &str) -> Option<TlsServer> {
+    pub(crate) fn start(cert: &Path, key: &Path, token: &str) -> Option<TlsServer> {
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls_token_server.py");
         let mut child = Command::new("python3")

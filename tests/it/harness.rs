@@ -38,11 +38,14 @@ impl Env {
         self.emu.url()
     }
 
-    /// Writes `secrets/NAME` and returns its path.
+    /// Writes `secrets/NAME` (mode 0600, as an operator makes a secret file; `check` warns
+    /// about one other users can read) and returns its path.
     pub fn secret(&self, name: &str, value: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
         let p = self.path(&format!("secrets/{name}"));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, value).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         p
     }
 
