@@ -190,6 +190,8 @@ const WATCH: Call = Call {
 enum Transport {
     NotSent(String),
     MaybeSent(String),
+    /// etcd answered, but more than `max_response_bytes`: every member would.
+    TooLarge(String),
 }
 
 impl EtcdClient {
@@ -550,7 +552,15 @@ impl EtcdClient {
                 Err(Transport::MaybeSent(reason)) if !call.write => {
                     last = format!("{endpoint}: {reason}")
                 }
-                Err(Transport::MaybeSent(reason)) => {
+                Err(Transport::TooLarge(reason)) if !call.write => {
+                    return failed(EtcdError::BadAnswer {
+                        endpoint: endpoint.clone(),
+                        op: call.name,
+                        reason: format!("{reason}; read fewer keys or raise the response limit"),
+                    });
+                }
+                // Answered, so applied or rejected; but which is lost with the answer.
+                Err(Transport::MaybeSent(reason) | Transport::TooLarge(reason)) => {
                     return failed(EtcdError::Ambiguous {
                         endpoint: endpoint.clone(),
                         op: call.name,
@@ -624,7 +634,7 @@ impl EtcdClient {
             let endpoint = &self.inner.endpoints[index];
             let request = match self.request(endpoint, WATCH, body, token) {
                 Ok(request) => request,
-                Err(Transport::NotSent(r) | Transport::MaybeSent(r)) => {
+                Err(Transport::NotSent(r) | Transport::MaybeSent(r) | Transport::TooLarge(r)) => {
                     return Err(Failed(EtcdError::BadAnswer {
                         endpoint: endpoint.clone(),
                         op: WATCH.name,
@@ -657,7 +667,9 @@ impl EtcdClient {
             }
             let raw = match tokio::time::timeout(timeout, self.read_capped(response)).await {
                 Ok(Ok(raw)) => raw,
-                Ok(Err(Transport::NotSent(r) | Transport::MaybeSent(r))) => {
+                Ok(Err(
+                    Transport::NotSent(r) | Transport::MaybeSent(r) | Transport::TooLarge(r),
+                )) => {
                     last = format!("{endpoint}: {r}");
                     continue;
                 }
@@ -708,8 +720,7 @@ impl EtcdClient {
             .map_err(|e| Transport::MaybeSent(root_cause(&e)))?
         {
             if raw.len() + chunk.len() > self.inner.max_bytes {
-                // The request was answered, so it was applied; but the answer is lost.
-                return Err(Transport::MaybeSent(format!(
+                return Err(Transport::TooLarge(format!(
                     "the answer is larger than {} KiB",
                     self.inner.max_bytes / 1024
                 )));
@@ -739,6 +750,7 @@ impl EtcdClient {
         match t {
             Transport::NotSent(r) => Transport::NotSent(add(r)),
             Transport::MaybeSent(r) => Transport::MaybeSent(add(r)),
+            too_large @ Transport::TooLarge(_) => too_large,
         }
     }
 
