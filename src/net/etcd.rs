@@ -300,7 +300,7 @@ impl EtcdClient {
 
     // ------------------------------------------------------------ KV
 
-    /// One key, `None` if it does not exist; the header's revision is the store's.
+    /// One key (`kvs` empty if it does not exist); the header's revision is the store's.
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<RangeResponse, EtcdError> {
         self.call(RANGE, &wire::range_body(key.as_ref(), None))
             .await
@@ -649,7 +649,9 @@ impl EtcdClient {
                     continue;
                 }
                 Ok(Err(e)) => {
-                    last = format!("{endpoint}: {}", root_cause(&e));
+                    let (Transport::NotSent(r) | Transport::MaybeSent(r) | Transport::TooLarge(r)) =
+                        self.hint(endpoint, transport(e));
+                    last = format!("{endpoint}: {r}");
                     continue;
                 }
                 Ok(Ok(response)) => response,
@@ -730,26 +732,11 @@ impl EtcdClient {
         Ok(raw)
     }
 
-    /// With TLS 1.3 a server that requires a client certificate rejects it only after the
-    /// handshake; the client then just sees the connection close.
     fn hint(&self, endpoint: &str, t: Transport) -> Transport {
-        let add = |reason: String| {
-            if endpoint.starts_with("https://")
-                && !self.inner.has_identity
-                && ["connection closed", "BadCertificate", "CertificateRequired"]
-                    .iter()
-                    .any(|sign| reason.contains(sign))
-            {
-                format!(
-                    "{reason}; if etcd runs with --client-cert-auth, configure cert_file and key_file"
-                )
-            } else {
-                reason
-            }
-        };
+        let has_identity = self.inner.has_identity;
         match t {
-            Transport::NotSent(r) => Transport::NotSent(add(r)),
-            Transport::MaybeSent(r) => Transport::MaybeSent(add(r)),
+            Transport::NotSent(r) => Transport::NotSent(tls_hint(endpoint, has_identity, r)),
+            Transport::MaybeSent(r) => Transport::MaybeSent(tls_hint(endpoint, has_identity, r)),
             too_large @ Transport::TooLarge(_) => too_large,
         }
     }
@@ -853,6 +840,27 @@ fn parse<T: DeserializeOwned>(endpoint: &str, call: Call, raw: &[u8]) -> Result<
         op: call.name,
         reason: e.to_string(),
     })
+}
+
+/// Adds the likely fix to a TLS failure's text. With TLS 1.3 a server that requires a
+/// client certificate rejects its absence only after the handshake, so the client sees
+/// a closed connection or an alert, never a clear "certificate required".
+fn tls_hint(endpoint: &str, has_identity: bool, reason: String) -> String {
+    if !endpoint.starts_with("https://") {
+        return reason;
+    }
+    if reason.contains("invalid peer certificate") {
+        return format!(
+            "{reason}; check that ca_file holds the CA that signed etcd's certificate and that the endpoint's host is in it"
+        );
+    }
+    let refused = ["connection closed", "BadCertificate", "CertificateRequired"];
+    if !has_identity && refused.iter().any(|sign| reason.contains(sign)) {
+        return format!(
+            "{reason}; if etcd runs with --client-cert-auth, configure cert_file and key_file"
+        );
+    }
+    reason
 }
 
 /// reqwest's connect errors (refused, DNS, TLS handshake, connect timeout) happen before a
@@ -1026,6 +1034,42 @@ mod tests {
         for (error, want) in cases {
             let text = error.to_string();
             assert!(text.starts_with(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn tls_hint_table() {
+        let cases = [
+            (
+                "https://e:2379",
+                false,
+                "connection closed",
+                "configure cert_file and key_file",
+            ),
+            (
+                "https://e:2379",
+                false,
+                "received fatal alert: BadCertificate",
+                "configure cert_file",
+            ),
+            ("https://e:2379", true, "connection closed", ""),
+            ("http://e:2379", false, "connection closed", ""),
+            (
+                "https://e:2379",
+                true,
+                "invalid peer certificate: UnknownIssuer",
+                "check that ca_file holds the CA",
+            ),
+            ("https://e:2379", false, "Connection refused", ""),
+        ];
+        for (endpoint, identity, reason, want) in cases {
+            let got = tls_hint(endpoint, identity, reason.to_owned());
+            let added = got.strip_prefix(reason).unwrap();
+            if want.is_empty() {
+                assert_eq!(added, "", "{endpoint} {reason}");
+            } else {
+                assert!(added.contains(want), "{endpoint} {reason}: {got}");
+            }
         }
     }
 
