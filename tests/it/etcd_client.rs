@@ -155,7 +155,7 @@ async fn etcd_txn_fenced_by_leader_create_revision_fails_once_the_lease_expired(
     while Instant::now() < kept_until {
         let ttl = etcd.lease_keepalive(lease.id).await.unwrap();
         assert!(ttl > 0, "a kept-alive lease reported TTL {ttl}");
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let claimed = fenced_claim(state_rev).await.unwrap();
     assert!(claimed.succeeded, "the leader's fenced claim: {claimed:?}");
