@@ -1021,7 +1021,7 @@ mod tests {
                     op: "txn",
                     reason: "no answer within 2s".into(),
                 },
-                "etcd at http://e1:2379 gave no answer to txn (no answer within 2s); it may or may not have been applied, so read the key back before deciding",
+                "the outcome of txn at etcd http://e1:2379 is unknown (no answer within 2s); it may or may not have been applied, so read the key back before deciding",
             ),
             (
                 EtcdError::Compacted {

@@ -493,7 +493,7 @@ async fn etcd_auth_right_password_works_wrong_one_fails_clearly_and_tokens_renew
     // A token taken after the client's own expires no earlier, so wait for that one,
     // probing less often than the TTL (each use renews a simple token).
     tokend::net::install_crypto_provider();
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let login = http
         .post(format!("{}/v3/auth/authenticate", cluster.endpoint(0)))
         .body(r#"{"name":"tokend","password":"tokend-pw-canary"}"#)
