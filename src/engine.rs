@@ -366,7 +366,18 @@ impl Engine {
             );
         }
         if let (_, Some(w)) = schedule::interval(lifetime, &cred.refresh) {
-            events::lifetime_warning(name, &format!("{w} (lifetime from {})", source.describe()));
+            let w = format!("{w} (lifetime from {})", source.describe());
+            // Once per condition, not once per refresh: a floored credential refreshes every
+            // second and would otherwise flood the log with the same sentence.
+            let previous = slot.state.token.as_ref().map(|t| {
+                let t = t.to_token();
+                t.expires_at.duration_since(t.issued_at).unwrap_or_default()
+            });
+            if previous.is_some_and(|p| schedule::interval(p, &cred.refresh).1.is_some()) {
+                tracing::debug!(credential = name, "{w}");
+            } else {
+                events::lifetime_warning(name, &w);
+            }
         }
         let token = Token {
             value: fetched.token,
