@@ -6,6 +6,7 @@
 mod ca;
 pub mod client;
 pub mod etcd;
+pub mod kube;
 mod proxy;
 
 pub use ca::CaBundle;
