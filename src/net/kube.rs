@@ -471,6 +471,7 @@ impl KubeClient {
         query: &[(&str, &str)],
         body: Option<(&'static str, Vec<u8>)>,
     ) -> Result<KubeObject, KubeError> {
+        let dry_run = query.contains(&("dryRun", "All"));
         let raw = self.call(&op, method, url, query, body).await?;
         let bad = |reason: String| KubeError::BadAnswer {
             op: op.name,
@@ -479,6 +480,10 @@ impl KubeClient {
         };
         let value: Value =
             serde_json::from_slice(&raw).map_err(|e| bad(format!("not JSON: {e}")))?;
+        if dry_run {
+            // A dry-run create is never stored, so it has no resourceVersion.
+            return Ok(KubeObject { value });
+        }
         KubeObject::from_value(value).map_err(bad)
     }
 

@@ -18,6 +18,8 @@ mod hooks;
 mod http;
 mod http_json;
 mod interop;
+mod kube_client;
+mod kube_fake;
 mod notify;
 mod outputs;
 mod providers;
