@@ -751,3 +751,79 @@ async fn kube_kubeconfig_with_a_token_and_with_a_client_certificate() {
     let e = kube.get(Resource::Secret, NS, "s-token").await.unwrap_err();
     assert!(matches!(e, KubeError::Unauthorized { .. }), "{e:?}");
 }
+
+#[tokio::test]
+async fn kube_answers_beyond_the_cap_are_refused_and_objects_never_print_their_data() {
+    let fake = KubeFake::start(&["t1"]);
+    let mut opts = KubeOptions::new(config(
+        fake.url(),
+        Credentials::Token(Secret::new("t1-canary")),
+    ));
+    opts.max_response_bytes = 4096;
+    fake.set_tokens(&["t1-canary"]);
+    let kube = KubeClient::new(opts).unwrap();
+    let big = "A".repeat(8192);
+    let rv = fake.put(Res::Secrets, NS, secret("big", &big));
+    let e = kube.get(Resource::Secret, NS, "big").await.unwrap_err();
+    assert!(
+        matches!(&e, KubeError::BadAnswer { reason, .. } if reason.contains("larger than 4 KiB")),
+        "{e:?}"
+    );
+    // A write whose answer is too large was applied or not: the client cannot tell.
+    let e = kube
+        .replace(
+            Resource::Secret,
+            NS,
+            "big",
+            &at(secret("big", &big), &rv),
+            DryRun::No,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, KubeError::Ambiguous { .. }), "{e:?}");
+
+    let small = kube
+        .create(
+            Resource::Secret,
+            NS,
+            &secret("small", "cmVmcmVzaC1jYW5hcnk="),
+            DryRun::No,
+        )
+        .await
+        .unwrap();
+    let text = format!("{small:?} {kube:?}");
+    assert!(
+        text.contains("small") && !text.contains("cmVmcmVzaC1jYW5hcnk") && !text.contains("canary"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn kube_a_watch_ends_cleanly_at_its_timeout_and_rbac_allows_it_by_name() {
+    let fake = KubeFake::start(&["t1"]);
+    let kube = client(&fake);
+    let rv = fake.put(Res::Secrets, NS, secret("tokend-g-c", "djA="));
+    fake.set_roles(Some(vec![Rule {
+        verb: "watch",
+        resource: "secrets",
+        name: Some("tokend-g-c".into()),
+    }]));
+    let e = kube
+        .watch(Resource::Secret, NS, "other", &rv, 1)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("cannot watch resource \"secrets\""),
+        "{e}"
+    );
+    let mut watch = kube
+        .watch(Resource::Secret, NS, "tokend-g-c", &rv, 1)
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(watch.resource_version(), rv);
+}

@@ -157,12 +157,6 @@ impl Watch {
                         self.resource_version = e.resource_version().to_owned();
                         return Ok(Some(e));
                     }
-                    Decoded::Error(Verdict::Gone(message)) => {
-                        return Err(KubeError::Gone {
-                            target: self.target.clone(),
-                            message,
-                        });
-                    }
                     Decoded::Error(v) => {
                         return Err(super::verdict_error(v, "watch", &self.target, &self.server));
                     }
