@@ -85,6 +85,17 @@ fn check(path: &Path) -> Exit {
         eprintln!("warning: {w}");
     }
     println!("{}", plan(&config));
+    // The chains' ages from the state directory, if there is one: a chain that dies of age
+    // is best caught here, before the outage that kills it.
+    for e in status::collect(&config, SystemTime::now()) {
+        if let Some(line) = status::chain_line(&e) {
+            if e.chain.as_ref().is_some_and(|c| c.warning.is_some()) {
+                eprintln!("warning: credential `{}`: {line}", e.credential);
+            } else {
+                println!("{}: {line}", e.credential);
+            }
+        }
+    }
     Exit::Ok
 }
 

@@ -89,10 +89,12 @@ impl Endpoint {
 
 /// A misbehaviour injected into one answer of an endpoint.
 ///
-/// Faulted answers (`Status`, `Garbage`, `EmptyToken`, `Oversized`, `TokenWithWhitespace`,
-/// `Hang`) ignore the request's credentials and never change which refresh tokens are valid:
-/// a Vandar refresh token presented under them stays valid, and the `refresh_token` in a
-/// tampered 200 is one that will never be accepted. `Delay` and `Revoke` answer normally.
+/// `Status`, `BlockPage`, `Garbage` and `Hang` never reach the provider: they ignore the
+/// request and a refresh token presented under them stays valid. The tampered 200s
+/// (`EmptyToken`, `TokenWithWhitespace`, `TokenAsNumber`, `LongToken`, `Oversized`) are the
+/// provider's real work with the access token mangled: a valid refresh token presented is
+/// spent and the answer carries its valid successor (an invalid one gets a successor that is
+/// never accepted). `Delay` and `Revoke` answer normally.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Fault {
@@ -116,6 +118,13 @@ pub enum Fault {
     Oversized { bytes: usize },
     /// A 200 success body whose token has a space and a newline in the middle.
     TokenWithWhitespace,
+    /// A 200 success body whose token is a JSON number.
+    TokenAsNumber,
+    /// A 200 success body whose token is over 16 KiB long.
+    LongToken,
+    /// A block page of `code` from something in front of the API (geo-block, WAF, proxy):
+    /// HTML, or an empty body for 451. The API never sees the request.
+    BlockPage { code: u16 },
     /// Vandar refresh only (a no-op elsewhere): revoke every valid refresh token, then
     /// answer normally, which for the presented token is now a 401.
     Revoke,
@@ -133,6 +142,9 @@ impl Fault {
             Fault::EmptyToken => "empty_token",
             Fault::Oversized { .. } => "oversized",
             Fault::TokenWithWhitespace => "token_with_whitespace",
+            Fault::TokenAsNumber => "token_as_number",
+            Fault::LongToken => "long_token",
+            Fault::BlockPage { .. } => "block_page",
             Fault::Revoke => "revoke",
             Fault::Hang => "hang",
         }
@@ -160,6 +172,11 @@ pub struct Stats {
     pub revoked_refresh_tokens_presented: u64,
     /// v3 calls that presented a token never issued or seeded, or none at all.
     pub unknown_refresh_tokens_presented: u64,
+    /// Refresh calls that presented a token past its lifetime, or whose access token had
+    /// expired (the token is spent by it).
+    pub expired_refresh_tokens_presented: u64,
+    /// Vandar requests answered 429 by the 30-per-3-s throttle.
+    pub vandar_throttled: u64,
     /// Refresh tokens currently valid (unconsumed, unrevoked).
     pub valid_refresh_tokens: usize,
     /// Tokens sent so far (see [`Emulator::issued_tokens`]).
@@ -183,7 +200,11 @@ pub struct Emulator {
 }
 
 fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if shared.config.vandar_v3_login {
+        router = router.route("/v3/login", post(serve::<vandar::LoginV3>));
+    }
+    router
         .route("/v2/login", post(serve::<vandar::Login>))
         .route("/v3/refreshtoken", post(serve::<vandar::Refresh>))
         .route(

@@ -6,6 +6,7 @@
 
 pub mod http_json;
 pub mod jwt;
+pub mod limit;
 pub mod oauth2;
 pub mod saba;
 pub mod vandar;
@@ -50,6 +51,11 @@ pub trait Provider {
         None
     }
 
+    /// How long a refresh token of this provider's chain lives, if the provider says.
+    fn refresh_token_lifetime(&self) -> Option<Duration> {
+        None
+    }
+
     /// A description of what the provider will be asked, for `check` (never a secret).
     fn plan(&self) -> String;
 
@@ -60,7 +66,7 @@ pub trait Provider {
         &self,
         http: &HttpClient,
         refresh_token: Option<&Secret>,
-    ) -> impl Future<Output = Result<Fetched, FetchError>> + Send;
+    ) -> impl Future<Output = Result<Fetched, Failure>> + Send;
 }
 
 impl Provider for ProviderConfig {
@@ -94,6 +100,16 @@ impl Provider for ProviderConfig {
         }
     }
 
+    fn refresh_token_lifetime(&self) -> Option<Duration> {
+        match self {
+            ProviderConfig::Vandar(p) => p.refresh_token_lifetime(),
+            ProviderConfig::Saba(p) => p.refresh_token_lifetime(),
+            ProviderConfig::Yavapteke(p) => p.refresh_token_lifetime(),
+            ProviderConfig::OAuth2(p) => p.refresh_token_lifetime(),
+            ProviderConfig::HttpJson(p) => p.refresh_token_lifetime(),
+        }
+    }
+
     fn secrets(&self) -> Vec<&Secret> {
         match self {
             ProviderConfig::Vandar(p) => p.secrets(),
@@ -118,7 +134,7 @@ impl Provider for ProviderConfig {
         &self,
         http: &HttpClient,
         refresh_token: Option<&Secret>,
-    ) -> Result<Fetched, FetchError> {
+    ) -> Result<Fetched, Failure> {
         match self {
             ProviderConfig::Vandar(p) => p.fetch(http, refresh_token).await,
             ProviderConfig::Saba(p) => p.fetch(http, refresh_token).await,
@@ -151,6 +167,9 @@ pub enum RefreshUpdate {
     /// The refresh token was rejected and the fetch fell back to a login: the chain is dead
     /// and must not be used again until the configuration provides a new seed.
     Rejected { message: String },
+    /// The refresh token was rejected and the login that followed started a new chain
+    /// (Vandar's v3 login, OAuth2's password grant): `next` replaces the dead chain.
+    Restarted { next: Secret, message: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -307,6 +326,9 @@ impl Answer {
 
 /// The provider's own explanation of an error answer: the usual JSON fields when the body
 /// is JSON, else a short excerpt of the body (Vandar's 401 body `{"unauthorized"}` is not JSON).
+/// Keys are matched case-insensitively (Saba's ASP.NET answers camelCase or PascalCase), and
+/// `errors` is shown as sentences, never as raw JSON: a list of strings or of Saba's
+/// `{message, code, field, url}` objects, or Laravel's `{field: [messages]}`.
 pub fn provider_message(answer: &Answer) -> String {
     let Ok(v) = serde_json::from_slice::<Value>(&answer.body) else {
         return answer.excerpt();
@@ -315,27 +337,164 @@ pub fn provider_message(answer: &Answer) -> String {
     // OAuth2 (`error`, `error_description`), Saba and Vandar (`message`, `error`), Django
     // REST framework (`detail`).
     for key in ["error", "error_description", "message", "detail"] {
-        if let Some(text) = v.get(key).and_then(Value::as_str).filter(|t| !t.is_empty()) {
-            parts.push(text.to_owned());
+        if let Some(text) = get_ci(&v, key)
+            .and_then(Value::as_str)
+            .filter(|t| !t.trim().is_empty())
+        {
+            parts.push(one_line(text));
         }
     }
-    if let Some(errors) = v.get("errors").and_then(Value::as_array) {
-        let texts: Vec<String> = errors
-            .iter()
-            .map(|e| {
-                e.as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| e.to_string())
-            })
-            .collect();
-        if !texts.is_empty() {
-            parts.push(texts.join("; "));
-        }
+    let errors = error_list(&v);
+    if !errors.is_empty() {
+        parts.push(errors.join("; "));
     }
     if parts.is_empty() {
         answer.excerpt()
     } else {
         parts.join(": ")
+    }
+}
+
+/// The entries of an `errors` member as one-line texts: `"message (code 4001)"` for Saba's
+/// objects, `"field: message"` for Laravel's map, strings as they are.
+pub fn error_list(v: &Value) -> Vec<String> {
+    match get_ci(v, "errors") {
+        Some(Value::Array(items)) => items.iter().filter_map(error_entry).collect(),
+        Some(Value::Object(map)) => map
+            .iter()
+            .flat_map(|(field, msgs)| {
+                let msgs: Vec<String> = match msgs {
+                    Value::Array(m) => m.iter().filter_map(Value::as_str).map(one_line).collect(),
+                    Value::String(s) => vec![one_line(s)],
+                    _ => Vec::new(),
+                };
+                msgs.into_iter().map(move |m| format!("{field}: {m}"))
+            })
+            .collect(),
+        Some(Value::String(s)) if !s.trim().is_empty() => vec![one_line(s)],
+        _ => Vec::new(),
+    }
+}
+
+fn error_entry(e: &Value) -> Option<String> {
+    match e {
+        Value::String(s) if !s.trim().is_empty() => Some(one_line(s)),
+        Value::Object(_) => {
+            let message = get_ci(e, "message")
+                .and_then(Value::as_str)
+                .filter(|m| !m.trim().is_empty())
+                .map(one_line);
+            let code = get_ci(e, "code").and_then(code_of);
+            match (message, code) {
+                (Some(m), Some(c)) => Some(format!("{m} (code {c})")),
+                (Some(m), None) => Some(m),
+                (None, Some(c)) => Some(format!("code {c}")),
+                (None, None) => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// A result code sent as a number or a numeric string.
+pub fn code_of(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Provider text on one line: control characters become spaces, runs of space collapse.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A member of a JSON object by name, exact spelling first, then ignoring ASCII case: Saba's
+/// live API says `data.token` where its documentation says `Token`.
+pub fn get_ci<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    let obj = v.as_object()?;
+    obj.get(key).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
+}
+
+/// Whether a 4xx answer comes from something in front of the API (a geo-block, WAF or
+/// proxy) rather than from the API itself: 403, 407 and 451 always, and any other 4xx whose
+/// body is not a JSON object (an HTML page, nothing at all). The API never saw the request,
+/// so a refresh token sent with it is still good and the failure is transient. 401, 408,
+/// 425 and 429 are left to their own rules.
+pub fn is_block_page(answer: &Answer) -> bool {
+    match answer.status {
+        401 | 408 | 425 | 429 => false,
+        403 | 407 | 451 => true,
+        400..=499 => !is_json_object(&answer.body),
+        _ => false,
+    }
+}
+
+pub fn is_json_object(body: &[u8]) -> bool {
+    matches!(serde_json::from_slice::<Value>(body), Ok(Value::Object(_)))
+}
+
+/// The transient error for a block page in front of `provider`'s API.
+pub fn blocked(answer: &Answer, provider: &str) -> FetchError {
+    FetchError::Unavailable {
+        url: answer.url.clone(),
+        status: answer.status,
+        message: format!(
+            "blocked before reaching {provider} (egress IP, proxy or firewall?): the answer \
+             is not the API's ({}), so nothing was spent and tokend retries",
+            body_kind(&answer.body)
+        ),
+        retry_after: answer.retry_after,
+    }
+}
+
+/// A refresh token that a 2xx answer carries at `pointer` (a JSON pointer), valid as a
+/// token. Read when the rest of the answer is unusable: the provider has rotated the chain
+/// anyway, and the token it sent must not be lost with the access token beside it.
+pub fn salvage_refresh_token(answer: &Answer, pointer: &str) -> Option<Secret> {
+    if !answer.is_success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&answer.body).ok()?;
+    let raw = v.pointer(pointer)?.as_str()?;
+    crate::token::validate_token(raw).ok()
+}
+
+/// A fetch that failed, with the refresh token the provider rotated on the way if it did.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: FetchError,
+    /// The chain's new refresh token from an answer whose access token was unusable; the
+    /// one that was sent is spent, so this one must be kept.
+    pub rotated: Option<Secret>,
+}
+
+impl From<FetchError> for Failure {
+    fn from(error: FetchError) -> Self {
+        Failure {
+            error,
+            rotated: None,
+        }
+    }
+}
+
+impl Failure {
+    /// `error`, keeping the refresh token found at `pointer` in `answer` if there is one.
+    pub fn salvaging(error: FetchError, answer: &Answer, pointer: &str) -> Failure {
+        Failure {
+            rotated: salvage_refresh_token(answer, pointer),
+            error,
+        }
     }
 }
 

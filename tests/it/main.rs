@@ -15,6 +15,7 @@ mod interop;
 mod notify;
 mod outputs;
 mod providers;
+mod reality;
 mod secrets;
 mod smoke;
 mod state;
