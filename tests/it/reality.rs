@@ -173,25 +173,26 @@ fn saba_refused_password_is_not_resent_by_repeated_once() {
 fn saba_unrecognised_answer_is_not_retried_at_the_transient_pace_in_run() {
     let env = Env::new();
     saba(&env, "saba-pass", "");
-    // An envelope tokend cannot place: it may be a refused password.
+    // An envelope tokend cannot place (no `status` at all): it may be a refused password.
     env.emu.set_sticky_fault(
         Endpoint::Saba,
         Some(status(
             200,
-            r#"{"status":400,"message":"عملیات ناموفق بود","errors":null}"#,
+            r#"{"message":"عملیات ناموفق بود","data":null}"#,
         )),
     );
     let d = env.daemon();
     assert!(
-        wait_for(Duration::from_secs(10), || d
-            .log()
-            .contains("does not understand")),
+        wait_for(Duration::from_secs(10), || env.emu.requests(Endpoint::Saba)
+            >= 1
+            && d.log().contains("credential `saba-sms`")),
         "{}",
         d.log()
     );
     // The transient pace here is 100..300 ms: a second of it would be several requests.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(env.emu.requests(Endpoint::Saba), 1, "{}", d.log());
+    assert!(d.log().contains("does not understand"), "{}", d.log());
 }
 
 // ---------------------------------------------------------------------------------------
