@@ -32,7 +32,11 @@ pub enum Command {
         force: bool,
     },
     /// Validate the config, resolve every secret (never printed) and print the plan
-    Check,
+    Check {
+        /// Validate without reading any secret (for CI lints and admins who cannot read them)
+        #[arg(long)]
+        offline: bool,
+    },
     /// Show, from the state directory, each credential's token expiry, next refresh and last error
     Status {
         /// Print JSON instead of a table

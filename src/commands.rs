@@ -9,7 +9,7 @@ use crate::cli::{Cli, Command};
 use crate::config::{self, Config, Secrets};
 use crate::engine::{Engine, Outcome};
 use crate::provider::Provider;
-use crate::secret::ProcessEnv;
+use crate::secret::{Environment, ProcessEnv};
 use crate::state::StateDir;
 use crate::{daemon, demo, emulator, logging, status};
 
@@ -25,12 +25,15 @@ pub enum Exit {
 pub async fn dispatch(cli: Cli) -> Exit {
     let path = cli.config.unwrap_or_else(config::default_path);
     match cli.command {
-        Command::Check => check(&path),
+        Command::Check { offline } => check(&path, offline),
         Command::Once { force } => once(&path, force).await,
         Command::Status { json } => status_cmd(&path, json),
         Command::Run => match load(&path, Secrets::Resolve) {
             Ok(config) => {
                 logging::init(config.log.format, &config.log.level);
+                for p in crate::preflight::unwritable(&config) {
+                    tracing::error!("cannot write here, every refresh will fail: {p}");
+                }
                 daemon::run(path, config).await
             }
             Err(code) => code,
@@ -76,15 +79,32 @@ pub fn load(path: &Path, secrets: Secrets) -> Result<Config, Exit> {
     })
 }
 
-fn check(path: &Path) -> Exit {
-    let config = match load(path, Secrets::Resolve) {
+fn check(path: &Path, offline: bool) -> Exit {
+    let secrets = if offline {
+        Secrets::Skip
+    } else {
+        Secrets::Resolve
+    };
+    let config = match load(path, secrets) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    for w in &config.warnings {
+    for w in config.warnings.iter().chain(&exposure_warnings(&config)) {
         eprintln!("warning: {w}");
     }
-    println!("{}", plan(&config));
+    // Host-specific, and only a warning: an admin may check a config as another user than
+    // the service's, and the unit's sandbox is not this shell's.
+    if !offline {
+        for p in crate::preflight::unwritable(&config) {
+            eprintln!("warning: {p}");
+        }
+    }
+    println!("{}", plan(&config, &ProcessEnv));
+    if offline {
+        println!(
+            "offline: no secret was read; run `tokend check` where the secrets are to check them too"
+        );
+    }
     // The chains' ages from the state directory, if there is one: a chain that dies of age
     // is best caught here, before the outage that kills it.
     for e in status::collect(&config, SystemTime::now()) {
@@ -99,8 +119,50 @@ fn check(path: &Path) -> Exit {
     Exit::Ok
 }
 
-/// What `check` prints: everything tokend will do, and nothing secret.
-pub fn plan(config: &Config) -> String {
+/// What other users or hosts could reach: endpoints beyond loopback and output directories
+/// anyone may write into (where a reader could be handed a planted token file).
+fn exposure_warnings(config: &Config) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    if let Some(listen) = config.listen
+        && !listen.ip().is_loopback()
+    {
+        out.push(format!(
+            "`listen` ({listen}) is not a loopback address: anyone who can reach it can read \
+             /v1/status and trigger refreshes; bind 127.0.0.1 unless a firewall or network \
+             policy guards the port"
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &config.credentials {
+        for o in &c.outputs {
+            let mut dirs: Vec<&Path> = o.path().parent().into_iter().collect();
+            if matches!(o.target, crate::output::Target::Dir { .. }) {
+                dirs.push(o.path());
+            }
+            for dir in dirs {
+                let Ok(meta) = std::fs::metadata(dir) else {
+                    continue;
+                };
+                let mode = meta.mode() & 0o7777;
+                if mode & 0o002 != 0 && seen.insert(dir.to_path_buf()) {
+                    out.push(format!(
+                        "credential `{}`: output directory `{}` is writable by other users \
+                         (mode {mode:04o}): any local user can replace or plant files there; \
+                         make it 0755 or 0750",
+                        c.name,
+                        dir.display()
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What `check` prints: everything tokend will do, and nothing secret. `env` is where
+/// the proxy variables are read for credentials without a `proxy`.
+pub fn plan(config: &Config, env: &dyn Environment) -> String {
     let mut out = format!(
         "config `{}` is valid: {} credential(s), state in {}{}\n",
         config.path.display(),
@@ -134,6 +196,7 @@ pub fn plan(config: &Config) -> String {
             (None, None) => "the smallest of expires_in and JWT exp (else 1h)".to_owned(),
         };
         out.push_str(&format!("  lifetime: {lifetime}\n"));
+        out.push_str(&egress_line(c, env));
         for o in &c.outputs {
             out.push_str(&format!("  -> {}\n", o.describe()));
         }
@@ -142,6 +205,12 @@ pub fn plan(config: &Config) -> String {
         }
     }
     out
+}
+
+/// Where this credential's requests leave from: the first thing to check when a provider
+/// answers "IP not allowed".
+fn egress_line(c: &config::Credential, env: &dyn Environment) -> String {
+    format!("  egress: {}\n", c.egress.describe(env))
 }
 
 async fn once(path: &Path, force: bool) -> Exit {
@@ -184,7 +253,7 @@ async fn once(path: &Path, force: bool) -> Exit {
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(Ok(Outcome::Current { .. } | Outcome::Refreshed { .. })) => {}
-            Ok(Err(e)) => failed.push(e.to_string()),
+            Ok(Err(e)) => failed.push(crate::util::escape_control(&e.to_string())),
             Err(e) => failed.push(format!("a refresh task crashed: {e}")),
         }
     }

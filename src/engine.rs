@@ -10,10 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::Credential;
 use crate::events;
 use crate::hooks::HookContext;
+use crate::net::HttpClients;
 use crate::output::OutputError;
-use crate::provider::{
-    Failure, FetchError, HttpClients, Provider, ProviderConfig, RefreshUpdate, jwt,
-};
+use crate::provider::{Failure, FetchError, Provider, ProviderConfig, RefreshUpdate, jwt};
 use crate::schedule;
 use crate::secret::{Secret, fingerprint};
 use crate::state::{CredentialState, StateDir, StateError, StoredError, StoredToken, Timestamp};
@@ -156,7 +155,13 @@ impl Slot {
         }
         match self.current_token(now) {
             Some(token) => self.refresh_at(&token),
-            None => now,
+            // An expired token still sets the pace (no sooner than the floor after its
+            // issue), so a lifetime shorter than a second cannot become a request loop.
+            None => self
+                .state
+                .token
+                .as_ref()
+                .map_or(now, |t| self.refresh_at(&t.to_token()).max(now)),
         }
     }
 }
@@ -178,7 +183,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 impl Engine {
     pub fn new(state_dir: StateDir) -> Self {
-        crate::provider::install_crypto_provider();
+        crate::net::install_crypto_provider();
         Engine {
             state_dir: Arc::new(state_dir),
             clients: HttpClients::default(),
@@ -296,7 +301,7 @@ impl Engine {
         let name = cred.name.as_str();
         let http = self
             .clients
-            .get(cred.ca_file.as_deref(), cred.timeout)
+            .get(&cred.egress, cred.timeout)
             .map_err(|message| RefreshError::Client {
                 credential: name.to_owned(),
                 message,
@@ -304,20 +309,23 @@ impl Engine {
         let (refresh_token, seed_fp) = choose_refresh_token(&cred.provider, &slot.state);
 
         let clock = Instant::now();
-        let result = cred.provider.fetch(&http, refresh_token.as_ref()).await;
+        // Every text the provider sends back is redacted of what this request carried.
+        let redactor = Arc::new(crate::provider::redactor(
+            &cred.provider,
+            refresh_token.as_ref(),
+            cred.egress.secret(),
+        ));
+        let result = crate::redact::scope(
+            redactor.clone(),
+            cred.provider.fetch(&http, refresh_token.as_ref()),
+        )
+        .await;
         let took = clock.elapsed();
 
         let fetched = match result {
             Ok(f) => f,
             Err(Failure { mut error, rotated }) => {
-                let mut secrets: Vec<&str> = cred
-                    .provider
-                    .secrets()
-                    .into_iter()
-                    .map(Secret::expose)
-                    .collect();
-                secrets.extend(refresh_token.as_ref().map(Secret::expose));
-                error.redact(&secrets);
+                error.redact(&redactor);
                 if let Some(next) = rotated.filter(|_| cred.provider.uses_refresh_chain()) {
                     // The answer was unusable, but the provider rotated the chain: the token
                     // sent is spent and this one is the only way on.
@@ -397,7 +405,7 @@ impl Engine {
             );
         }
         if let (_, Some(w)) = schedule::interval(lifetime, &cred.refresh) {
-            events::lifetime_warning(name, &w);
+            events::lifetime_warning(name, &format!("{w} (lifetime from {})", source.describe()));
         }
         let token = Token {
             value: fetched.token,

@@ -1,7 +1,11 @@
 //! `on_refresh` hooks: after every output of a credential was written, signal a process
 //! (PID read fresh from its pid file) or run a program without a shell, under a timeout.
+//!
+//! Both are guarded against other local users: a pid file is trusted only as systemd trusts
+//! `PIDFile=` (owned by root or tokend's user, in a directory no one else can write), and a
+//! program gets a clean environment, not tokend's, which holds `{env: ...}` secrets.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -17,7 +21,74 @@ pub enum Hook {
     Exec {
         argv: Vec<String>,
         timeout: Duration,
+        /// tokend's environment variables the program may see, by name (`env:` in the config).
+        env: Vec<String>,
     },
+}
+
+/// Where a program is looked up when tokend itself has no `PATH`.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The environment of an `exec` hook: `PATH`, the locale (`LANG`, `LC_*`) and `TZ`, then
+/// the variables its config lists, then the `TOKEND_*` variables. Nothing else: tokend's
+/// environment may hold the secrets of every credential.
+fn hook_env(
+    inherited: impl Iterator<Item = (String, String)>,
+    listed: &[String],
+    ctx: &HookContext<'_>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = inherited
+        .filter(|(k, _)| {
+            k == "PATH"
+                || k == "LANG"
+                || k == "TZ"
+                || k.starts_with("LC_")
+                || listed.iter().any(|l| l == k)
+        })
+        .filter(|(k, _)| !k.starts_with("TOKEND_"))
+        .collect();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    env.push(("TOKEND_CREDENTIAL".into(), ctx.credential.to_owned()));
+    env.push(("TOKEND_EXPIRES_AT".into(), ctx.expires_at.clone()));
+    env.push(("TOKEND_OUTPUTS".into(), ctx.outputs.join(":")));
+    env
+}
+
+/// systemd's rule for `PIDFile=`: otherwise a local user who can write the file (or replace
+/// it) chooses which process tokend signals.
+fn check_pid_file(pid_file: &Path, file: &std::fs::Metadata) -> Result<(), String> {
+    let owners = [0, crate::util::euid()];
+    if let Some(why) = crate::util::untrusted(file, &owners) {
+        return Err(format!(
+            "refusing pid file `{}`: {why}; only a pid file that root or tokend's user wrote is trusted",
+            pid_file.display()
+        ));
+    }
+    let dir = pid_file.parent().unwrap_or(Path::new("/"));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let meta = std::fs::metadata(dir).map_err(|e| {
+        format!(
+            "cannot check directory `{}` of pid file `{}`: {}",
+            dir.display(),
+            pid_file.display(),
+            crate::util::io_reason(&e)
+        )
+    })?;
+    if let Some(why) = crate::util::untrusted(&meta, &owners) {
+        return Err(format!(
+            "refusing pid file `{}`: its directory `{}` is not safe ({why}); anyone who can \
+             write there could replace the file",
+            pid_file.display(),
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 /// What a hook is told about the refresh that triggered it.
@@ -34,10 +105,15 @@ impl Hook {
             Hook::Signal { signal, pid_file } => {
                 format!("send {signal} to the pid in {}", pid_file.display())
             }
-            Hook::Exec { argv, timeout } => format!(
-                "run {:?} (timeout {})",
+            Hook::Exec { argv, timeout, env } => format!(
+                "run {:?} (timeout {}{})",
                 argv,
-                humantime::format_duration(*timeout)
+                humantime::format_duration(*timeout),
+                if env.is_empty() {
+                    String::new()
+                } else {
+                    format!(", with {}", env.join(", "))
+                }
             ),
         }
     }
@@ -48,25 +124,32 @@ impl Hook {
         match self {
             Hook::Signal { signal, pid_file } => {
                 // Read fresh every time: the target may have restarted with a new PID.
-                let text = tokio::fs::read_to_string(pid_file).await.map_err(|e| {
+                let read_err = |e: std::io::Error| {
                     format!(
                         "cannot read pid file `{}`: {}",
                         pid_file.display(),
                         crate::util::io_reason(&e)
                     )
-                })?;
+                };
+                let mut file = tokio::fs::File::open(pid_file).await.map_err(read_err)?;
+                // Checked on the opened file, so a swap after the check changes nothing.
+                let meta = file.metadata().await.map_err(read_err)?;
+                check_pid_file(pid_file, &meta)?;
+                let mut text = String::new();
+                tokio::io::AsyncReadExt::read_to_string(&mut file, &mut text)
+                    .await
+                    .map_err(read_err)?;
                 let pid: i32 = text.trim().parse().ok().filter(|p| *p > 1).ok_or_else(|| {
                     format!("pid file `{}` holds no valid pid", pid_file.display())
                 })?;
                 nix::sys::signal::kill(Pid::from_raw(pid), *signal)
                     .map_err(|e| format!("cannot send {signal} to pid {pid}: {e}"))
             }
-            Hook::Exec { argv, timeout } => {
+            Hook::Exec { argv, timeout, env } => {
                 let mut cmd = tokio::process::Command::new(&argv[0]);
                 cmd.args(&argv[1..])
-                    .env("TOKEND_CREDENTIAL", ctx.credential)
-                    .env("TOKEND_EXPIRES_AT", &ctx.expires_at)
-                    .env("TOKEND_OUTPUTS", ctx.outputs.join(":"))
+                    .env_clear()
+                    .envs(hook_env(std::env::vars(), env, ctx))
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped())
@@ -99,5 +182,56 @@ impl Hook {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hook_env_keeps_only_what_is_safe_or_listed() {
+        let ctx = HookContext {
+            credential: "c",
+            expires_at: "2030-01-01T00:00:00Z".into(),
+            outputs: vec!["/a".into(), "/b".into()],
+        };
+        let inherited = [
+            ("PATH", "/bin"),
+            ("LANG", "C.UTF-8"),
+            ("LC_ALL", "C"),
+            ("TZ", "UTC"),
+            ("VANDAR_PASSWORD", "hunter2"),
+            ("LISTED", "yes"),
+            ("TOKEND_CREDENTIAL", "forged"),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let env = hook_env(inherited.into_iter(), &["LISTED".into()], &ctx);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("PATH"), Some("/bin"));
+        assert_eq!(get("LANG"), Some("C.UTF-8"));
+        assert_eq!(get("LC_ALL"), Some("C"));
+        assert_eq!(get("TZ"), Some("UTC"));
+        assert_eq!(get("LISTED"), Some("yes"));
+        assert_eq!(get("VANDAR_PASSWORD"), None);
+        assert_eq!(get("HOME"), None);
+        assert_eq!(get("TOKEND_CREDENTIAL"), Some("c"));
+        assert_eq!(get("TOKEND_OUTPUTS"), Some("/a:/b"));
+        assert_eq!(
+            env.iter().filter(|(k, _)| k == "TOKEND_CREDENTIAL").count(),
+            1
+        );
+    }
+
+    #[test]
+    fn hook_env_has_a_path_even_without_one() {
+        let ctx = HookContext {
+            credential: "c",
+            expires_at: String::new(),
+            outputs: vec![],
+        };
+        let env = hook_env(std::iter::empty(), &[], &ctx);
+        assert!(env.contains(&("PATH".into(), DEFAULT_PATH.into())));
     }
 }

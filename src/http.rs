@@ -86,6 +86,30 @@ async fn status(State(app): State<App>) -> Response {
     Json(app.observed.status(SystemTime::now())).into_response()
 }
 
+/// 409 for a credential whose last error was permanent and whose slow retry
+/// (`retry.permanent`) is not due: a trigger never retries it sooner.
+fn held_back(app: &App, name: &str) -> Option<Response> {
+    let now = SystemTime::now();
+    let (reason, until) = app.observed.held_back(name, now)?;
+    let wait = until.duration_since(now).unwrap_or_default();
+    Some(
+        (
+            StatusCode::CONFLICT,
+            [(header::RETRY_AFTER, wait.as_secs().max(1).to_string())],
+            Json(json!({
+                "error": format!(
+                    "`{name}` failed with an error a person must fix; it is retried at {} \
+                     (every retry.permanent), not sooner on request",
+                    crate::util::rfc3339(until)
+                ),
+                "reason": reason,
+                "retry_at": crate::util::rfc3339(until),
+            })),
+        )
+            .into_response(),
+    )
+}
+
 async fn trigger(State(app): State<App>, Path(name): Path<String>) -> Response {
     if !app.observed.contains(&name) {
         return (
@@ -93,6 +117,9 @@ async fn trigger(State(app): State<App>, Path(name): Path<String>) -> Response {
             Json(json!({"error": format!("no credential named `{name}`")})),
         )
             .into_response();
+    }
+    if let Some(response) = held_back(&app, &name) {
+        return response;
     }
     if !app.observed.try_trigger(&name) {
         return (

@@ -166,6 +166,18 @@ impl Observed {
         })
     }
 
+    /// Why a triggered refresh of `name` must wait, and until when: the credential is in a
+    /// permanent-error state (a rejected password or chain) and its slow retry is not due.
+    /// Retrying sooner on request would let any local user lock the account.
+    pub fn held_back(&self, name: &str, now: SystemTime) -> Option<(String, SystemTime)> {
+        self.with_views(|views| {
+            let state = &views.get(name)?.state;
+            let error = state.last_error.as_ref().filter(|e| !e.transient)?;
+            let until = state.next_attempt.map(|t| t.0).filter(|at| *at > now)?;
+            (state.failures > 0).then(|| (error.message.clone(), until))
+        })
+    }
+
     /// Rate limit for consumer-triggered refreshes: `true` if this one may go ahead.
     pub fn try_trigger(&self, name: &str) -> bool {
         let mut last = self.triggered.lock().unwrap_or_else(|e| e.into_inner());

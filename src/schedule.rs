@@ -50,11 +50,18 @@ pub fn safety_margin(lifetime: Duration) -> Duration {
     (lifetime / 10).min(Duration::from_secs(300))
 }
 
+/// No token is replaced sooner than this after it was issued, whatever its lifetime says.
+/// A provider answering `expires_in: 0.01`, a JWT `exp` a second away or a skewed clock would
+/// otherwise make a loop of requests (tens a second, enough to be blocked or to lock an
+/// account); one request a second keeps such a credential working as well as it can.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The interval after issue at which `policy` refreshes a token of `lifetime`, and a warning
-/// when `every` had to be clamped because it is not shorter than the lifetime.
+/// when `every` had to be clamped because it is not shorter than the lifetime, or when the
+/// interval had to be raised to [`MIN_INTERVAL`].
 pub fn interval(lifetime: Duration, policy: &RefreshPolicy) -> (Duration, Option<String>) {
     let by_share = policy.at.of(lifetime);
-    match policy.every {
+    let (after, warning) = match policy.every {
         Some(every) if every < lifetime => (every, None),
         Some(every) => (
             by_share,
@@ -66,11 +73,25 @@ pub fn interval(lifetime: Duration, policy: &RefreshPolicy) -> (Duration, Option
             )),
         ),
         None => (by_share, None),
+    };
+    if after < MIN_INTERVAL {
+        return (
+            MIN_INTERVAL,
+            Some(format!(
+                "the token lives only {} (its refresh would be due after {}); refreshing no more \
+                 often than every {} instead, so the token is expired part of the time",
+                crate::util::human_duration(lifetime),
+                crate::util::human_duration(after),
+                crate::util::human_duration(MIN_INTERVAL)
+            )),
+        );
     }
+    (after, warning)
 }
 
 /// The moment to refresh a token issued at `issued` that expires at `expires`. `draw` is a
-/// uniform random number in [0, 1): jitter only ever moves the refresh earlier.
+/// uniform random number in [0, 1): jitter only ever moves the refresh earlier, and nothing
+/// moves it sooner than [`MIN_INTERVAL`] after issue.
 pub fn refresh_at(
     issued: SystemTime,
     expires: SystemTime,
@@ -81,7 +102,7 @@ pub fn refresh_at(
     let (after, _) = interval(lifetime, policy);
     let latest = lifetime.saturating_sub(safety_margin(lifetime));
     let jitter = policy.jitter.of(lifetime).mul_f64(draw.clamp(0.0, 1.0));
-    issued + after.min(latest).saturating_sub(jitter)
+    issued + after.min(latest).saturating_sub(jitter).max(MIN_INTERVAL)
 }
 
 /// Whether a token should be replaced now (used by `once`, without jitter).
@@ -190,6 +211,40 @@ mod tests {
                 .unwrap()
                 .contains("not shorter than the token lifetime")
         );
+    }
+
+    #[test]
+    fn tiny_lifetimes_are_floored_at_one_second_with_a_warning() {
+        let ms = Duration::from_millis;
+        // (lifetime, policy, refresh after issue, warns)
+        let cases = [
+            (ms(10), policy(0.8, 0.05, None), S, true),
+            (Duration::ZERO, policy(0.8, 0.05, None), S, true),
+            (S, policy(0.8, 0.0, None), S, true),
+            (ms(1250), policy(0.8, 0.0, None), S, false),
+            (2 * S, policy(0.8, 0.0, None), ms(1600), false),
+            (2 * S, policy(0.8, 0.5, None), ms(1600), false),
+            (10 * S, policy(0.8, 0.0, Some(ms(100))), S, true),
+            (10 * S, policy(0.8, 0.0, Some(2 * S)), 2 * S, false),
+        ];
+        for (lifetime, p, want, warns) in cases {
+            for draw in [0.0, 0.999] {
+                let at = refresh_at(t0(), t0() + lifetime, &p, draw);
+                let after = at.duration_since(t0()).unwrap();
+                assert!(after >= MIN_INTERVAL, "{lifetime:?}: {after:?}");
+                if draw == 0.0 {
+                    assert_eq!(after, want, "{lifetime:?} {p:?}");
+                }
+            }
+            let (_, warning) = interval(lifetime, &p);
+            assert_eq!(warning.is_some(), warns, "{lifetime:?} {p:?}: {warning:?}");
+            if warns {
+                assert!(
+                    warning.unwrap().contains("no more often than every 1s"),
+                    "{lifetime:?}"
+                );
+            }
+        }
     }
 
     #[test]

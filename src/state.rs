@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -166,28 +166,72 @@ pub struct StateDir {
 
 impl StateDir {
     /// Creates the directory (0700) if needed and takes the single-instance lock.
+    ///
+    /// An existing directory must be tokend's own: owned by its user and writable by no one
+    /// else. A shared one (`/tmp`, a group-writable volume) is refused rather than `chmod`ed,
+    /// since changing its mode would break everyone else who uses it, and anyone who can write
+    /// there could plant a state file or a lock symlink.
     pub fn open(path: &Path) -> Result<StateDir, StateError> {
-        let dir_err = |e: io::Error| StateError::Dir {
+        let dir_err = |reason: String| StateError::Dir {
             path: path.to_path_buf(),
-            reason: crate::util::io_reason(&e),
+            reason,
         };
+        let io_err = |e: io::Error| dir_err(crate::util::io_reason(&e));
         if !path.is_dir() {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(path)
-                .map_err(dir_err)?;
+                .map_err(io_err)?;
         }
-        // The state holds tokens; keep it private even if it was created by someone else.
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(dir_err)?;
+        let meta = fs::metadata(path).map_err(io_err)?;
+        if let Some(why) = crate::util::untrusted(&meta, &[crate::util::euid()]) {
+            return Err(dir_err(format!(
+                "{why}; tokend keeps tokens there and needs a directory of its own: point \
+                 `state_dir` at one (e.g. /var/lib/tokend) or fix its owner and mode"
+            )));
+        }
+        if meta.mode() & 0o077 != 0 {
+            // Ours and not writable by others, merely readable: keep the tokens private.
+            fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(io_err)?;
+        }
         let lock_path = path.join(LOCK_FILE);
+        let lock_err = |reason: String| StateError::Dir {
+            path: lock_path.clone(),
+            reason,
+        };
+        // O_NOFOLLOW: a symlink planted as the lock must not make us open (and truncate) its
+        // target. Nothing is truncated at open; only a regular file of ours is written below.
         let mut lock = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
             .open(&lock_path)
-            .map_err(dir_err)?;
+            .map_err(|e| {
+                lock_err(if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                    "it is a symbolic link, and tokend never follows links in its state \
+                     directory: remove it"
+                        .to_owned()
+                } else {
+                    crate::util::io_reason(&e)
+                })
+            })?;
+        let meta = lock
+            .metadata()
+            .map_err(|e| lock_err(crate::util::io_reason(&e)))?;
+        if !meta.is_file() || meta.nlink() != 1 {
+            return Err(lock_err(
+                "it is not a plain file of its own (a device, a FIFO or a hard link to another \
+                 file): remove it"
+                    .to_owned(),
+            ));
+        }
+        if let Some(why) = crate::util::untrusted(&meta, &[crate::util::euid()]) {
+            return Err(lock_err(format!("{why}: remove it")));
+        }
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -201,11 +245,11 @@ impl StateDir {
                     holder,
                 });
             }
-            Err(fs::TryLockError::Error(e)) => return Err(dir_err(e)),
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(e)),
         }
         // The PID is informational, for the error message of a second instance.
-        lock.set_len(0).map_err(dir_err)?;
-        writeln!(lock, "{}", std::process::id()).map_err(dir_err)?;
+        lock.set_len(0).map_err(io_err)?;
+        writeln!(lock, "{}", std::process::id()).map_err(io_err)?;
         Ok(StateDir {
             path: path.to_path_buf(),
             _lock: lock,
@@ -252,7 +296,7 @@ pub fn file_path(dir: &Path, credential: &str) -> PathBuf {
 /// write is an atomic rename, so a read sees one whole version).
 pub fn load(dir: &Path, credential: &str) -> Result<Option<CredentialState>, StateError> {
     let path = file_path(dir, credential);
-    let bytes = match fs::read(&path) {
+    let bytes = match read_trusted(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
@@ -273,6 +317,33 @@ pub fn load(dir: &Path, credential: &str) -> Result<Option<CredentialState>, Sta
             reason: format!("it is not valid state JSON ({e})"),
         }),
     }
+}
+
+/// Reads a state file only if tokend may trust it: a regular file (not a symlink), owned by
+/// tokend's user and writable by no one else. Anything else could carry a planted token.
+fn read_trusted(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                io::Error::other("it is a symbolic link, so it is not trusted")
+            } else {
+                e
+            }
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("it is not a regular file"));
+    }
+    if let Some(why) = crate::util::untrusted(&meta, &[crate::util::euid()]) {
+        return Err(io::Error::other(format!("{why}, so it is not trusted")));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -218,7 +218,8 @@ pub fn table(entries: &[Entry], now: SystemTime) -> String {
             e.token,
             relative(&e.expires_at),
             relative(&e.next_refresh),
-            e.last_error.as_deref().unwrap_or("-")
+            // State written by an older tokend may hold raw provider text.
+            crate::util::escape_control(e.last_error.as_deref().unwrap_or("-"))
         ));
     }
     for e in entries {

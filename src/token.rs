@@ -64,6 +64,19 @@ pub enum LifetimeSource {
     Fallback,
 }
 
+impl LifetimeSource {
+    /// Where the lifetime came from, for a warning an operator can act on.
+    pub fn describe(self) -> &'static str {
+        match self {
+            LifetimeSource::Config => "`lifetime:` in the config",
+            LifetimeSource::ExpiresIn => "the answer's expires_in",
+            LifetimeSource::JwtExp => "the token's JWT exp, against this host's clock",
+            LifetimeSource::Documented => "the provider's documented lifetime",
+            LifetimeSource::Fallback => "the 1h fallback",
+        }
+    }
+}
+
 /// Lifetime = the config's `lifetime:` if set, else the smallest of `expires_in`, the JWT
 /// `exp` claim (relative to `now`) and the provider's documented lifetime.
 pub fn lifetime(

@@ -2,6 +2,7 @@
 //! and the one timestamp format tokend shows to people and writes to files.
 
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// An I/O error as the tail of a sentence: "permission denied", without "(os error 13)".
@@ -14,6 +15,51 @@ pub fn io_reason(e: &io::Error) -> String {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),
     }
+}
+
+/// tokend's effective user id: the owner every file it trusts must have.
+pub fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Why a file or directory that someone else could have planted or changed must not be
+/// trusted (tokend would publish its token, or signal its PID), or `None` if it may be.
+/// `owners` are the uids allowed to own it; group or other write permission is never allowed,
+/// and that includes sticky shared directories such as `/tmp`.
+pub fn untrusted(meta: &std::fs::Metadata, owners: &[u32]) -> Option<String> {
+    if !owners.contains(&meta.uid()) {
+        let allowed = if owners.len() > 1 && owners.contains(&0) {
+            format!("root or tokend's user (uid {})", euid())
+        } else {
+            format!("tokend's user (uid {})", euid())
+        };
+        return Some(format!(
+            "it is owned by uid {}, not by {allowed}",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Some(format!("it is writable by other users (mode {mode:04o})"));
+    }
+    None
+}
+
+/// Provider text made safe for a terminal or a log line: control characters (ESC, CR, LF,
+/// BEL, ...) become JSON-style escapes (`\u001b`, `\r`, `\n`), so a provider cannot move
+/// the cursor, clear the screen or start a forged log line.
+pub fn escape_control(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `; did you mean `x`?` when one candidate is close enough to be a likely typo.
@@ -89,6 +135,15 @@ mod tests {
             "; did you mean `refresh_token`?"
         );
         assert_eq!(did_you_mean("zzz", &["refresh_token", "name"]), "");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            escape_control("a\u{1b}[2J\r\nINFO x\u{7}\t\u{85}é"),
+            r"a\u001b[2J\r\nINFO x\u0007\t\u0085é"
+        );
+        assert_eq!(escape_control("plain text"), "plain text");
     }
 
     #[test]

@@ -46,7 +46,8 @@ pub struct Credential {
     pub refresh: RefreshPolicy,
     pub retry: RetryPolicy,
     pub timeout: Duration,
-    pub ca_file: Option<PathBuf>,
+    /// Extra trust anchors and the proxy, checked and parsed when the config is built.
+    pub egress: crate::net::Egress,
     /// Overrides whatever the provider says about the token's lifetime.
     pub lifetime: Option<Duration>,
     pub outputs: Vec<Output>,

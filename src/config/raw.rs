@@ -44,6 +44,7 @@ pub struct RawDefaults {
     pub retry: Option<RawRetry>,
     pub timeout: Option<Dur>,
     pub ca_file: Option<PathBuf>,
+    pub proxy: Option<RawProxy>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -97,6 +98,7 @@ pub struct RawCredential {
     pub retry: Option<RawRetry>,
     pub timeout: Option<Dur>,
     pub ca_file: Option<PathBuf>,
+    pub proxy: Option<RawProxy>,
     pub lifetime: Option<Dur>,
     pub outputs: Option<Vec<RawOutput>>,
     pub on_refresh: Option<Vec<RawHook>>,
@@ -189,6 +191,45 @@ pub struct RawHook {
     pub pid_file: Option<PathBuf>,
     pub exec: Option<Vec<String>>,
     pub timeout: Option<Dur>,
+    /// Names of tokend's environment variables an `exec` hook may see (it gets no others).
+    pub env: Option<Vec<String>>,
+}
+
+/// `proxy:` as written: a URL or `direct` as a string, or a map with the password as a secret.
+/// Deserialized by hand rather than `#[serde(untagged)]`, which would replace every error
+/// inside the map (and its line and column) with "did not match any variant".
+#[derive(Debug)]
+pub enum RawProxy {
+    Text(String),
+    Auth(RawProxyAuth),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxyAuth {
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<SecretSource>,
+}
+
+impl<'de> Deserialize<'de> for RawProxy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawProxy;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a proxy URL, `direct`, or a map with `url`, `username`, `password`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawProxy, E> {
+                Ok(RawProxy::Text(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawProxy, A::Error> {
+                RawProxyAuth::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawProxy::Auth)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn explicit_null<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>

@@ -1,6 +1,8 @@
 //! Turns the raw file into a [`Config`]: defaults applied, every rule checked, every secret
 //! resolved. Errors are collected, not returned at the first, so one `check` shows them all.
 
+mod egress;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
@@ -144,12 +146,31 @@ pub fn build(
     }
 
     let sources = Sources { base, env, secrets };
+    let mut egress = egress::EgressBuilder::new(
+        &defaults,
+        &SecretReader {
+            sources: &sources,
+            ctx: "`defaults`",
+        },
+        &mut errors,
+        &mut warnings,
+    );
     let mut credentials = Vec::new();
     // Outputs of every credential, valid or not, so path clashes are reported in the same run.
     let mut all_outputs: Vec<(String, Vec<Output>)> = Vec::new();
     let name_lines = name_lines(text);
     for (index, rc) in credentials_raw.into_iter().enumerate() {
         let context = credential_context(&rc.name, index, &name_lines);
+        let egress = egress.credential(
+            rc.proxy.as_ref(),
+            rc.ca_file.as_deref(),
+            &SecretReader {
+                sources: &sources,
+                ctx: &context,
+            },
+            &mut errors,
+            &mut warnings,
+        );
         if let Some(c) = build_credential(
             rc,
             &defaults,
@@ -159,7 +180,7 @@ pub fn build(
             &mut warnings,
             &mut all_outputs,
         ) {
-            credentials.push(c);
+            credentials.push(Credential { egress, ..c });
         }
     }
 
@@ -241,23 +262,6 @@ fn build_credential(
         .unwrap_or(DEFAULT_TIMEOUT);
     if timeout.is_zero() {
         errors.push(ctx, "`timeout` must be longer than zero");
-    }
-    let ca_file = rc
-        .ca_file
-        .as_ref()
-        .or(defaults.ca_file.as_ref())
-        .map(|p| resolve(base, p));
-    if let Some(ca) = &ca_file
-        && let Err(e) = std::fs::metadata(ca)
-    {
-        errors.push(
-            ctx,
-            format!(
-                "cannot read ca_file `{}`: {}",
-                ca.display(),
-                crate::util::io_reason(&e)
-            ),
-        );
     }
     let lifetime = rc.lifetime.map(|d| d.0);
     if lifetime.is_some_and(|d| d.is_zero()) {
@@ -596,7 +600,8 @@ fn build_credential(
             .iter()
             .enumerate()
             .filter_map(|(i, o)| {
-                build_output(o, &rc.name, base, &format!("{ctx}: outputs[{i}]"), errors)
+                let ctx = format!("{ctx}: outputs[{i}]");
+                build_output(o, &rc.name, base, &ctx, sources.secrets, errors, warnings)
             })
             .collect(),
         _ => {
@@ -619,7 +624,8 @@ fn build_credential(
         refresh,
         retry,
         timeout,
-        ca_file,
+        // Set by the caller, which builds it beside the credential (see `egress`).
+        egress: Default::default(),
         lifetime,
         outputs,
         hooks,
@@ -782,6 +788,12 @@ impl SecretReader<'_> {
         if self.sources.secrets == Secrets::Skip {
             return Some(Secret::new(""));
         }
+        if let SecretSource::File(p) = source {
+            let path = resolve(self.sources.base, p);
+            if let Some(w) = readable_by_others(&path) {
+                warnings.push(format!("{ctx}: `{field}`: {w}"));
+            }
+        }
         let source = match source {
             SecretSource::File(p) => SecretSource::File(resolve(self.sources.base, p)),
             other => other.clone(),
@@ -794,6 +806,19 @@ impl SecretReader<'_> {
             }
         }
     }
+}
+
+/// A secret file any local user can read is a secret no longer; group-readable is a
+/// deliberate choice (0640 for a group of readers) and passes.
+fn readable_by_others(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = std::fs::metadata(path).ok()?.mode() & 0o7777;
+    (mode & 0o004 != 0).then(|| {
+        format!(
+            "secret file `{}` is readable by other users (mode {mode:04o}); make it 0600, or 0640 for a group",
+            path.display()
+        )
+    })
 }
 
 fn url(
@@ -905,13 +930,21 @@ fn build_output(
     credential: &str,
     base: &Path,
     ctx: &str,
+    secrets: Secrets,
     errors: &mut Errors,
+    warnings: &mut Vec<String>,
 ) -> Option<Output> {
     let before = errors.0.len();
     let access = Access {
         mode: o.mode.map(|m| m.0).unwrap_or(0o600),
         gid: o.group.as_deref().and_then(|g| match resolve_group(g) {
             Ok(gid) => Some(gid),
+            // Offline (`check --offline` in CI, `status`) the config is usually read on
+            // another host than the one it is for: its groups need not exist here.
+            Err(e) if secrets == Secrets::Skip => {
+                warnings.push(format!("{ctx}: {e}"));
+                None
+            }
             Err(e) => {
                 errors.push(ctx, e);
                 None
@@ -1018,11 +1051,22 @@ fn resolve_group(group: &str) -> Result<u32, String> {
     }
 }
 
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 fn build_hook(h: &RawHook, base: &Path, ctx: &str, errors: &mut Errors) -> Option<Hook> {
     match (&h.signal, &h.exec) {
         (Some(signal), None) => {
             if h.timeout.is_some() {
                 errors.push(ctx, "`timeout` applies to `exec` hooks only");
+            }
+            if h.env.is_some() {
+                errors.push(ctx, "`env` applies to `exec` hooks only");
             }
             let name = signal.trim().to_ascii_uppercase();
             let name = if name.starts_with("SIG") {
@@ -1060,9 +1104,22 @@ fn build_hook(h: &RawHook, base: &Path, ctx: &str, errors: &mut Errors) -> Optio
                 );
                 return None;
             }
+            let env = h.env.clone().unwrap_or_default();
+            for name in &env {
+                if !is_env_name(name) {
+                    errors.push(
+                        ctx,
+                        format!(
+                            "`env` lists `{name}`, which is not an environment variable name \
+                             (letters, digits and `_`, not starting with a digit)"
+                        ),
+                    );
+                }
+            }
             Some(Hook::Exec {
                 argv: argv.clone(),
                 timeout: h.timeout.map(|d| d.0).unwrap_or(DEFAULT_HOOK_TIMEOUT),
+                env,
             })
         }
         (Some(_), Some(_)) => {
@@ -1092,17 +1149,19 @@ fn check_unique_names(credentials: &[(String, Vec<Output>)], errors: &mut Errors
 }
 
 /// Two outputs on one path (or a file inside a `dir` output, or anything inside the state
-/// directory) would overwrite each other. Paths are indexed once, so ten thousand outputs
-/// cost ten thousand lookups, not fifty million comparisons.
+/// directory) would overwrite each other. Paths are compared as the filesystem resolves them
+/// (symlinks followed as far as they exist), so a link into the state directory cannot smuggle
+/// an output over a state file. Paths are indexed once, so ten thousand outputs cost ten
+/// thousand lookups, not fifty million comparisons.
 fn check_output_paths(
     credentials: &[(String, Vec<Output>)],
     state_dir: &Path,
     errors: &mut Errors,
 ) {
-    let state_dir = normalize(state_dir);
-    let mut by_path: HashMap<PathBuf, &str> = HashMap::new();
-    let mut dirs: HashMap<PathBuf, &str> = HashMap::new();
-    let mut all: Vec<(&str, PathBuf)> = Vec::new();
+    let state_dir = resolved(state_dir);
+    let mut by_path: HashMap<PathBuf, (&str, &Path)> = HashMap::new();
+    let mut dirs: HashMap<PathBuf, (&str, &Path)> = HashMap::new();
+    let mut all: Vec<(&str, &Path, PathBuf)> = Vec::new();
     let clash = |errors: &mut Errors, name: &str, path: &Path, other: &Path, other_name: &str| {
         errors.push(
             &format!("credential `{name}`"),
@@ -1115,35 +1174,66 @@ fn check_output_paths(
     };
     for (name, outputs) in credentials {
         for o in outputs {
-            let path = normalize(o.path());
+            let written = o.path();
+            let path = resolved(written);
             if path.starts_with(&state_dir) {
+                let via = if path == normalize(written) {
+                    String::new()
+                } else {
+                    format!(" (it resolves to `{}`)", path.display())
+                };
                 errors.push(
                     &format!("credential `{name}`"),
                     format!(
-                        "output `{}` is inside state_dir `{}`",
-                        path.display(),
+                        "output `{}` is inside state_dir `{}`{via}",
+                        written.display(),
                         state_dir.display()
                     ),
                 );
             }
             match by_path.get(&path) {
-                Some(other) => clash(errors, name, &path, &path, other),
+                Some((other_name, other)) => clash(errors, name, written, other, other_name),
                 None => {
-                    by_path.insert(path.clone(), name);
+                    by_path.insert(path.clone(), (name, written));
                 }
             }
             if matches!(o.target, Target::Dir { .. }) {
-                dirs.insert(path.clone(), name);
+                dirs.insert(path.clone(), (name, written));
             }
-            all.push((name, path));
+            all.push((name, written, path));
         }
     }
     // Anything strictly inside a `dir` output: walk each path's ancestors.
-    for (name, path) in &all {
+    for (name, written, path) in &all {
         for ancestor in path.ancestors().skip(1) {
-            if let Some(other_name) = dirs.get(ancestor) {
-                clash(errors, name, path, ancestor, other_name);
+            if let Some((other_name, other)) = dirs.get(ancestor) {
+                clash(errors, name, written, other, other_name);
             }
+        }
+    }
+}
+
+/// `p` as the filesystem will resolve it when tokend writes: the longest existing ancestor
+/// canonicalized (symlinks followed), the rest appended lexically. Outputs and the state
+/// directory are often created later, so a full `canonicalize` would fail.
+fn resolved(p: &Path) -> PathBuf {
+    let p = normalize(p);
+    let mut rest = Vec::new();
+    let mut cur = p.as_path();
+    loop {
+        if let Ok(real) = cur.canonicalize() {
+            let mut out = real;
+            for c in rest.iter().rev() {
+                out.push(c);
+            }
+            return normalize(&out);
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                cur = parent;
+            }
+            _ => return p,
         }
     }
 }

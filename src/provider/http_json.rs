@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Answer, Failure, FetchError, Fetched, HttpClient, Provider, RefreshUpdate};
+use super::{Answer, Failure, FetchError, Fetched, Provider, RefreshUpdate};
+use crate::net::HttpClient;
 use crate::secret::Secret;
 
 #[derive(Clone, Debug, PartialEq)]

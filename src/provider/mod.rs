@@ -1,5 +1,5 @@
-//! Fetching tokens: one module per provider behind the [`Provider`] trait, the shared HTTP
-//! plumbing (size-capped bodies, no redirects, timeouts) and the transient/permanent error split.
+//! Fetching tokens: one module per provider behind the [`Provider`] trait, the answer helpers
+//! and the transient/permanent error split. The HTTP client itself lives in [`crate::net`].
 //!
 //! Each provider is two layers: a pure `parse_*` function from an [`Answer`] to a [`Fetched`]
 //! (unit-tested and fuzzed), and an async `fetch` that builds the request.
@@ -12,18 +12,13 @@ pub mod saba;
 pub mod vandar;
 pub mod yavapteke;
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::net::HttpClient;
 use crate::secret::Secret;
-
-/// Responses are read up to this many bytes; a token endpoint never needs more.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// A provider's configuration with secrets resolved: the closed set tokend speaks.
 #[derive(Clone, Debug, PartialEq)]
@@ -214,9 +209,10 @@ fn detail(message: &str) -> String {
 }
 
 impl FetchError {
-    /// Replaces any of `secrets` in the error's texts: a provider that echoes a submitted
-    /// password or refresh token in its error body must not get it into a log.
-    pub fn redact(&mut self, secrets: &[&str]) {
+    /// Redacts the error's texts with `redactor` (built for the request that failed), a
+    /// second pass after the one in [`provider_message`]: URLs and transport errors can echo
+    /// what was sent too.
+    pub fn redact(&mut self, redactor: &crate::redact::Redactor) {
         let texts: Vec<&mut String> = match self {
             FetchError::Connect { url, reason } => vec![url, reason],
             FetchError::Timeout { url, .. } => vec![url],
@@ -228,11 +224,7 @@ impl FetchError {
             FetchError::Misconfigured(m) => vec![m],
         };
         for text in texts {
-            for secret in secrets.iter().filter(|s| s.len() >= 4) {
-                if text.contains(secret) {
-                    *text = text.replace(secret, "[redacted]");
-                }
-            }
+            *text = crate::util::escape_control(&redactor.redact(text));
         }
     }
 
@@ -308,19 +300,24 @@ impl Answer {
     }
 
     /// A short, printable excerpt of an error body for the log: providers put their
-    /// reason there. Only used for non-2xx answers, which carry no token.
+    /// reason there. Only used for non-2xx answers, which carry no token. Redacted before
+    /// anything else, so a secret straddling the cut cannot leave its head behind.
     pub fn excerpt(&self) -> String {
-        let text = String::from_utf8_lossy(&self.body);
-        let clean: String = text
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        let clean = clean.split_whitespace().collect::<Vec<_>>().join(" ");
-        if clean.chars().count() > 200 {
-            format!("{}…", clean.chars().take(200).collect::<String>())
-        } else {
-            clean
-        }
+        let text = crate::redact::redact(&String::from_utf8_lossy(&self.body));
+        let clean = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        cut(&crate::util::escape_control(&clean), EXCERPT_CHARS)
+    }
+}
+
+/// An error body excerpt is cut here; a provider's own message fields get more room.
+const EXCERPT_CHARS: usize = 200;
+const MESSAGE_CHARS: usize = 500;
+
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() > max {
+        format!("{}…", text.chars().take(max).collect::<String>())
+    } else {
+        text.to_owned()
     }
 }
 
@@ -329,6 +326,7 @@ impl Answer {
 /// Keys are matched case-insensitively (Saba's ASP.NET answers camelCase or PascalCase), and
 /// `errors` is shown as sentences, never as raw JSON: a list of strings or of Saba's
 /// `{message, code, field, url}` objects, or Laravel's `{field: [messages]}`.
+/// Redacted (see [`crate::redact`]) and with control characters escaped, then cut.
 pub fn provider_message(answer: &Answer) -> String {
     let Ok(v) = serde_json::from_slice::<Value>(&answer.body) else {
         return answer.excerpt();
@@ -351,7 +349,8 @@ pub fn provider_message(answer: &Answer) -> String {
     if parts.is_empty() {
         answer.excerpt()
     } else {
-        parts.join(": ")
+        let text = crate::redact::redact(&parts.join(": "));
+        cut(&crate::util::escape_control(&text), MESSAGE_CHARS)
     }
 }
 
@@ -498,6 +497,32 @@ impl Failure {
     }
 }
 
+/// The redactor for one request of `provider`: its secrets, the refresh token sent, and the
+/// Basic credentials as they went on the wire.
+pub fn redactor(
+    provider: &ProviderConfig,
+    refresh_token: Option<&Secret>,
+    proxy_password: Option<&Secret>,
+) -> crate::redact::Redactor {
+    use base64::Engine as _;
+    let mut secrets: Vec<&str> = provider.secrets().into_iter().map(Secret::expose).collect();
+    secrets.extend(refresh_token.map(Secret::expose));
+    secrets.extend(proxy_password.map(Secret::expose));
+    let mut composites = Vec::new();
+    if let ProviderConfig::OAuth2(o) = provider
+        && o.auth == crate::config::raw::ClientAuth::ClientSecretBasic
+        && let Some(secret) = &o.client_secret
+    {
+        let pair = format!(
+            "{}:{}",
+            oauth2::form_encode(&o.client_id),
+            oauth2::form_encode(secret.expose())
+        );
+        composites.push(base64::engine::general_purpose::STANDARD.encode(pair));
+    }
+    crate::redact::Redactor::new(secrets, composites)
+}
+
 fn body_kind(body: &[u8]) -> String {
     let trimmed = body.trim_ascii_start();
     if trimmed.is_empty() {
@@ -542,175 +567,6 @@ pub fn token_field(answer: &Answer, v: &Value, path: &[&str]) -> Result<Secret, 
     }
 }
 
-/// The HTTP client every provider uses: one shared reqwest client per trust configuration
-/// (connection pools are shared across credentials), no redirects, per-request timeout.
-#[derive(Clone)]
-pub struct HttpClient {
-    client: reqwest::Client,
-    timeout: Duration,
-}
-
-/// Builds and caches [`HttpClient`]s so thousands of credentials share a few pools.
-#[derive(Default, Clone)]
-pub struct HttpClients {
-    cache: Arc<Mutex<HashMap<Option<PathBuf>, reqwest::Client>>>,
-}
-
-impl HttpClients {
-    pub fn get(&self, ca_file: Option<&Path>, timeout: Duration) -> Result<HttpClient, String> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let key = ca_file.map(Path::to_path_buf);
-        if let Some(client) = cache.get(&key) {
-            return Ok(HttpClient {
-                client: client.clone(),
-                timeout,
-            });
-        }
-        let client = build_client(ca_file)?;
-        cache.insert(key, client.clone());
-        Ok(HttpClient { client, timeout })
-    }
-}
-
-/// Makes `ring` the process's TLS provider (reqwest is built without one). Idempotent.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-fn build_client(ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
-    install_crypto_provider();
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(4);
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            format!(
-                "cannot read ca_file `{}`: {}",
-                path.display(),
-                crate::util::io_reason(&e)
-            )
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("ca_file `{}` is not a PEM bundle: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("ca_file `{}` holds no certificate", path.display()));
-        }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    builder
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
-}
-
-impl HttpClient {
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// GETs a JSON document (OIDC discovery).
-    pub async fn get(&self, url: &str) -> Result<Answer, FetchError> {
-        let req = self.client.get(url);
-        self.send(url, req).await
-    }
-
-    /// POSTs a JSON body.
-    pub async fn post_json(&self, url: &str, body: &Value) -> Result<Answer, FetchError> {
-        let req = self.client.post(url).json(body);
-        self.send(url, req).await
-    }
-
-    /// POSTs a form body, optionally with HTTP Basic credentials (already encoded).
-    pub async fn post_form(
-        &self,
-        url: &str,
-        form: &[(&str, &str)],
-        basic: Option<(&str, &str)>,
-    ) -> Result<Answer, FetchError> {
-        let mut req = self.client.post(url).form(form);
-        if let Some((user, pass)) = basic {
-            req = req.basic_auth(user, Some(pass));
-        }
-        self.send(url, req).await
-    }
-
-    async fn send(&self, url: &str, req: reqwest::RequestBuilder) -> Result<Answer, FetchError> {
-        let req = req
-            .timeout(self.timeout)
-            .header(reqwest::header::ACCEPT, "application/json");
-        // One deadline covers connect, headers and body, so a slow-loris body cannot
-        // hold a refresh forever.
-        match tokio::time::timeout(self.timeout, self.exchange(url, req)).await {
-            Ok(result) => result,
-            Err(_) => Err(FetchError::Timeout {
-                url: url.to_owned(),
-                timeout: self.timeout,
-            }),
-        }
-    }
-
-    async fn exchange(
-        &self,
-        url: &str,
-        req: reqwest::RequestBuilder,
-    ) -> Result<Answer, FetchError> {
-        let mut resp = req.send().await.map_err(|e| self.transport_error(url, e))?;
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MAX_BODY_BYTES as u64)
-        {
-            return Err(oversized(status));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| self.transport_error(url, e))?
-        {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(oversized(status));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Answer {
-            url: url.to_owned(),
-            status,
-            retry_after,
-            body,
-        })
-    }
-
-    fn transport_error(&self, url: &str, e: reqwest::Error) -> FetchError {
-        if e.is_timeout() {
-            return FetchError::Timeout {
-                url: url.to_owned(),
-                timeout: self.timeout,
-            };
-        }
-        // reqwest's top-level message is generic ("error sending request"); the cause chain
-        // holds the part an operator needs ("connection refused", "invalid peer certificate").
-        let mut reason = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            reason = s.to_string();
-            source = s.source();
-        }
-        FetchError::Connect {
-            url: url.to_owned(),
-            reason,
-        }
-    }
-}
-
 #[cfg(test)]
 impl Answer {
     /// An answer as parse functions see it, for unit tests.
@@ -721,13 +577,6 @@ impl Answer {
             retry_after: None,
             body: body.as_bytes().to_vec(),
         }
-    }
-}
-
-fn oversized(status: u16) -> FetchError {
-    FetchError::BadAnswer {
-        status,
-        reason: format!("the body is larger than {} KiB", MAX_BODY_BYTES / 1024),
     }
 }
 
@@ -791,7 +640,10 @@ mod tests {
             400,
             r#"{"error":"password hunter22 is wrong for def502abc"}"#,
         )));
-        e.redact(&["hunter22", "def502abc", "x"]);
+        e.redact(&crate::redact::Redactor::new(
+            ["hunter22", "def502abc", "x"],
+            [],
+        ));
         let text = e.to_string();
         assert!(
             !text.contains("hunter22") && !text.contains("def502abc"),

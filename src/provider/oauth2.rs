@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Answer, Failure, FetchError, Fetched, HttpClient, Provider, RefreshUpdate};
+use super::{Answer, Failure, FetchError, Fetched, Provider, RefreshUpdate};
 use crate::config::raw::ClientAuth;
+use crate::net::HttpClient;
 use crate::secret::Secret;
 
 #[derive(Clone, Debug, PartialEq)]

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Answer, Failure, FetchError, Fetched, HttpClient, Provider, RefreshUpdate, get_ci};
+use super::{Answer, Failure, FetchError, Fetched, Provider, RefreshUpdate, get_ci};
+use crate::net::HttpClient;
 use crate::secret::Secret;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.sabapayamak.com";

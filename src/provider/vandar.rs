@@ -15,7 +15,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::limit;
-use super::{Answer, Failure, FetchError, Fetched, HttpClient, Provider, RefreshUpdate};
+use super::{Answer, Failure, FetchError, Fetched, Provider, RefreshUpdate};
+use crate::net::HttpClient;
 use crate::secret::Secret;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.vandar.io";

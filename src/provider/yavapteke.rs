@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::{Failure, Fetched, HttpClient, Provider, oauth2};
+use super::{Failure, Fetched, Provider, oauth2};
+use crate::net::HttpClient;
 use crate::secret::Secret;
 
 pub const DEFAULT_TOKEN_URL: &str = "https://yavapteke.ru/YavaptekeAPI/connect/token";

@@ -127,10 +127,13 @@ fn jump_makes_the_token_due(jump: &str, jump_secs: f64) {
 
     set_offset(&offset_file, jump);
     let jumped = Instant::now();
+    // SPEC: due refreshes run within a minute of a jump. The loop re-checks the wall clock
+    // every 30 s, so ~30 s is typical; the bound is the contract's, not the typical value,
+    // so a loaded machine has 30 s of margin.
     assert!(
-        wait_for(40 * S, || state_token(&env)
+        wait_for(75 * S, || state_token(&env)
             .is_some_and(|(t, _)| t != first)),
-        "no refresh within 40 s of a {jump} clock jump that made the token due:\n{}",
+        "no refresh within 75 s of a {jump} clock jump that made the token due:\n{}",
         d.log()
     );
     let took = jumped.elapsed();
@@ -144,18 +147,18 @@ fn jump_makes_the_token_due(jump: &str, jump_secs: f64) {
         "the new token was issued {ahead:.0} s ahead of real time, expected ~{jump_secs} s"
     );
     assert!(
-        took <= 32 * S,
-        "the due refresh waited {took:?} after the jump (the loop re-checks every 30 s)"
+        took <= 60 * S,
+        "the due refresh waited {took:?} after the jump (SPEC: within a minute)"
     );
     assert_eq!(env.emu.requests(Endpoint::Yavapteke), 2, "{}", d.log());
 }
 
 #[test]
-fn a_forward_clock_jump_past_the_refresh_point_refreshes_within_30_s() {
+fn a_forward_clock_jump_past_the_refresh_point_refreshes_within_a_minute() {
     jump_makes_the_token_due("+50m", 3000.0);
 }
 
 #[test]
-fn a_forward_clock_jump_past_expiry_refreshes_within_30_s() {
+fn a_forward_clock_jump_past_expiry_refreshes_within_a_minute() {
     jump_makes_the_token_due("+2d", 172_800.0);
 }

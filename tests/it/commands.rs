@@ -470,3 +470,114 @@ fn logs_to_a_pipe_or_file_have_no_colour_escapes() {
         "escape codes in daemon.log:\n{log:?}"
     );
 }
+
+#[test]
+fn check_offline_validates_without_reading_any_secret() {
+    let env = Env::new();
+    env.config(
+        r#"credentials:
+  - name: vandar-main
+    provider: vandar
+    base_url: {url}
+    refresh_token: { file: {dir}/secrets/not-here }
+    outputs:
+      - file: {dir}/out/vandar.token
+  - name: saba-sms
+    provider: saba
+    base_url: {url}
+    username: sabauser
+    password: { env: TOKEND_TEST_UNSET_VARIABLE }
+    virtual_number: "30001234"
+    outputs:
+      - file: {dir}/out/saba.token
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { credential: yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+        group: tokend-test-no-such-group
+"#,
+    );
+    // Online, every unreadable secret is an error, and so is a group this host lacks ...
+    let online = env.run(&["check"]);
+    online.assert_code(2);
+    for field in [
+        "refresh_token",
+        "password",
+        "client_secret",
+        "tokend-test-no-such-group",
+    ] {
+        assert!(online.stderr.contains(field), "{}", online.stderr);
+    }
+    // ... offline, none is read, and the rest is still validated.
+    let offline = env.run(&["check", "--offline"]);
+    offline.assert_code(0);
+    assert!(
+        offline.stdout.contains("is valid: 3 credential(s)"),
+        "{}",
+        offline.stdout
+    );
+    assert!(
+        offline.stdout.contains("offline: no secret was read"),
+        "{}",
+        offline.stdout
+    );
+    // ... the config is usually linted on another host than the one it is for.
+    assert!(
+        offline.stderr.contains("warning: credential `pharmacy` (line 17): outputs[0]: group `tokend-test-no-such-group` does not exist on this host"),
+        "{}",
+        offline.stderr
+    );
+    assert_eq!(total_requests(&env), 0);
+
+    env.config("credentials:\n  - name: x\n    provider: nope\n");
+    let bad = env.run(&["check", "--offline"]);
+    bad.assert_code(2);
+    assert!(bad.stderr.contains("provider"), "{}", bad.stderr);
+}
+
+/// The shipped unit has ProtectSystem=strict: an output outside its writable paths fails
+/// every refresh. `check` and `run` say so before the first one, naming ReadWritePaths=.
+#[test]
+fn an_output_on_a_read_only_mount_is_named_before_the_first_refresh() {
+    let env = Env::new();
+    let Some(ro) = Tmpfs::mount(&env.path("ro"), "64k") else {
+        panic!("this test needs `mount -t tmpfs` (tests run as root)");
+    };
+    ro.remount("ro");
+    env.secret("yav", "s3cret");
+    env.config(
+        r#"credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/ro/tokens/pharmacy.token
+"#,
+    );
+    let want = format!(
+        "credential `pharmacy`: output `{0}/tokens/pharmacy.token`: `{0}` is on a read-only file system; under systemd (ProtectSystem=strict) add `ReadWritePaths={0}/tokens` to the unit",
+        env.path("ro").display()
+    );
+    let check = env.run(&["check"]);
+    check.assert_code(0);
+    assert!(
+        check.stderr.contains(&format!("warning: {want}")),
+        "{}",
+        check.stderr
+    );
+    // Offline checks run on other hosts: no probing there.
+    let offline = env.run(&["check", "--offline"]);
+    assert!(!offline.stderr.contains("read-only"), "{}", offline.stderr);
+
+    let d = env.daemon();
+    assert!(
+        wait_for(10 * Duration::from_secs(1), || d.log().contains(&want)),
+        "run did not name the read-only output at start:\n{}",
+        d.log()
+    );
+}

@@ -790,65 +790,6 @@ impl DaemonExt for Daemon {
 // ---------------------------------------------------------------------------------------
 // 3. Disk faults
 
-/// A tmpfs mounted over `path` for one test, unmounted (lazily) on drop. Tests run as root
-/// in CI and in the development sandbox, where `mount -t tmpfs` works; elsewhere `mount`
-/// fails and the tests that need it fall back or say they skipped.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(path).unwrap();
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(path)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs {
-                path: path.to_path_buf(),
-            }),
-            Ok(o) => {
-                eprintln!(
-                    "note: cannot mount a tmpfs: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("note: cannot run mount: {e}");
-                None
-            }
-        }
-    }
-
-    #[track_caller]
-    fn remount(&self, mode: &str) {
-        let out = Command::new("mount")
-            .args(["-o", &format!("remount,{mode}")])
-            .arg(&self.path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "remount {mode}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
-
 /// Fills the filesystem holding `dir` until it refuses another byte.
 fn fill(dir: &Path) -> PathBuf {
     let path = dir.join("filler");
@@ -1663,7 +1604,7 @@ fn a_failed_forced_refresh_is_retried_until_it_succeeds() {
 }
 
 /// A self-signed certificate for 127.0.0.1 and its key, made with the openssl CLI.
-fn self_signed(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+pub(crate) fn self_signed(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let out = Command::new("openssl")
         .args([
@@ -1701,13 +1642,13 @@ fn self_signed(dir: &Path) -> Option<(PathBuf, PathBuf)> {
 }
 
 /// `python3 tests/fixtures/tls_token_server.py`, killed on drop.
-struct TlsServer {
+pub(crate) struct TlsServer {
     child: std::process::Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl TlsServer {
-    fn start(cert: &Path, key: &Path, token: &str) -> Option<TlsServer> {
+    pub(crate) fn start(cert: &Path, key: &Path, token: &str) -> Option<TlsServer> {
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls_token_server.py");
         let mut child = Command::new("python3")

@@ -38,11 +38,14 @@ impl Env {
         self.emu.url()
     }
 
-    /// Writes `secrets/NAME` and returns its path.
+    /// Writes `secrets/NAME` (mode 0600, as an operator makes a secret file; `check` warns
+    /// about one other users can read) and returns its path.
     pub fn secret(&self, name: &str, value: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
         let p = self.path(&format!("secrets/{name}"));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, value).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         p
     }
 
@@ -286,4 +289,63 @@ pub fn saba_config(env: &Env, extra: &str) -> PathBuf {
       - file: {{dir}}/out/saba.token
 "#
     ))
+}
+
+/// A tmpfs mounted over `path` for one test, unmounted (lazily) on drop. Tests run as root
+/// in CI and in the development sandbox, where `mount -t tmpfs` works; elsewhere `mount`
+/// fails and the tests that need it fall back or say they skipped.
+pub struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs {
+                path: path.to_path_buf(),
+            }),
+            Ok(o) => {
+                eprintln!(
+                    "note: cannot mount a tmpfs: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("note: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    #[track_caller]
+    pub fn remount(&self, mode: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "remount {mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
 }

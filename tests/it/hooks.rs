@@ -261,8 +261,11 @@ impl App {
             env.path("app.pid").display(),
             env.path("app.pid").display(),
         );
-        let child = Command::new("/bin/sh")
-            .arg("-c")
+        // A shell cannot trap a signal that was ignored when it started (POSIX), and a
+        // test runner under `nohup` ignores SIGHUP: reset it, so the test does not depend
+        // on the dispositions it inherits.
+        let child = Command::new("env")
+            .args(["--default-signal=HUP", "/bin/sh", "-c"])
             .arg(script)
             .stdin(Stdio::null())
             .spawn()

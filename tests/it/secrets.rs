@@ -476,3 +476,64 @@ fn a_provider_echoing_a_secret_in_its_error_does_not_leak_it() {
     assert!(!status.stdout.contains("saba-pass"), "{}", status.stdout);
     assert!(!env.read("state/saba-sms.json").contains("saba-pass"));
 }
+
+/// A proxy password is a secret like the others: every provider goes through an
+/// authenticating proxy, and nothing tokend prints or stores, at trace level, shows it.
+#[test]
+fn no_proxy_password_in_any_output_at_trace_level() {
+    const PROXY_PASSWORD: &str = "CANARY-proxy-pw-41d07e";
+    let proxy = crate::egress::TestProxy::start(
+        crate::egress::Kind::Http,
+        &[],
+        Some(("tokend", PROXY_PASSWORD)),
+    );
+    let env = Env::with(canary_emulator());
+    env.secret("proxy", &format!("{PROXY_PASSWORD}\n"));
+    canary_config(
+        &env,
+        &format!(
+            "log: {{ level: trace }}\ndefaults:\n  proxy:\n    url: {}\n    username: tokend\n    password: {{ file: {{dir}}/secrets/proxy }}\n",
+            proxy.url("http")
+        ),
+        "",
+    );
+    let mut outputs = Vec::new();
+    for (args, code) in [
+        (&["check"][..], 0),
+        (&["once"], 0),
+        (&["status"], 0),
+        (&["status", "--json"], 0),
+    ] {
+        let mut cmd = env.tokend(args);
+        cmd.env("RUST_LOG", "trace");
+        let r = Run::from(cmd.output().unwrap());
+        r.assert_code(code);
+        outputs.push((args.join(" "), r.all()));
+    }
+    let seen = proxy.seen();
+    assert!(!seen.is_empty(), "nothing went through the proxy");
+    assert!(
+        seen.iter()
+            .all(|s| s.auth.as_deref() == Some(&format!("tokend:{PROXY_PASSWORD}")))
+    );
+    assert!(
+        outputs.iter().any(|(_, t)| t.contains("TRACE")),
+        "trace is off"
+    );
+    for (what, text) in &outputs {
+        assert_no_canary(&env, what, text);
+    }
+    // State files hold tokens by design, never the proxy password.
+    for name in ["vandar-main", "saba-sms", "pharmacy", "any-idp"] {
+        outputs.push((
+            format!("state/{name}.json"),
+            env.read(&format!("state/{name}.json")),
+        ));
+    }
+    for (what, text) in &outputs {
+        assert!(
+            !text.contains(PROXY_PASSWORD),
+            "{what} shows the proxy password:\n{text}"
+        );
+    }
+}
