@@ -404,14 +404,10 @@ pub fn code_of(v: &Value) -> Option<i64> {
     }
 }
 
-/// Provider text on one line: control characters become spaces, runs of space collapse.
+/// Provider text without its surrounding blanks; control characters inside are escaped
+/// (not dropped) when the whole message is, so that nothing is hidden from the operator.
 fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    text.trim().to_owned()
 }
 
 /// A member of a JSON object by name, exact spelling first, then ignoring ASCII case: Saba's
@@ -450,8 +446,12 @@ pub fn blocked(answer: &Answer, provider: &str) -> FetchError {
         status: answer.status,
         message: format!(
             "blocked before reaching {provider} (egress IP, proxy or firewall?): the answer \
-             is not the API's ({}), so nothing was spent and tokend retries",
-            body_kind(&answer.body)
+             is not the API's ({}{}), so nothing was spent and tokend retries",
+            body_kind(&answer.body),
+            match answer.excerpt() {
+                e if e.is_empty() => String::new(),
+                e => format!(": {e}"),
+            }
         ),
         retry_after: answer.retry_after,
     }
