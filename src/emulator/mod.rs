@@ -1,27 +1,36 @@
 //! Emulators of the providers' token APIs (Vandar, Saba Payamak, yaVapteke, generic OAuth2)
 //! on one loopback HTTP server, with injectable faults, for tests and `tokend emulate`.
 //!
-//! Routes (all on one port):
+//! By default they answer like the live APIs (PROVIDERS.md, "In reality"); the seed
+//! pages' shapes are switches in [`EmulatorConfig`]. Routes (all on one port):
 //!
 //! | route | imitates |
 //! |---|---|
-//! | `POST /v2/login` | Vandar login (JSON `mobile`, `password`) |
-//! | `POST /v3/refreshtoken` | Vandar refresh (JSON `refreshtoken`; single-use, rotating) |
-//! | `POST /api/v1/user/authenticate` | Saba Payamak (JSON `Username`, `Password`, `VirtualNumber`, `TokenValidDay`) |
+//! | `POST /v3/login` | Vandar login today (form or JSON `mobile`, `password`): an OAuth pair whose refresh token starts a chain; absent with `vandar_v3_login: false` |
+//! | `POST /v2/login` | Vandar login of 2020 (JSON or form `mobile`, `password`): `{status, data.token}` |
+//! | `POST /v3/refreshtoken` | Vandar refresh (`refreshtoken`; single-use, rotating, 10-day life, refused once the access token it came with expired) |
+//! | `POST /api/v1/user/authenticate` | Saba Payamak (keys in any case; camelCase answer with numeric `status` and `{message, code, field, url}` errors; `saba_seed_shape` for the documented shape) |
 //! | `POST /YavaptekeAPI/connect/token` | yaVapteke (form `client_id`, `client_secret` or `secret`, `grant_type`) |
-//! | `POST /oauth2/token` | generic OAuth2 client_credentials (form or HTTP Basic client auth) |
+//! | `POST /oauth2/token` | generic OAuth2: client_credentials, password, refresh_token (rotating, single-use) |
 //! | `GET /_emulator/stats` | [`Stats`] as JSON |
 //! | `POST /_emulator/faults` | `{"endpoint":"vandar_refresh","fault":{"kind":"status","code":500},"times":3}`; `"sticky":true` sets (or with `"fault":null` clears) the sticky fault instead |
 //! | `DELETE /_emulator/faults` | clears every queued and sticky fault |
-//! | `POST /_emulator/refresh_seeds` | `{"token":"..."}` becomes a valid Vandar refresh token |
+//! | `POST /_emulator/refresh_seeds` | `{"token":"..."}` becomes a valid refresh token (Vandar and OAuth2) |
+//!
+//! Every Vandar route counts against the throttle (`vandar_post_limit` per
+//! `vandar_post_window`, 30 per 3 s by default): over it, 429 with `Retry-After` and
+//! nothing spent. `/v2/login` and `/v3/login` are one endpoint (`vandar_login`) for faults and
+//! counters.
 //!
 //! Choices where the providers' documentation is silent:
 //! - Saba: a `TokenValidDay` outside 1..=365 (or missing, or not an integer) is HTTP 400 with
-//!   the error envelope; wrong username/password, or a `VirtualNumber` the account does not
-//!   own, is HTTP 401 with the envelope. A body not declared as JSON is 415.
+//!   the error envelope; wrong username/password is HTTP 401 with result code 4001, a
+//!   `VirtualNumber` the account does not own HTTP 401 with 4003. A body not declared as
+//!   JSON is 415.
+//! - Vandar v3 login: wrong credentials are Laravel's 422 `{message, errors}`.
 //! - yaVapteke: a missing `grant_type` is accepted (the documentation marks it optional).
 //!   A body not declared as a form, or a repeated parameter, is 400 `invalid_request`.
-//! - Faulted answers never change which refresh tokens are valid; see [`Fault`].
+//! - Faulted answers and what they spend: see [`Fault`].
 
 mod admin;
 mod config;
@@ -166,7 +175,8 @@ pub struct EndpointStats {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     pub endpoints: BTreeMap<Endpoint, EndpointStats>,
-    /// v3 calls that presented an already consumed refresh token.
+    /// Refresh calls (Vandar v3, OAuth2) that presented an already consumed refresh token:
+    /// a replay, which a correct client never sends.
     pub reused_refresh_tokens: u64,
     /// v3 calls that presented a revoked (never consumed) refresh token.
     pub revoked_refresh_tokens_presented: u64,

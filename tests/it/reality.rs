@@ -605,3 +605,26 @@ fn a_429_never_costs_a_chain_and_its_retry_after_is_honoured() {
     env.run(&["once", "--force"]).assert_code(0);
     assert_eq!(env.emu.reused_refresh_tokens(), 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// The emulator's settings file
+
+#[test]
+fn emulate_refuses_a_settings_file_with_a_typo() {
+    let env = Env::new();
+    let file = env.path("emu.yaml");
+    std::fs::write(&file, "saba_seed_shap: true\n").unwrap();
+    let r = Run::from(
+        std::process::Command::new(BIN)
+            .args(["emulate", "--listen", "127.0.0.1:0", "--settings"])
+            .arg(&file)
+            .output()
+            .unwrap(),
+    );
+    r.assert_code(2);
+    assert!(
+        r.stderr.contains("emu.yaml") && r.stderr.contains("saba_seed_shap"),
+        "{}",
+        r.stderr
+    );
+}
