@@ -495,6 +495,7 @@ fn check_offline_validates_without_reading_any_secret() {
     token_url: {url}/YavaptekeAPI/connect/token
     client_id: abc
     client_secret: { credential: yav }
+    ca_file: {dir}/not-here-ca.pem
     outputs:
       - file: {dir}/out/pharmacy.token
         group: tokend-test-no-such-group
@@ -525,6 +526,14 @@ fn check_offline_validates_without_reading_any_secret() {
         offline.stdout
     );
     // ... the config is usually linted on another host than the one it is for.
+    assert!(
+        offline.stderr.contains("ca_file `")
+            && offline
+                .stderr
+                .contains("not-here-ca.pem` not checked offline: no such file"),
+        "{}",
+        offline.stderr
+    );
     assert!(
         offline.stderr.contains("warning: credential `pharmacy` (line 17): outputs[0]: group `tokend-test-no-such-group` does not exist on this host"),
         "{}",

@@ -167,18 +167,24 @@ fn http_conn(conn: TcpStream, rules: &Rules) -> std::io::Result<()> {
         }
     };
     rules.record(method, &host_port, auth.clone());
+    let refuse = |reader: &mut BufReader<TcpStream>, conn: &mut TcpStream, status: &str| {
+        // Read the request body first: closing a socket with unread data resets the
+        // connection, and the client would see a reset instead of our answer.
+        let length = head.iter().find_map(|h| {
+            let (name, value) = h.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        });
+        let mut body = vec![0u8; length.unwrap_or(0)];
+        reader.read_exact(&mut body)?;
+        conn.write_all(format!("HTTP/1.1 {status}\r\nProxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())
+    };
     if !rules.accepts(&auth) {
-        conn.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
-        return Ok(());
+        return refuse(&mut reader, &mut conn, "407 Proxy Authentication Required");
     }
     let mut upstream = match rules.resolve(&host_port) {
         Ok(u) => u,
-        Err(_) => {
-            conn.write_all(
-                b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            )?;
-            return Ok(());
-        }
+        Err(_) => return refuse(&mut reader, &mut conn, "502 Bad Gateway"),
     };
     if method == "CONNECT" {
         conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;

@@ -38,7 +38,7 @@ impl EgressBuilder {
         builder.default_ca = defaults
             .ca_file
             .as_ref()
-            .and_then(|p| builder.ca(&resolve(reader.sources.base, p), reader.ctx, errors));
+            .and_then(|p| builder.ca(&resolve(reader.sources.base, p), reader, errors, warnings));
         builder
     }
 
@@ -55,13 +55,32 @@ impl EgressBuilder {
             None => self.default_proxy.clone().unwrap_or_default(),
         };
         let ca = match ca_file {
-            Some(p) => self.ca(&resolve(reader.sources.base, p), reader.ctx, errors),
+            Some(p) => self.ca(&resolve(reader.sources.base, p), reader, errors, warnings),
             None => self.default_ca.clone(),
         };
         Egress { ca, proxy }
     }
 
-    fn ca(&mut self, path: &Path, ctx: &str, errors: &mut Errors) -> Option<Arc<CaBundle>> {
+    fn ca(
+        &mut self,
+        path: &Path,
+        reader: &SecretReader,
+        errors: &mut Errors,
+        warnings: &mut Vec<String>,
+    ) -> Option<Arc<CaBundle>> {
+        let ctx = reader.ctx;
+        // Offline (`check --offline` on a CI host, `status` as another user) the bundle may
+        // not be there or readable: say so, but judge its content only where it can be read.
+        if reader.sources.secrets == super::Secrets::Skip
+            && let Err(e) = std::fs::File::open(path)
+        {
+            warnings.push(format!(
+                "{ctx}: ca_file `{}` not checked offline: {}",
+                path.display(),
+                crate::util::io_reason(&e)
+            ));
+            return None;
+        }
         let loaded = self
             .cas
             .entry(path.to_owned())
