@@ -93,8 +93,17 @@ fn send(
     Ok(reply)
 }
 
+/// With `Accept: application/json`, as Vandar's docs ask of every client.
 fn post(emu: &Emulator, path: &str, content_type: &str, body: &str) -> Reply {
-    post_with(emu, path, &[("Content-Type", content_type)], body)
+    post_with(
+        emu,
+        path,
+        &[
+            ("Content-Type", content_type),
+            ("Accept", "application/json"),
+        ],
+        body,
+    )
 }
 
 fn post_with(emu: &Emulator, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
@@ -676,6 +685,21 @@ fn tampered_vandar_refresh_spends_the_presented_token_and_sends_a_valid_successo
         .unwrap()
         .to_owned();
     assert_eq!(refresh(&emu, &bogus).status, 401);
+}
+
+#[test]
+fn vandar_answers_html_errors_to_a_client_that_does_not_ask_for_json() {
+    let emu = start();
+    let body = json!({ "refreshtoken": "def502never" }).to_string();
+    let reply = post_with(&emu, "/v3/refreshtoken", &[("Content-Type", JSON)], &body);
+    assert_eq!(reply.status, 401);
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert_eq!(refresh(&emu, "def502never").text(), r#"{"unauthorized"}"#);
 }
 
 #[test]

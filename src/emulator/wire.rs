@@ -117,6 +117,13 @@ pub(super) async fn serve<A: Api>(
             tampered::<A>(&shared, None, token.into(), Some(bytes))
         }
     };
+    // Laravel renders its errors as HTML for a client that does not ask for JSON (Vandar's
+    // docs tell clients to send `Accept: application/json`).
+    let response = if A::THROTTLED && !response.status().is_success() && !accepts_json(&headers) {
+        laravel_html(response.status())
+    } else {
+        response
+    };
     tracing::debug!(
         endpoint = A::ENDPOINT.as_str(),
         fault = kind,
@@ -282,6 +289,32 @@ fn html(status: StatusCode, body: String) -> Response {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     response
+}
+
+/// Whether the request's `Accept` asks for JSON (`application/json` or `*/*+json` types).
+fn accepts_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.split(';').next().unwrap_or("").trim();
+            t.eq_ignore_ascii_case("application/json") || t.ends_with("+json")
+        })
+}
+
+/// Laravel's error page for a client that did not ask for JSON.
+fn laravel_html(status: StatusCode) -> Response {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    html(
+        status,
+        format!(
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><title>{reason}</title></head>\n\
+             <body><div class=\"code\">{}</div><div class=\"message\">{reason}</div></body></html>\n",
+            status.as_u16()
+        ),
+    )
 }
 
 /// Whether the request declared `essence` (e.g. `application/json`) as its media type.
