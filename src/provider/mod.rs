@@ -4,6 +4,7 @@
 //! Each provider is two layers: a pure `parse_*` function from an [`Answer`] to a [`Fetched`]
 //! (unit-tested and fuzzed), and an async `fetch` that builds the request.
 
+mod answer;
 pub mod http_json;
 pub mod jwt;
 pub mod limit;
@@ -19,6 +20,10 @@ use serde_json::Value;
 
 use crate::net::HttpClient;
 use crate::secret::Secret;
+pub use answer::{
+    Failure, blocked, code_of, error_list, get_ci, is_block_page, is_json_object,
+    salvage_refresh_token,
+};
 
 /// A provider's configuration with secrets resolved: the closed set tokend speaks.
 #[derive(Clone, Debug, PartialEq)]
@@ -339,7 +344,7 @@ pub fn provider_message(answer: &Answer) -> String {
             .and_then(Value::as_str)
             .filter(|t| !t.trim().is_empty())
         {
-            parts.push(one_line(text));
+            parts.push(answer::one_line(text));
         }
     }
     let errors = error_list(&v);
@@ -351,149 +356,6 @@ pub fn provider_message(answer: &Answer) -> String {
     } else {
         let text = crate::redact::redact(&parts.join(": "));
         cut(&crate::util::escape_control(&text), MESSAGE_CHARS)
-    }
-}
-
-/// The entries of an `errors` member as one-line texts: `"message (code 4001)"` for Saba's
-/// objects, `"field: message"` for Laravel's map, strings as they are.
-pub fn error_list(v: &Value) -> Vec<String> {
-    match get_ci(v, "errors") {
-        Some(Value::Array(items)) => items.iter().filter_map(error_entry).collect(),
-        Some(Value::Object(map)) => map
-            .iter()
-            .flat_map(|(field, msgs)| {
-                let msgs: Vec<String> = match msgs {
-                    Value::Array(m) => m.iter().filter_map(Value::as_str).map(one_line).collect(),
-                    Value::String(s) => vec![one_line(s)],
-                    _ => Vec::new(),
-                };
-                msgs.into_iter().map(move |m| format!("{field}: {m}"))
-            })
-            .collect(),
-        Some(Value::String(s)) if !s.trim().is_empty() => vec![one_line(s)],
-        _ => Vec::new(),
-    }
-}
-
-fn error_entry(e: &Value) -> Option<String> {
-    match e {
-        Value::String(s) if !s.trim().is_empty() => Some(one_line(s)),
-        Value::Object(_) => {
-            let message = get_ci(e, "message")
-                .and_then(Value::as_str)
-                .filter(|m| !m.trim().is_empty())
-                .map(one_line);
-            let code = get_ci(e, "code").and_then(code_of);
-            match (message, code) {
-                (Some(m), Some(c)) => Some(format!("{m} (code {c})")),
-                (Some(m), None) => Some(m),
-                (None, Some(c)) => Some(format!("code {c}")),
-                (None, None) => None,
-            }
-        }
-        _ => None,
-    }
-}
-
-/// A result code sent as a number or a numeric string.
-pub fn code_of(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-/// Provider text without its surrounding blanks; control characters inside are escaped
-/// (not dropped) when the whole message is, so that nothing is hidden from the operator.
-fn one_line(text: &str) -> String {
-    text.trim().to_owned()
-}
-
-/// A member of a JSON object by name, exact spelling first, then ignoring ASCII case: Saba's
-/// live API says `data.token` where its documentation says `Token`.
-pub fn get_ci<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    let obj = v.as_object()?;
-    obj.get(key).or_else(|| {
-        obj.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    })
-}
-
-/// Whether a 4xx answer comes from something in front of the API (a geo-block, WAF or
-/// proxy) rather than from the API itself: 403, 407 and 451 always, and any other 4xx whose
-/// body is not a JSON object (an HTML page, nothing at all). The API never saw the request,
-/// so a refresh token sent with it is still good and the failure is transient. 401, 408,
-/// 425 and 429 are left to their own rules.
-pub fn is_block_page(answer: &Answer) -> bool {
-    match answer.status {
-        401 | 408 | 425 | 429 => false,
-        403 | 407 | 451 => true,
-        400..=499 => !is_json_object(&answer.body),
-        _ => false,
-    }
-}
-
-pub fn is_json_object(body: &[u8]) -> bool {
-    matches!(serde_json::from_slice::<Value>(body), Ok(Value::Object(_)))
-}
-
-/// The transient error for a block page in front of `provider`'s API.
-pub fn blocked(answer: &Answer, provider: &str) -> FetchError {
-    FetchError::Unavailable {
-        url: answer.url.clone(),
-        status: answer.status,
-        message: format!(
-            "blocked before reaching {provider} (egress IP, proxy or firewall?): the answer \
-             is not the API's ({}{}), so nothing was spent and tokend retries",
-            body_kind(&answer.body),
-            match answer.excerpt() {
-                e if e.is_empty() => String::new(),
-                e => format!(": {e}"),
-            }
-        ),
-        retry_after: answer.retry_after,
-    }
-}
-
-/// A refresh token that a 2xx answer carries at `pointer` (a JSON pointer), valid as a
-/// token. Read when the rest of the answer is unusable: the provider has rotated the chain
-/// anyway, and the token it sent must not be lost with the access token beside it.
-pub fn salvage_refresh_token(answer: &Answer, pointer: &str) -> Option<Secret> {
-    if !answer.is_success() {
-        return None;
-    }
-    let v: Value = serde_json::from_slice(&answer.body).ok()?;
-    let raw = v.pointer(pointer)?.as_str()?;
-    crate::token::validate_token(raw).ok()
-}
-
-/// A fetch that failed, with the refresh token the provider rotated on the way if it did.
-#[derive(Debug)]
-pub struct Failure {
-    pub error: FetchError,
-    /// The chain's new refresh token from an answer whose access token was unusable; the
-    /// one that was sent is spent, so this one must be kept.
-    pub rotated: Option<Secret>,
-}
-
-impl From<FetchError> for Failure {
-    fn from(error: FetchError) -> Self {
-        Failure {
-            error,
-            rotated: None,
-        }
-    }
-}
-
-impl Failure {
-    /// `error`, keeping the refresh token found at `pointer` in `answer` if there is one.
-    pub fn salvaging(error: FetchError, answer: &Answer, pointer: &str) -> Failure {
-        Failure {
-            rotated: salvage_refresh_token(answer, pointer),
-            error,
-        }
     }
 }
 
@@ -523,7 +385,7 @@ pub fn redactor(
     crate::redact::Redactor::new(secrets, composites)
 }
 
-fn body_kind(body: &[u8]) -> String {
+pub(crate) fn body_kind(body: &[u8]) -> String {
     let trimmed = body.trim_ascii_start();
     if trimmed.is_empty() {
         "it is empty".into()
