@@ -712,6 +712,49 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_chain_is_explained_by_its_age_or_its_expired_access_token() {
+        use crate::state::{StoredToken, Timestamp};
+        use std::time::Duration;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let day = Duration::from_secs(86_400);
+        let state = |issued: Option<Duration>, access_left: Option<i64>| CredentialState {
+            refresh_issued_at: issued.map(|a| Timestamp(now - a)),
+            token: access_left.map(|secs| StoredToken {
+                token: Secret::new("t"),
+                token_type: "Bearer".into(),
+                issued_at: Timestamp(now - day),
+                expires_at: Timestamp(if secs >= 0 {
+                    now + Duration::from_secs(secs as u64)
+                } else {
+                    now - Duration::from_secs(secs.unsigned_abs())
+                }),
+            }),
+            ..Default::default()
+        };
+        let cases = [
+            (
+                state(Some(11 * day), Some(3600)),
+                Some("11d old and lives 10d"),
+            ),
+            (state(Some(2 * day), Some(-3600)), Some("expired at")),
+            (state(None, Some(-60)), Some("expired at")),
+            (state(Some(2 * day), Some(3600)), None),
+            (state(None, None), None),
+        ];
+        for (st, want) in cases {
+            let why = chain_death(&vandar(Some("seed")), &st, now);
+            match want {
+                Some(w) => assert!(
+                    why.as_deref()
+                        .is_some_and(|t| t.contains(w) && t.contains("dashboard")),
+                    "{why:?}"
+                ),
+                None => assert_eq!(why, None),
+            }
+        }
+    }
+
+    #[test]
     fn login_only_has_no_chain() {
         let state = CredentialState {
             refresh_token: Some(Secret::new("leftover")),
