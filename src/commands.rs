@@ -3,11 +3,15 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config, Secrets};
-use crate::engine::{Engine, Outcome};
+use crate::engine::{Engine, Outcome, RefreshError};
 use crate::provider::Provider;
 use crate::secret::{Environment, ProcessEnv};
 use crate::state::StateDir;
@@ -34,6 +38,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
                 for p in crate::preflight::unwritable(&config) {
                     tracing::error!("cannot write here, every refresh will fail: {p}");
                 }
+                report_orphans(&config);
                 daemon::run(path, config).await
             }
             Err(code) => code,
@@ -91,6 +96,9 @@ fn check(path: &Path, offline: bool) -> Exit {
     };
     for w in config.warnings.iter().chain(&exposure_warnings(&config)) {
         eprintln!("warning: {w}");
+    }
+    for (name, path) in orphans(&config) {
+        eprintln!("warning: {}", crate::state::orphan_message(&name, &path));
     }
     // Host-specific, and only a warning: an admin may check a config as another user than
     // the service's, and the unit's sandbox is not this shell's.
@@ -219,6 +227,15 @@ async fn once(path: &Path, force: bool) -> Exit {
         Err(code) => return code,
     };
     logging::init(config.log.format, &config.log.level);
+    // Installed before any request goes out: from here on SIGTERM/SIGINT never kill a
+    // rotation in flight (an init container deleted, a CI job cancelled).
+    let stop_signal = match stop_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tokend: cannot install signal handlers: {e}");
+            return Exit::Failed;
+        }
+    };
     let state_dir = match StateDir::open(&config.state_dir) {
         Ok(s) => s,
         Err(e) => {
@@ -226,41 +243,31 @@ async fn once(path: &Path, force: bool) -> Exit {
             return Exit::Failed;
         }
     };
+    report_orphans(&config);
     let engine = Arc::new(Engine::new(state_dir));
+    let stopping = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     // Bounded so that a config with thousands of credentials does not open thousands of
     // connections at once.
     let permits = Arc::new(tokio::sync::Semaphore::new(32));
     for cred in &config.credentials {
-        let engine = engine.clone();
-        let permits = permits.clone();
+        let (engine, permits, stopping) = (engine.clone(), permits.clone(), stopping.clone());
         let cred = Arc::new(cred.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let mut slot = engine.slot(cred);
-            if let Some(token) = slot.current_token(SystemTime::now()) {
-                crate::events::token_reused(
-                    &slot.credential.name,
-                    &token,
-                    slot.refresh_at(&token),
-                    slot.state.last_success.map(|t| t.0),
-                );
+            if stopping.load(Ordering::SeqCst) {
+                return (cred.name.clone(), None);
             }
-            engine.ensure(&mut slot, force).await
+            (
+                cred.name.clone(),
+                Some(once_one(&engine, cred, force).await),
+            )
         });
     }
-    let mut failed = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Ok(Outcome::Current { .. } | Outcome::Refreshed { .. })) => {}
-            Ok(Err(e)) => failed.push(crate::util::escape_control(&e.to_string())),
-            Err(e) => failed.push(format!("a refresh task crashed: {e}")),
-        }
-    }
+    let failed = join_once(tasks, stop_signal, &stopping).await;
     if failed.is_empty() {
         Exit::Ok
     } else {
-        failed.sort();
         for f in &failed {
             eprintln!("tokend: {f}");
         }
@@ -273,6 +280,144 @@ async fn once(path: &Path, force: bool) -> Exit {
         }
         Exit::Failed
     }
+}
+
+type OnceTasks = tokio::task::JoinSet<(String, Option<Result<Outcome, RefreshError>>)>;
+
+/// Waits for every credential of `once`, and returns what failed (sorted). On SIGTERM or
+/// SIGINT nothing new starts (`stopping`) and refreshes in flight get the daemon's grace
+/// period to finish and save: a rotated refresh token must reach the state file.
+async fn join_once(
+    mut tasks: OnceTasks,
+    mut stop_signal: signal_hook_tokio::Signals,
+    stopping: &AtomicBool,
+) -> Vec<String> {
+    let mut failed = Vec::new();
+    let mut grace: Option<tokio::time::Instant> = None;
+    loop {
+        let joined = tokio::select! {
+            joined = tasks.join_next() => match joined {
+                Some(j) => j,
+                None => break,
+            },
+            sig = stop_signal.next(), if grace.is_none() => {
+                let name = sig.map_or("a signal", signal_name);
+                tracing::warn!(
+                    in_flight = tasks.len(),
+                    "{name}: starting nothing new; in-flight refreshes get {}s to finish and save",
+                    daemon::SHUTDOWN_GRACE.as_secs()
+                );
+                stopping.store(true, Ordering::SeqCst);
+                grace = Some(tokio::time::Instant::now() + daemon::SHUTDOWN_GRACE);
+                continue;
+            }
+            () = sleep_until(grace) => {
+                tracing::warn!(
+                    abandoned = tasks.len(),
+                    "in-flight refreshes did not finish within {}s; stopping anyway",
+                    daemon::SHUTDOWN_GRACE.as_secs()
+                );
+                failed.push(format!(
+                    "{} credential(s) did not finish within the {}s grace period after the stop signal",
+                    tasks.len(),
+                    daemon::SHUTDOWN_GRACE.as_secs()
+                ));
+                tasks.abort_all();
+                break;
+            }
+        };
+        match joined {
+            Ok((_, Some(Ok(Outcome::Current { .. } | Outcome::Refreshed { .. })))) => {}
+            Ok((_, Some(Err(e)))) => failed.push(crate::util::escape_control(&e.to_string())),
+            Ok((name, None)) => failed.push(format!(
+                "credential `{name}`: not attempted, tokend was told to stop"
+            )),
+            Err(e) => failed.push(format!("a refresh task crashed: {e}")),
+        }
+    }
+    failed.sort();
+    failed
+}
+
+/// How long `once` holds a rotated refresh token in memory while the state file cannot be
+/// written (a full or read-only disk), retrying every second. Exiting sooner would forget
+/// the only valid refresh token; waiting longer would stall an init container forever.
+const ONCE_SAVE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// One credential of `once`: ensure it, then keep a rotated refresh token that could not be
+/// saved until it is, or until the deadline.
+async fn once_one(
+    engine: &Engine,
+    cred: Arc<config::Credential>,
+    force: bool,
+) -> Result<Outcome, RefreshError> {
+    let mut slot = engine.slot(cred);
+    if let Some(token) = slot.current_token(SystemTime::now()) {
+        crate::events::token_reused(
+            &slot.credential.name,
+            &token,
+            slot.refresh_at(&token),
+            slot.state.last_success.map(|t| t.0),
+        );
+    }
+    let result = engine.ensure(&mut slot, force).await;
+    if !slot.holds_unsaved_chain() {
+        return result;
+    }
+    tracing::warn!(
+        credential = %slot.credential.name,
+        "the new refresh token could not be saved; holding it in memory and retrying the state \
+         write every second for up to {}s (free space or fix the state directory now)",
+        ONCE_SAVE_DEADLINE.as_secs()
+    );
+    let deadline = tokio::time::Instant::now() + ONCE_SAVE_DEADLINE;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if engine.flush(&mut slot).await.is_ok() {
+            tracing::info!(credential = %slot.credential.name, "the new refresh token is saved");
+            // The token fetched with it is in state now: publish it (no new fetch).
+            return engine.ensure(&mut slot, false).await;
+        }
+    }
+    tracing::error!(
+        credential = %slot.credential.name,
+        "gave up saving the new refresh token after {}s; the chain is lost unless a login is \
+         configured (the next run logs in, or needs a new refresh token from the provider)",
+        ONCE_SAVE_DEADLINE.as_secs()
+    );
+    result
+}
+
+/// SIGTERM (Kubernetes deleting an init container, CI cancelling a job) and SIGINT (Ctrl-C).
+fn stop_signals() -> std::io::Result<signal_hook_tokio::Signals> {
+    signal_hook_tokio::Signals::new([SIGTERM, SIGINT])
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        SIGTERM => "SIGTERM",
+        SIGINT => "SIGINT",
+        _ => "a signal",
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Logs every state file no configured credential owns (a rename or a removal).
+fn report_orphans(config: &Config) {
+    for (name, path) in orphans(config) {
+        tracing::warn!("{}", crate::state::orphan_message(&name, &path));
+    }
+}
+
+fn orphans(config: &Config) -> Vec<(String, std::path::PathBuf)> {
+    let names: Vec<&str> = config.credentials.iter().map(|c| c.name.as_str()).collect();
+    crate::state::orphans(&config.state_dir, &names)
 }
 
 fn status_cmd(path: &Path, json: bool) -> Exit {
@@ -289,6 +434,9 @@ fn status_cmd(path: &Path, json: bool) -> Exit {
         );
     } else {
         print!("{}", status::table(&entries, now));
+    }
+    for (name, path) in orphans(&config) {
+        eprintln!("note: {}", crate::state::orphan_message(&name, &path));
     }
     if entries.iter().all(status::Entry::is_valid) {
         Exit::Ok

@@ -146,6 +146,12 @@ impl Slot {
         (self.state.failures > 0 && !error.transient && now < until).then_some(until)
     }
 
+    /// State that is not on disk yet and holds a refresh token: losing it (a process that
+    /// exits now) would lose a rotated chain.
+    pub fn holds_unsaved_chain(&self) -> bool {
+        self.unsaved && self.state.refresh_token.is_some()
+    }
+
     /// When the driver should call [`Engine::ensure`] next.
     pub fn next_attempt(&self, now: SystemTime) -> SystemTime {
         if let Some(at) = self.state.next_attempt.map(|t| t.0)
@@ -306,7 +312,13 @@ impl Engine {
                 credential: name.to_owned(),
                 message,
             })?;
-        let (refresh_token, seed_fp) = choose_refresh_token(&cred.provider, &slot.state);
+        let spent = seed_to_send(&cred.provider, &slot.state)
+            .and_then(|fp| self.state_dir.seed_spent_by(&fp, name));
+        if let Some((other, path)) = &spent {
+            events::seed_spent(name, other, path);
+        }
+        let (refresh_token, seed_fp) =
+            choose_refresh_token(&cred.provider, &slot.state, spent.is_some());
 
         let clock = Instant::now();
         // Every text the provider sends back is redacted of what this request carried.
@@ -419,13 +431,23 @@ impl Engine {
         slot.state.last_error = None;
         slot.state.failures = 0;
         slot.state.next_attempt = Some(Timestamp(slot.refresh_at(&token)));
-        self.save(slot).await?;
-        // The forced fetch happened; if an output fails now, retries only re-publish.
+        // The forced fetch happened; if the state write or an output fails now, retries
+        // save and re-publish this token instead of spending another refresh token.
         slot.force_pending = false;
+        self.save(slot).await?;
         events::token_refreshed(name, &token, fetched.flow, source, took);
 
         let written = self.publish(&cred, &token).await?;
         Ok(Outcome::Refreshed { token, written })
+    }
+
+    /// Retries a state write that failed; `Ok` once nothing is left unsaved.
+    pub async fn flush(&self, slot: &mut Slot) -> Result<(), RefreshError> {
+        if slot.unsaved {
+            self.save(slot).await
+        } else {
+            Ok(())
+        }
     }
 
     /// Writes every output, then runs the hooks if any output changed.
@@ -589,9 +611,13 @@ fn strip_credential(message: &str, credential: &str) -> String {
 /// A configured seed that differs from the one the chain grew from is a new dashboard token:
 /// it replaces the chain. Otherwise the chain's latest token is used; when the chain is dead
 /// (rejected), nothing is sent and the provider logs in if it can.
+///
+/// `seed_spent`: the state directory records that seed as used by another credential (a
+/// rename): it is never sent again, so the provider logs in if it can.
 fn choose_refresh_token(
     provider: &ProviderConfig,
     state: &CredentialState,
+    seed_spent: bool,
 ) -> (Option<Secret>, Option<String>) {
     if !provider.uses_refresh_chain() {
         return (None, None);
@@ -599,9 +625,20 @@ fn choose_refresh_token(
     let seed = provider.refresh_seed();
     let seed_fp = seed.map(|s| s.fingerprint());
     match seed {
+        Some(_) if state.refresh_seed != seed_fp && seed_spent => (None, None),
         Some(seed) if state.refresh_seed != seed_fp => (Some(seed.clone()), seed_fp),
         _ => (state.refresh_token.clone(), seed_fp),
     }
+}
+
+/// The fingerprint of the configured seed when this refresh would send it (a chain not yet
+/// started from it), else `None`.
+fn seed_to_send(provider: &ProviderConfig, state: &CredentialState) -> Option<String> {
+    let fp = provider
+        .refresh_seed()
+        .filter(|_| provider.uses_refresh_chain())?
+        .fingerprint();
+    (state.refresh_seed.as_deref() != Some(fp.as_str())).then_some(fp)
 }
 
 /// Fingerprint of who a token is issued to and with which secrets: a change means the
@@ -681,7 +718,8 @@ mod tests {
 
     #[test]
     fn first_use_takes_the_seed() {
-        let (rt, fp) = choose_refresh_token(&vandar(Some("seed")), &CredentialState::default());
+        let (rt, fp) =
+            choose_refresh_token(&vandar(Some("seed")), &CredentialState::default(), false);
         assert_eq!(rt, Some(Secret::new("seed")));
         assert_eq!(fp, Some(fingerprint("seed")));
     }
@@ -693,7 +731,7 @@ mod tests {
             refresh_seed: Some(fingerprint("seed")),
             ..Default::default()
         };
-        let (rt, _) = choose_refresh_token(&vandar(Some("seed")), &state);
+        let (rt, _) = choose_refresh_token(&vandar(Some("seed")), &state, false);
         assert_eq!(rt, Some(Secret::new("rotated")));
     }
 
@@ -704,9 +742,12 @@ mod tests {
             refresh_seed: Some(fingerprint("seed")),
             ..Default::default()
         };
-        assert_eq!(choose_refresh_token(&vandar(Some("seed")), &state).0, None);
         assert_eq!(
-            choose_refresh_token(&vandar(Some("new-seed")), &state).0,
+            choose_refresh_token(&vandar(Some("seed")), &state, false).0,
+            None
+        );
+        assert_eq!(
+            choose_refresh_token(&vandar(Some("new-seed")), &state, false).0,
             Some(Secret::new("new-seed"))
         );
     }
@@ -755,11 +796,35 @@ mod tests {
     }
 
     #[test]
+    fn a_seed_spent_under_another_name_is_never_sent() {
+        let fresh = CredentialState::default();
+        assert_eq!(
+            seed_to_send(&vandar(Some("seed")), &fresh),
+            Some(fingerprint("seed"))
+        );
+        assert_eq!(
+            choose_refresh_token(&vandar(Some("seed")), &fresh, true),
+            (None, None)
+        );
+        // A chain already grown from this seed is ours: the seed is not about to be sent.
+        let grown = CredentialState {
+            refresh_token: Some(Secret::new("rotated")),
+            refresh_seed: Some(fingerprint("seed")),
+            ..Default::default()
+        };
+        assert_eq!(seed_to_send(&vandar(Some("seed")), &grown), None);
+        assert_eq!(
+            choose_refresh_token(&vandar(Some("seed")), &grown, false).0,
+            Some(Secret::new("rotated"))
+        );
+    }
+
+    #[test]
     fn login_only_has_no_chain() {
         let state = CredentialState {
             refresh_token: Some(Secret::new("leftover")),
             ..Default::default()
         };
-        assert_eq!(choose_refresh_token(&vandar(None), &state).0, None);
+        assert_eq!(choose_refresh_token(&vandar(None), &state, false).0, None);
     }
 }

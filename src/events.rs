@@ -118,6 +118,18 @@ pub fn chain_rotated(credential: &str, fingerprint: &str) {
     );
 }
 
+pub fn seed_spent(credential: &str, other: &str, state_file: &std::path::Path) {
+    tracing::warn!(
+        credential,
+        event = "seed_spent",
+        "the configured refresh token was already used by credential `{other}` (state file `{}`) \
+         and a refresh token works only once, so it is not sent again; logging in instead if a \
+         login is configured. If `{other}` was renamed to `{credential}`, stop tokend and \
+         rename that file to `{credential}.json`; otherwise put a new refresh token in the config",
+        state_file.display()
+    );
+}
+
 pub fn state_discarded(credential: &str, reason: &str) {
     tracing::warn!(
         credential,

@@ -162,6 +162,11 @@ pub struct StateDir {
     path: PathBuf,
     // Held for the life of the process: the OS releases the flock when we exit or die.
     _lock: File,
+    /// Seed fingerprint → the credential whose state records having used that seed. A
+    /// refresh token works once: a seed recorded under any name is never sent again. Read
+    /// from the files on first need only (a seed about to be sent is rare), so an ordinary
+    /// start reads each state file once, not twice.
+    seeds: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 impl StateDir {
@@ -253,7 +258,21 @@ impl StateDir {
         Ok(StateDir {
             path: path.to_path_buf(),
             _lock: lock,
+            seeds: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The other credential (and its state file) that already used the seed with
+    /// fingerprint `seed`, if any: sending it again would be a replay (HTTP 401 and, at some
+    /// providers, a revoked chain). Typically the credential was renamed.
+    pub fn seed_spent_by(&self, seed: &str, credential: &str) -> Option<(String, PathBuf)> {
+        let seeds = self
+            .seeds
+            .get_or_init(|| std::sync::Mutex::new(recorded_seeds(&self.path)))
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let other = seeds.get(seed).filter(|o| *o != credential)?;
+        Some((other.clone(), file_path(&self.path, other)))
     }
 
     pub fn path(&self) -> &Path {
@@ -273,7 +292,16 @@ impl StateDir {
         atomic::write_file(&path, &bytes, Access::PRIVATE).map_err(|e| StateError::Write {
             path,
             reason: crate::util::io_reason(&e),
-        })
+        })?;
+        // Not read yet: the file just written will be read with the others.
+        if let (Some(seed), Some(seeds)) = (&state.refresh_seed, self.seeds.get()) {
+            seeds
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(seed.clone())
+                .or_insert_with(|| state.credential.clone());
+        }
+        Ok(())
     }
 
     /// Moves an unreadable state file aside so the credential can start over, keeping it
@@ -286,6 +314,57 @@ impl StateDir {
         ));
         fs::rename(&from, &to).ok().map(|_| to)
     }
+}
+
+/// Every state file's credential name (`NAME.json`; quarantined copies and the lock aside).
+fn state_files(dir: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".json").map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Which credential recorded each seed fingerprint, from the state files present now.
+fn recorded_seeds(dir: &Path) -> std::collections::HashMap<String, String> {
+    let mut seeds = std::collections::HashMap::new();
+    for name in state_files(dir) {
+        if let Ok(Some(state)) = load(dir, &name)
+            && let Some(seed) = state.refresh_seed
+        {
+            seeds.entry(seed).or_insert(name);
+        }
+    }
+    seeds
+}
+
+/// State files of credentials the configuration no longer has (renamed or removed), with
+/// the path of each. Their refresh chains are not used by anyone.
+pub fn orphans(dir: &Path, configured: &[&str]) -> Vec<(String, PathBuf)> {
+    let configured: std::collections::HashSet<&str> = configured.iter().copied().collect();
+    state_files(dir)
+        .into_iter()
+        .filter(|n| !configured.contains(n.as_str()))
+        .map(|n| {
+            let path = file_path(dir, &n);
+            (n, path)
+        })
+        .collect()
+}
+
+/// What to tell an operator about an orphaned state file.
+pub fn orphan_message(name: &str, path: &Path) -> String {
+    format!(
+        "state file `{}` belongs to no configured credential (it is `{name}`'s); if the \
+         credential was renamed, stop tokend and rename the file to NEW-NAME.json to keep its \
+         refresh chain, otherwise delete it",
+        path.display()
+    )
 }
 
 pub fn file_path(dir: &Path, credential: &str) -> PathBuf {
@@ -338,7 +417,17 @@ fn read_trusted(path: &Path) -> io::Result<Vec<u8>> {
     if !meta.is_file() {
         return Err(io::Error::other("it is not a regular file"));
     }
-    if let Some(why) = crate::util::untrusted(&meta, &[crate::util::euid()]) {
+    // The directory's owner too: `tokend status` run by root (or an admin) reads the state
+    // of a tokend running as its own user. `StateDir::open` has already made sure the
+    // directory is tokend's own before anything is published from it.
+    let dir_owner = path
+        .parent()
+        .and_then(|d| fs::metadata(d).ok())
+        .map(|m| m.uid());
+    let owners: Vec<u32> = std::iter::once(crate::util::euid())
+        .chain(dir_owner)
+        .collect();
+    if let Some(why) = crate::util::untrusted(&meta, &owners) {
         return Err(io::Error::other(format!("{why}, so it is not trusted")));
     }
     let mut bytes = Vec::new();
@@ -393,6 +482,27 @@ mod tests {
             err.contains(&format!("pid {}", std::process::id())),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_seed_used_under_one_name_is_spent_for_every_other() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(tmp.path()).unwrap();
+        sd.save(&sample()).unwrap();
+        assert_eq!(
+            sd.seed_spent_by("abcd1234", "renamed").map(|(n, _)| n),
+            Some("vandar-main".to_owned())
+        );
+        assert_eq!(sd.seed_spent_by("abcd1234", "vandar-main"), None);
+        assert_eq!(sd.seed_spent_by("other", "renamed"), None);
+        drop(sd);
+        // Recorded again from the files when the directory is opened anew.
+        let sd = StateDir::open(tmp.path()).unwrap();
+        assert!(sd.seed_spent_by("abcd1234", "renamed").is_some());
+        let orphans = orphans(tmp.path(), &["renamed"]);
+        assert_eq!(orphans.len(), 1);
+        assert_eq!(orphans[0].0, "vandar-main");
+        assert!(super::orphans(tmp.path(), &["vandar-main"]).is_empty());
     }
 
     #[test]

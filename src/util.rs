@@ -28,14 +28,22 @@ pub fn euid() -> u32 {
 /// and that includes sticky shared directories such as `/tmp`.
 pub fn untrusted(meta: &std::fs::Metadata, owners: &[u32]) -> Option<String> {
     if !owners.contains(&meta.uid()) {
-        let allowed = if owners.len() > 1 && owners.contains(&0) {
-            format!("root or tokend's user (uid {})", euid())
-        } else {
-            format!("tokend's user (uid {})", euid())
-        };
+        let me = euid();
+        let mut names: Vec<String> = Vec::new();
+        for &uid in owners {
+            let name = match uid {
+                0 if me != 0 => "root".to_owned(),
+                uid if uid == me => format!("tokend's user (uid {uid})"),
+                uid => format!("uid {uid}"),
+            };
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
         return Some(format!(
-            "it is owned by uid {}, not by {allowed}",
-            meta.uid()
+            "it is owned by uid {}, not by {}",
+            meta.uid(),
+            names.join(" or ")
         ));
     }
     let mode = meta.mode() & 0o7777;
@@ -135,6 +143,38 @@ mod tests {
             "; did you mean `refresh_token`?"
         );
         assert_eq!(did_you_mean("zzz", &["refresh_token", "name"]), "");
+    }
+
+    #[test]
+    fn trust_needs_an_allowed_owner_and_no_foreign_write_bit() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        let me = euid();
+        for (mode, owners, expect) in [
+            (0o600, vec![me], None),
+            (0o644, vec![me], None),
+            (0o640, vec![0, me], None),
+            (0o620, vec![me], Some("writable by other users (mode 0620)")),
+            (
+                0o1777,
+                vec![me],
+                Some("writable by other users (mode 1777)"),
+            ),
+            (0o600, vec![me + 1], Some("not by uid")),
+        ] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            let meta = std::fs::metadata(&file).unwrap();
+            let got = untrusted(&meta, &owners);
+            match expect {
+                None => assert_eq!(got, None, "{mode:o}"),
+                Some(text) => assert!(
+                    got.as_deref().unwrap_or("").contains(text),
+                    "{mode:o}: {got:?}"
+                ),
+            }
+        }
     }
 
     #[test]

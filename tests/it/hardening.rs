@@ -159,6 +159,13 @@ impl Target {
     }
 }
 
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn signal_hook_env(pid_dir_mode: u32, pid_owner: Option<u32>) -> (Env, Target, PathBuf) {
     let env = Env::new();
     let target = Target::start();
@@ -446,11 +453,12 @@ credentials:
 "#
     ));
     let d = env.daemon();
+    // The daemon's live view (what the trigger consults), not the state file, which is
+    // written a moment before the view is updated.
     assert!(
-        wait_for(
-            Duration::from_secs(10),
-            || env.state("pharmacy")["failures"].as_u64().unwrap_or(0) >= 1
-        ),
+        wait_for(Duration::from_secs(10), || http(port, "GET", "/v1/status")
+            .1
+            .contains("\"failures\":1")),
         "no failure recorded:\n{}",
         d.log()
     );
@@ -620,3 +628,147 @@ fn the_warning_for_a_rejected_refresh_is_redacted() {
 
 // ---------------------------------------------------------------------------------------
 // A refresh chain is never lost (points 2, 3, 4)
+
+fn vandar_refresh_token(env: &Env) -> Option<String> {
+    env.state("vandar-main")["refresh_token"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[test]
+fn sigterm_during_a_rotation_in_once_keeps_the_rotated_token() {
+    let env = Env::new();
+    vandar_config(&env, false, "");
+    env.emu
+        .push_fault(Endpoint::VandarRefresh, Fault::Delay { ms: 1500 }, 1);
+    let mut once = env.daemon_with(&mut env.tokend(&["once"]));
+    assert!(wait_for(Duration::from_secs(5), || env
+        .emu
+        .requests(Endpoint::VandarRefresh)
+        >= 1));
+    once.signal(nix::sys::signal::Signal::SIGTERM);
+    let code = once.wait_exit(Duration::from_secs(15));
+    assert!(code.is_some(), "once did not stop:\n{}", once.log());
+    let rotated = vandar_refresh_token(&env);
+    assert!(
+        rotated.as_deref().is_some_and(|t| t != "def502seed"),
+        "the rotated refresh token was not saved (exit {code:?}):\n{}",
+        once.log()
+    );
+    assert!(once.log().contains("SIGTERM"), "{}", once.log());
+    // The chain goes on from the saved token; nothing is sent twice.
+    env.run(&["once", "--force"]).assert_code(0);
+    assert_eq!(env.emu.reused_refresh_tokens(), 0);
+}
+
+/// Fills the filesystem holding `dir` until it refuses another byte.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = [0u8; 4096];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+    path
+}
+
+/// A tmpfs mounted for one test (as tests/it/faults.rs does), unmounted on drop.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn tmpfs(path: &Path, size: &str) -> Option<Mounted> {
+    std::fs::create_dir_all(path).unwrap();
+    let ok = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0700"),
+            "tmpfs",
+        ])
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| Mounted(path.to_path_buf()))
+}
+
+#[test]
+fn once_with_a_full_state_filesystem_keeps_the_rotated_token_until_it_is_saved() {
+    let env = Env::new();
+    vandar_config(&env, false, "");
+    let Some(_fs) = tmpfs(&env.path("state"), "64k") else {
+        eprintln!("skipped: mounting a tmpfs is not permitted here");
+        return;
+    };
+    env.emu
+        .push_fault(Endpoint::VandarRefresh, Fault::Delay { ms: 1000 }, 1);
+    let mut once = env.daemon_with(&mut env.tokend(&["once"]));
+    assert!(wait_for(Duration::from_secs(5), || env
+        .emu
+        .requests(Endpoint::VandarRefresh)
+        >= 1));
+    let filler = fill(&env.path("state"));
+    assert!(
+        wait_for(Duration::from_secs(10), || once
+            .log()
+            .contains("cannot write state file")),
+        "{}",
+        once.log()
+    );
+    assert!(once.is_running(), "once gave up:\n{}", once.log());
+    std::fs::remove_file(filler).unwrap();
+    let code = once.wait_exit(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "{}", once.log());
+    assert!(
+        vandar_refresh_token(&env).is_some_and(|t| t != "def502seed"),
+        "{}",
+        once.log()
+    );
+    env.run(&["once", "--force"]).assert_code(0);
+    assert_eq!(env.emu.reused_refresh_tokens(), 0);
+}
+
+#[test]
+fn renaming_a_credential_never_resends_its_spent_seed() {
+    let env = Env::new();
+    let config = vandar_config(&env, false, "");
+    env.run(&["once"]).assert_code(0);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("vandar-main", "vandar-renamed")).unwrap();
+    let r = env.run(&["once"]);
+    assert_eq!(env.emu.reused_refresh_tokens(), 0, "{}", r.stderr);
+    assert_eq!(env.emu.requests(Endpoint::VandarRefresh), 1, "{}", r.stderr);
+    r.assert_code(1);
+    assert!(r.stderr.contains("vandar-main"), "{}", r.stderr);
+    assert!(r.stderr.contains("already used"), "{}", r.stderr);
+    let status = env.run(&["status"]);
+    assert!(
+        status.all().contains("vandar-main.json")
+            && status.all().contains("no configured credential"),
+        "{}",
+        status.all()
+    );
+    let check = env.run(&["check"]);
+    assert!(
+        check.stderr.contains("vandar-main.json"),
+        "{}",
+        check.stderr
+    );
+}
+
+#[test]
+fn a_renamed_credential_with_a_login_logs_in_instead_of_resending_the_seed() {
+    let env = Env::new();
+    let config = vandar_config(&env, true, "");
+    env.run(&["once"]).assert_code(0);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("vandar-main", "vandar-renamed")).unwrap();
+    env.run(&["once"]).assert_code(0);
+    assert_eq!(env.emu.reused_refresh_tokens(), 0);
+    assert_eq!(env.emu.requests(Endpoint::VandarLogin), 1);
+}
