@@ -149,11 +149,14 @@ impl OAuth2 {
 /// 401 with a JSON error body (some servers say it that way). A 400/403 page from a proxy
 /// or firewall in front of the server is not a verdict.
 fn is_rejected_grant(answer: &Answer) -> bool {
-    let Ok(v @ serde_json::Value::Object(_)) = serde_json::from_slice(&answer.body) else {
-        return false;
-    };
-    let error = super::get_ci(&v, "error").and_then(Value::as_str);
-    error == Some("invalid_grant") || (answer.status == 401 && error.is_some())
+    let error = oauth_error(answer);
+    error.as_deref() == Some("invalid_grant") || (answer.status == 401 && error.is_some())
+}
+
+/// The RFC 6749 §5.2 `error` code of a JSON error body.
+fn oauth_error(answer: &Answer) -> Option<String> {
+    let v: Value = serde_json::from_slice(&answer.body).ok()?;
+    super::get_ci(&v, "error")?.as_str().map(str::to_owned)
 }
 
 impl Provider for OAuth2 {
@@ -306,7 +309,9 @@ pub fn parse_discovery(answer: &Answer) -> Result<String, FetchError> {
 /// `refresh_token`) or §5.2 error body (`error`, `error_description`).
 pub fn parse_token_response(answer: &Answer, flow: &'static str) -> Result<Fetched, FetchError> {
     if !answer.is_success() {
-        if super::is_block_page(answer) {
+        // A 403 with an RFC 6749 error body (`unauthorized_client`) is the server's verdict;
+        // without one it is a page from something in front of the server.
+        if super::is_block_page(answer) && oauth_error(answer).is_none() {
             return Err(super::blocked(answer, "the token endpoint"));
         }
         return Err(answer.error(super::provider_message(answer)));
@@ -420,6 +425,13 @@ mod tests {
             assert!(e.is_transient(), "HTTP {status}: {e}");
             assert!(e.to_string().contains("blocked before reaching"), "{e}");
         }
+        // The server's own 403 stays a verdict.
+        let e = parse_token_response(
+            &Answer::fake(403, r#"{"error":"unauthorized_client"}"#),
+            "client_credentials",
+        )
+        .unwrap_err();
+        assert!(!e.is_transient(), "{e}");
     }
 
     #[test]
