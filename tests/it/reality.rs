@@ -628,3 +628,77 @@ fn emulate_refuses_a_settings_file_with_a_typo() {
         r.stderr
     );
 }
+
+#[test]
+fn a_chain_that_outlived_its_ten_days_says_so() {
+    let env = Env::with(EmulatorConfig {
+        vandar_refresh_lifetime: Duration::from_secs(2),
+        ..EmulatorConfig::default()
+    });
+    vandar(&env, Some("def502seed"), true, "    login_version: v2\n");
+    env.run(&["once"]).assert_code(0);
+    // Pretend the chain's refresh token was issued 11 days ago (the emulator's is 2 s).
+    let path = env.path("state/vandar-main.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let old = SystemTime::now() - Duration::from_secs(11 * 86_400);
+    state["refresh_issued_at"] = humantime::format_rfc3339_millis(old).to_string().into();
+    std::fs::write(&path, state.to_string()).unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    // With a login configured, tokend logs in and says why the chain died.
+    let r = env.run(&["once", "--force"]);
+    r.assert_code(0);
+    assert!(
+        r.stderr.contains("refresh token was rejected")
+            && r.stderr.contains("11d old and lives 10d")
+            && r.stderr.contains("logs in with mobile + password"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(env.emu.successes(Endpoint::VandarLogin), 1);
+}
+
+#[test]
+fn a_cold_daemon_with_forty_five_vandar_credentials_stays_under_the_rate_limit() {
+    const N: usize = 45;
+    let seeds: Vec<String> = (0..N).map(|i| format!("def502run{i:02}")).collect();
+    let env = Env::with(EmulatorConfig {
+        vandar_refresh_seeds: seeds.clone(),
+        ..EmulatorConfig::default()
+    });
+    let blocks: String = seeds
+        .iter()
+        .enumerate()
+        .map(|(i, seed)| vandar_block(&format!("v{i:02}"), Some(seed), false, ""))
+        .collect();
+    env.config(&format!("credentials:\n{blocks}"));
+    let d = env.daemon();
+    assert!(
+        wait_for(Duration::from_secs(20), || env
+            .emu
+            .successes(Endpoint::VandarRefresh)
+            == N as u64),
+        "{}",
+        d.log()
+    );
+    let throttled = env.emu.stats().vandar_throttled;
+    eprintln!("daemon, 45 vandar credentials: {throttled} answered 429");
+    assert!(throttled <= 2, "{throttled} 429s:\n{}", d.log());
+    assert_eq!(env.emu.reused_refresh_tokens(), 0);
+    assert!(wait_for(Duration::from_secs(5), || (0..N)
+        .all(|i| issued(&env, &format!("out/v{i:02}.token")))));
+}
+
+#[test]
+fn login_version_is_checked() {
+    let env = Env::new();
+    vandar(&env, None, true, "    login_version: v4\n");
+    let r = env.run(&["check"]);
+    r.assert_code(2);
+    assert!(
+        r.stderr.contains("login_version") || r.stderr.contains("v4"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("v3"), "{}", r.stderr);
+}
