@@ -91,23 +91,24 @@ pub fn parent(path: &Path) -> &Path {
 }
 
 /// True when `path` already holds exactly `data` with `access`: rewriting it would only
-/// wake readers (inotify, reloaders) for nothing.
+/// wake readers (inotify, reloaders) for nothing. Anything but a regular file (a FIFO
+/// someone left there, a link to a device) is not current, and is never read.
 pub fn is_current(path: &Path, data: &[u8], access: Access) -> bool {
-    let Ok(mut file) = File::open(path) else {
+    let Ok((file, meta)) = crate::fsread::open_regular(path) else {
         return false;
     };
-    let Ok(meta) = file.metadata() else {
-        return false;
-    };
-    if !meta.is_file()
-        || meta.len() != data.len() as u64
+    if meta.len() != data.len() as u64
         || meta.mode() & 0o7777 != access.mode
         || access.gid.is_some_and(|g| g != meta.gid())
     {
         return false;
     }
     let mut current = Vec::with_capacity(data.len());
-    file.read_to_end(&mut current).is_ok() && current == data
+    // One byte past the expected length shows a file that grew since fstat.
+    file.take(data.len() as u64 + 1)
+        .read_to_end(&mut current)
+        .is_ok()
+        && current == data
 }
 
 #[cfg(test)]
@@ -144,6 +145,11 @@ mod tests {
         write_file(&p, b"x", Access::PRIVATE).unwrap();
         assert!(is_current(&p, b"x", Access::PRIVATE));
         assert!(!is_current(&p, b"y", Access::PRIVATE));
+        // Special files are never current and never read (a FIFO would block the open).
+        assert!(!is_current(Path::new("/dev/zero"), b"", Access::PRIVATE));
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(!is_current(&fifo, b"", Access::PRIVATE));
         assert!(!is_current(
             &p,
             b"x",

@@ -78,7 +78,7 @@ fn print_bytes(bytes: &[u8]) -> Exit {
 
 /// Loads the config or prints why not; `Err` carries exit code 2.
 pub fn load(path: &Path, secrets: Secrets) -> Result<Config, Exit> {
-    config::load(path, &ProcessEnv, secrets).map_err(|e| {
+    config::load_within(path, ProcessEnv, secrets).map_err(|e| {
         eprintln!("tokend: {e}");
         Exit::BadConfig
     })
@@ -438,7 +438,7 @@ fn status_cmd(path: &Path, json: bool) -> Exit {
     for (name, path) in orphans(&config) {
         eprintln!("note: {}", crate::state::orphan_message(&name, &path));
     }
-    if entries.iter().all(status::Entry::is_valid) {
+    if entries.iter().all(status::Entry::is_healthy) {
         Exit::Ok
     } else {
         Exit::Failed

@@ -5,7 +5,7 @@
 //! instants, re-checked at least every [`MAX_SLEEP`], so a suspend or a clock step delays a
 //! due refresh by at most that much, while an idle process wakes only a few times a minute.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::commands::Exit;
 use crate::config::{self, Config, Credential, Secrets};
+use crate::deadlines::{Deadlines, Now};
 use crate::engine::{Engine, Outcome, RefreshError, Slot};
 use crate::events;
 use crate::notify::Notifier;
@@ -31,6 +32,9 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(30);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// At most this many refreshes talk to providers at once.
 const MAX_CONCURRENT: usize = 64;
+/// How often every output is looked at (`stat`, no read) and put back from state when it
+/// was deleted or replaced. Thousands of credentials cost a few milliseconds per round.
+pub const OUTPUT_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// What can happen to the daemon from outside: signals, and later the HTTP trigger.
 #[derive(Debug)]
@@ -54,10 +58,17 @@ pub async fn run(config_path: PathBuf, config: Config) -> Exit {
         eprintln!("tokend: cannot install signal handlers: {e}");
         return Exit::Failed;
     }
+    let nofile = raise_fd_limit();
     let observed = Arc::new(Observed::default());
     observed.beat();
     if let Some(listen) = config.listen
-        && let Err(e) = crate::http::serve(listen, observed.clone(), control_tx.clone()).await
+        && let Err(e) = crate::http::serve(
+            listen,
+            observed.clone(),
+            control_tx.clone(),
+            crate::http::max_connections(nofile),
+        )
+        .await
     {
         eprintln!("tokend: cannot listen on {listen}: {e}");
         return Exit::Failed;
@@ -66,6 +77,24 @@ pub async fn run(config_path: PathBuf, config: Config) -> Exit {
     Supervisor::new(engine, config_path, config, observed)
         .run(control_rx)
         .await
+}
+
+/// Raises the soft descriptor limit to the hard one (systemd starts services at 1 024 soft,
+/// which thousands of credentials with outputs and connections can exceed) and returns
+/// the soft limit in force. Under the shipped unit `setrlimit` is filtered out and
+/// `LimitNOFILE=` does the same job, so a refusal is not an error.
+fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    // An unlimited hard limit still stops at the kernel's nr_open (1 048 576 by default).
+    let target = hard.min(1 << 20);
+    if soft < target && setrlimit(Resource::RLIMIT_NOFILE, target, hard).is_ok() {
+        tracing::debug!(from = soft, to = target, "raised the descriptor limit");
+        return target;
+    }
+    soft
 }
 
 /// SIGTERM: Kubernetes and systemd stop us with it. SIGINT: Ctrl-C. SIGHUP: reload, as
@@ -102,8 +131,10 @@ struct Entry {
     slot: Option<Slot>,
     next: SystemTime,
     force: bool,
-    /// Every output held the current token after the last attempt.
+    /// Every output held the current token after the last attempt (or output check).
     outputs_ok: bool,
+    /// What the last output check found wrong, until a write puts it right.
+    outputs_note: Option<String>,
     /// A changed or removed credential whose refresh was in flight: apply on return.
     pending: Pending,
 }
@@ -115,14 +146,26 @@ enum Pending {
 }
 
 type Done = (String, Slot, Result<Outcome, RefreshError>);
+/// Work done off the loop reports back over one of these.
+type Channel<T> = (mpsc::Sender<T>, mpsc::Receiver<T>);
 
 struct Supervisor {
     engine: Arc<Engine>,
     config_path: PathBuf,
     config: Config,
     entries: HashMap<String, Entry>,
-    queue: BTreeSet<(SystemTime, String)>,
+    queue: Deadlines,
     tasks: JoinSet<Done>,
+    /// A SIGHUP's config load runs off this loop and reports here.
+    reloads: Channel<Result<Config, String>>,
+    reloading: bool,
+    /// Another SIGHUP came while a load was running: load again after it.
+    reload_again: bool,
+    /// The periodic output check runs off this loop and reports credentials whose outputs
+    /// are not in place, with what is wrong.
+    checks: Channel<Vec<(String, String)>>,
+    checking: bool,
+    next_check: Instant,
     observed: Arc<Observed>,
     notifier: Notifier,
     ready_sent: bool,
@@ -147,8 +190,14 @@ impl Supervisor {
             config_path,
             config,
             entries: HashMap::new(),
-            queue: BTreeSet::new(),
+            queue: Deadlines::default(),
             tasks: JoinSet::new(),
+            reloads: mpsc::channel(1),
+            reloading: false,
+            reload_again: false,
+            checks: mpsc::channel(1),
+            checking: false,
+            next_check: Instant::now() + OUTPUT_CHECK_EVERY,
             observed,
             notifier: Notifier::from_env(),
             ready_sent: false,
@@ -174,6 +223,7 @@ impl Supervisor {
             self.observed.beat();
             self.notifier.watchdog();
             self.notify_status();
+            self.start_output_check();
             self.start_due();
             let sleep = self.sleep_duration();
             tokio::select! {
@@ -184,13 +234,15 @@ impl Supervisor {
                         Err(e) => tracing::error!(error = %e, "a refresh task crashed"),
                     }
                 }
+                Some(loaded) = self.reloads.1.recv() => self.finish_reload(loaded),
+                Some(found) = self.checks.1.recv() => self.finish_output_check(found),
                 msg = control.recv() => match msg {
                     Some(Control::Shutdown) | None => break,
                     Some(Control::Reload) => {
-                        self.notifier.reloading();
-                        self.reload().await;
-                        self.notifier.ready();
-                        self.status_dirty = true;
+                        // Outputs first: putting them back needs no config, and works even
+                        // when the new config turns out to be invalid.
+                        self.restore_outputs();
+                        self.start_reload();
                     }
                     Some(Control::RefreshAll) => {
                         tracing::info!("refreshing every credential now (SIGUSR1)");
@@ -236,7 +288,8 @@ impl Supervisor {
                 "the last attempt before the restart failed; waiting for its retry time"
             );
         }
-        self.publish_view(&name, &slot, false, waiting, next);
+        events::tracked(&name);
+        publish_view(&self.observed, &name, &slot, false, None, waiting, next);
         events::scheduled(&name, next);
         if !waiting {
             self.first_round.insert(name.clone());
@@ -249,30 +302,11 @@ impl Supervisor {
                 next,
                 force: false,
                 outputs_ok: false,
+                outputs_note: None,
                 pending: Pending::None,
             },
         );
-        self.queue.insert((next, name));
-    }
-
-    fn publish_view(
-        &self,
-        name: &str,
-        slot: &Slot,
-        outputs_ok: bool,
-        attempted: bool,
-        next: SystemTime,
-    ) {
-        self.observed.set(
-            name,
-            View {
-                provider: provider_name(&slot.credential.provider),
-                state: slot.state.clone(),
-                outputs_ok,
-                attempted,
-                next,
-            },
-        );
+        self.queue.insert(&name, next, Now::read());
     }
 
     /// Sends STATUS= when something changed, at most once a second: building the line
@@ -294,24 +328,26 @@ impl Supervisor {
     }
 
     fn force(&mut self, name: &str) {
-        let now = SystemTime::now();
+        let now = Now::read();
         if let Some(entry) = self.entries.get_mut(name) {
             entry.force = true;
             if entry.slot.is_some() {
-                self.queue.remove(&(entry.next, name.to_owned()));
-                entry.next = now;
-                self.queue.insert((now, name.to_owned()));
+                entry.next = now.wall;
+                self.queue.insert(name, now.wall, now);
             }
         }
     }
 
     fn sleep_duration(&self) -> Duration {
-        let now = SystemTime::now();
+        let now = Now::read();
         // The watchdog is pinged from this loop, so the loop must wake often enough for it.
         let mut cap = self
             .notifier
             .watchdog_interval()
             .map_or(MAX_SLEEP, |w| w.min(MAX_SLEEP));
+        if !self.checking {
+            cap = cap.min(self.next_check.saturating_duration_since(now.mono));
+        }
         if self.status_dirty && self.notifier.is_enabled() {
             // A throttled STATUS= update goes out within a second.
             cap = cap.min(Duration::from_secs(1));
@@ -320,29 +356,28 @@ impl Supervisor {
             // At capacity: the next thing that can happen is a task finishing.
             return cap;
         }
-        match self.queue.first() {
-            Some((at, _)) => at.duration_since(now).unwrap_or_default().min(cap),
-            None => cap,
-        }
+        self.queue.until_next(now).map_or(cap, |d| d.min(cap))
     }
 
-    /// Starts every refresh whose deadline has passed (by the wall clock).
-    /// Starts refreshes whose deadline has passed (by the wall clock), at most
-    /// `MAX_CONCURRENT` at a time. The rest stay queued, not spawned: ten thousand waiting
-    /// tasks would cost megabytes that the allocator then keeps.
+    /// Starts refreshes whose deadline has passed (by either clock, see
+    /// [`crate::deadlines`]), at most `MAX_CONCURRENT` at a time. The rest stay queued, not
+    /// spawned: ten thousand waiting tasks would cost megabytes that the allocator then keeps.
     fn start_due(&mut self) {
-        let now = SystemTime::now();
-        while let Some((at, name)) = self.queue.first().cloned() {
-            if at > now || self.tasks.len() >= MAX_CONCURRENT {
+        let now = Now::read();
+        while self.tasks.len() < MAX_CONCURRENT {
+            let Some((name, at)) = self.queue.pop_due(now) else {
                 break;
-            }
-            self.queue.pop_first();
+            };
             let Some(entry) = self.entries.get_mut(&name) else {
                 continue;
             };
             let Some(mut slot) = entry.slot.take() else {
                 continue;
             };
+            if at > now.wall {
+                // Due by the monotonic clock only: the wall clock stepped back.
+                slot.judge_due_as_of(at);
+            }
             let force = std::mem::take(&mut entry.force);
             let engine = self.engine.clone();
             self.tasks.spawn(async move {
@@ -377,20 +412,33 @@ impl Supervisor {
             // A failed fetch leaves the outputs as they were.
             Err(_) => entry.outputs_ok,
         };
+        if entry.outputs_ok {
+            entry.outputs_note = None;
+        }
+        if let Ok(Outcome::Current { written: true, .. }) = &result
+            && !self.first_round.contains(&name)
+        {
+            events::outputs_restored(&name);
+        }
         let next = if entry.force {
             now
         } else {
             slot.next_attempt(now)
         };
         entry.next = next;
-        let outputs_ok = entry.outputs_ok;
-        self.publish_view(&name, &slot, outputs_ok, true, next);
+        publish_view(
+            &self.observed,
+            &name,
+            &slot,
+            entry.outputs_ok,
+            entry.outputs_note.clone(),
+            true,
+            next,
+        );
         events::scheduled(&name, next);
-        if let Some(entry) = self.entries.get_mut(&name) {
-            entry.slot = Some(slot);
-        }
+        entry.slot = Some(slot);
         self.first_round.remove(&name);
-        self.queue.insert((next, name));
+        self.queue.insert(&name, next, Now::read());
         self.check_ready();
         self.status_dirty = true;
         self.notify_status();
@@ -408,23 +456,48 @@ impl Supervisor {
         }
     }
 
-    /// SIGHUP: re-read the config; diff by name. An invalid config changes nothing.
-    async fn reload(&mut self) {
+    /// SIGHUP: the config and its secrets are read off this loop, with a deadline
+    /// ([`config::load_within`]), so a secret on a hung mount or a FIFO never stops the other
+    /// credentials, `/healthz` or SIGTERM. The result comes back to [`Self::finish_reload`].
+    fn start_reload(&mut self) {
+        if self.reloading {
+            self.reload_again = true;
+            return;
+        }
+        self.reloading = true;
+        self.notifier.reloading();
         let path = self.config_path.clone();
-        let loaded =
-            tokio::task::spawn_blocking(move || config::load(&path, &ProcessEnv, Secrets::Resolve))
-                .await;
-        let mut new = match loaded {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "reload failed: the new config is invalid; keeping the running one");
-                return;
-            }
+        let tx = self.reloads.0.clone();
+        tokio::spawn(async move {
+            let loaded = tokio::task::spawn_blocking(move || {
+                config::load_within(&path, ProcessEnv, Secrets::Resolve)
+            })
+            .await;
+            let loaded = match loaded {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = tx.send(loaded).await;
+        });
+    }
+
+    fn finish_reload(&mut self, loaded: Result<Config, String>) {
+        self.reloading = false;
+        match loaded {
+            Ok(new) => self.apply(new),
             Err(e) => {
-                tracing::error!(error = %e, "reload failed");
-                return;
+                tracing::error!(error = %e, "reload failed: the new config is invalid; keeping the running one");
             }
-        };
+        }
+        self.notifier.ready();
+        self.status_dirty = true;
+        if std::mem::take(&mut self.reload_again) {
+            self.start_reload();
+        }
+    }
+
+    /// Applies a reloaded config: diff by name. An invalid config never gets here.
+    fn apply(&mut self, mut new: Config) {
         if new.state_dir != self.config.state_dir
             || new.listen != self.config.listen
             || new.log != self.config.log
@@ -459,7 +532,7 @@ impl Supervisor {
                 Some(entry) => {
                     changed += 1;
                     if entry.slot.is_some() {
-                        self.queue.remove(&(entry.next, c.name.clone()));
+                        self.queue.remove(&c.name);
                         self.entries.remove(&c.name);
                         self.add(credential);
                     } else {
@@ -476,7 +549,7 @@ impl Supervisor {
     fn remove(&mut self, name: &str) {
         if let Some(entry) = self.entries.get_mut(name) {
             if entry.slot.is_some() {
-                self.queue.remove(&(entry.next, name.to_owned()));
+                self.queue.remove(name);
                 self.entries.remove(name);
                 self.first_round.remove(name);
                 self.observed.remove(name);
@@ -484,6 +557,86 @@ impl Supervisor {
             } else {
                 entry.pending = Pending::Remove;
             }
+        }
+    }
+
+    /// SIGHUP: every credential that is not backing off gets an immediate `ensure`. With a
+    /// fresh token that only compares each output with the state (contents, not just
+    /// `stat`) and rewrites what differs, so an edited output is put back at once.
+    fn restore_outputs(&mut self) {
+        let now = Now::read();
+        for (name, entry) in &mut self.entries {
+            if entry.slot.as_ref().is_some_and(|s| s.state.failures == 0) {
+                entry.next = now.wall;
+                self.queue.insert(name, now.wall, now);
+            }
+        }
+    }
+
+    /// Every [`OUTPUT_CHECK_EVERY`], `stat`s the outputs of every settled credential off this
+    /// loop (one check at a time: a hung mount delays checks, never the loop).
+    fn start_output_check(&mut self) {
+        if self.checking || Instant::now() < self.next_check {
+            return;
+        }
+        self.next_check = Instant::now() + OUTPUT_CHECK_EVERY;
+        let now = SystemTime::now();
+        let settled: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.outputs_ok)
+            .filter_map(|(name, e)| {
+                let slot = e.slot.as_ref().filter(|s| s.state.failures == 0)?;
+                Some((name.clone(), e.credential.clone(), slot.current_token(now)?))
+            })
+            .collect();
+        if settled.is_empty() {
+            return;
+        }
+        self.checking = true;
+        let tx = self.checks.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let found: Vec<(String, String)> = settled
+                .iter()
+                .filter_map(|(name, credential, token)| {
+                    let problem = credential
+                        .outputs
+                        .iter()
+                        .find_map(|o| o.check_in_place(token, name).err())?;
+                    Some((name.clone(), problem))
+                })
+                .collect();
+            let _ = tx.blocking_send(found);
+        });
+    }
+
+    /// Outputs found missing or altered: not ready until an immediate `ensure` (the state's
+    /// token, no provider call) has written them back.
+    fn finish_output_check(&mut self, found: Vec<(String, String)>) {
+        self.checking = false;
+        let now = Now::read();
+        for (name, problem) in found {
+            let Some(entry) = self.entries.get_mut(&name) else {
+                continue;
+            };
+            // A refresh in flight is writing them anyway.
+            let Some(slot) = entry.slot.as_ref() else {
+                continue;
+            };
+            events::output_not_in_place(&name, &problem);
+            entry.outputs_ok = false;
+            entry.outputs_note = Some(problem);
+            entry.next = now.wall;
+            publish_view(
+                &self.observed,
+                &name,
+                slot,
+                false,
+                entry.outputs_note.clone(),
+                true,
+                now.wall,
+            );
+            self.queue.insert(&name, now.wall, now);
         }
     }
 
@@ -508,4 +661,28 @@ impl Supervisor {
         tracing::info!("stopped");
         Exit::Ok
     }
+}
+
+/// What `/readyz`, `/v1/status`, `/metrics` and STATUS= know about a credential.
+fn publish_view(
+    observed: &Observed,
+    name: &str,
+    slot: &Slot,
+    outputs_ok: bool,
+    outputs_note: Option<String>,
+    attempted: bool,
+    next: SystemTime,
+) {
+    events::health(name, crate::status::needs_person(&slot.state));
+    observed.set(
+        name,
+        View {
+            provider: provider_name(&slot.credential.provider),
+            state: slot.state.clone(),
+            outputs_ok,
+            outputs_note,
+            attempted,
+            next,
+        },
+    );
 }

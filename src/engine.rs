@@ -82,6 +82,16 @@ impl RefreshError {
             _ => None,
         }
     }
+
+    /// The `result` label of `tokend_refresh_total` for this failure.
+    pub fn result(&self) -> &'static str {
+        match self {
+            RefreshError::Output { .. } => "output_error",
+            RefreshError::State { .. } => "state_error",
+            e if e.is_transient() => "transient_error",
+            _ => "permanent_error",
+        }
+    }
 }
 
 /// What `ensure` did.
@@ -118,6 +128,9 @@ pub struct Slot {
     /// A forced refresh (SIGUSR1, HTTP trigger, `once --force`) that has not succeeded yet;
     /// its retries must fetch, not settle for the old token.
     force_pending: bool,
+    /// The supervisor started this attempt by the monotonic clock at a wall-clock deadline
+    /// still ahead: the wall clock stepped back. Judge "due" as of that deadline.
+    clock_floor: Option<SystemTime>,
 }
 
 impl Slot {
@@ -150,6 +163,12 @@ impl Slot {
     /// exits now) would lose a rotated chain.
     pub fn holds_unsaved_chain(&self) -> bool {
         self.unsaved && self.state.refresh_token.is_some()
+    }
+
+    /// The next attempt is judged as if the wall clock read at least `at` (see
+    /// [`crate::deadlines`]); the token it fetches is still stamped with the real clock.
+    pub fn judge_due_as_of(&mut self, at: SystemTime) {
+        self.clock_floor = Some(at);
     }
 
     /// When the driver should call [`Engine::ensure`] next.
@@ -236,6 +255,7 @@ impl Engine {
             draw: fastrand::f64(),
             unsaved: false,
             force_pending: false,
+            clock_floor: None,
         }
     }
 
@@ -249,7 +269,11 @@ impl Engine {
         slot.force_pending |= force;
         let result = self.attempt(slot).await;
         match &result {
-            Ok(Outcome::Refreshed { .. }) => slot.force_pending = false,
+            Ok(Outcome::Refreshed { .. }) => {
+                slot.force_pending = false;
+                // Counted here, once the outputs hold it: an attempt has one result.
+                events::refresh_succeeded(&slot.credential.name);
+            }
             Ok(Outcome::Current { .. }) => {}
             // Nothing was attempted: the recorded failure and its retry time stand.
             Err(RefreshError::Held { .. }) => {}
@@ -261,10 +285,11 @@ impl Engine {
 
     async fn attempt(&self, slot: &mut Slot) -> Result<Outcome, RefreshError> {
         let now = SystemTime::now();
+        let judged = slot.clock_floor.take().map_or(now, |floor| floor.max(now));
         let cred = slot.credential.clone();
         if !slot.force_pending
-            && let Some(token) = slot.current_token(now)
-            && now < slot.refresh_at(&token)
+            && let Some(token) = slot.current_token(judged)
+            && judged < slot.refresh_at(&token)
         {
             // A save that failed earlier goes first: outputs never run ahead of the state
             // that holds the refresh token they descend from.
@@ -417,7 +442,18 @@ impl Engine {
             );
         }
         if let (_, Some(w)) = schedule::interval(lifetime, &cred.refresh) {
-            events::lifetime_warning(name, &format!("{w} (lifetime from {})", source.describe()));
+            let w = format!("{w} (lifetime from {})", source.describe());
+            // Once per condition, not once per refresh: a floored credential refreshes every
+            // second and would otherwise flood the log with the same sentence.
+            let previous = slot.state.token.as_ref().map(|t| {
+                let t = t.to_token();
+                t.expires_at.duration_since(t.issued_at).unwrap_or_default()
+            });
+            if previous.is_some_and(|p| schedule::interval(p, &cred.refresh).1.is_some()) {
+                tracing::debug!(credential = name, "{w}");
+            } else {
+                events::lifetime_warning(name, &w);
+            }
         }
         let token = Token {
             value: fetched.token,
@@ -507,10 +543,19 @@ impl Engine {
     async fn record_failure(&self, slot: &mut Slot, error: &RefreshError) {
         let now = SystemTime::now();
         slot.state.failures = slot.state.failures.saturating_add(1);
+        let left = slot
+            .current_token(now)
+            .and_then(|t| t.expires_at.duration_since(now).ok());
+        let retry_after = schedule::honoured_retry_after(
+            error.retry_after(),
+            left,
+            slot.credential.timeout,
+            slot.credential.retry.permanent,
+        );
         let delay = schedule::retry_delay(
             slot.state.failures,
             error.is_transient(),
-            error.retry_after(),
+            retry_after,
             &slot.credential.retry,
             fastrand::f64(),
         );
@@ -520,12 +565,10 @@ impl Engine {
             message: error.to_string(),
             transient: error.is_transient(),
         });
-        let left = slot
-            .current_token(now)
-            .and_then(|t| t.expires_at.duration_since(now).ok());
         events::refresh_failed(
             &slot.credential.name,
             &error.to_string(),
+            error.result(),
             error.is_transient(),
             slot.state.failures,
             delay,

@@ -34,12 +34,18 @@ pub fn token_refreshed(
     m.last_success
         .get_or_create(&label(credential))
         .set(timestamp(SystemTime::now()));
-    m.refresh_total
-        .get_or_create(&result_label(credential, "success"))
-        .inc();
     m.duration
         .get_or_create(&label(credential))
         .observe(took.as_secs_f64());
+}
+
+/// An attempt that fetched a token and wrote every output (one whose outputs then failed
+/// counts as `output_error` instead: one result per attempt).
+pub fn refresh_succeeded(credential: &str) {
+    metrics::get()
+        .refresh_total
+        .get_or_create(&result_label(credential, "success"))
+        .inc();
 }
 
 pub fn token_reused(
@@ -67,18 +73,63 @@ pub fn token_reused(
     );
 }
 
+/// The periodic check found an output deleted or replaced.
+pub fn output_not_in_place(credential: &str, problem: &str) {
+    tracing::warn!(
+        credential,
+        event = "output_missing",
+        problem,
+        "output not in place"
+    );
+}
+
+/// Outputs that no longer held the token were written again from state.
+pub fn outputs_restored(credential: &str) {
+    tracing::info!(
+        credential,
+        event = "restored",
+        "outputs restored from state (no provider call)"
+    );
+}
+
 pub fn outputs_written(credential: &str, paths: &[String]) {
     tracing::debug!(credential, event = "written", outputs = %paths.join(", "), "outputs written");
 }
 
+/// A credential is scheduled for the first time: every `result` series exists from the
+/// start at 0, so a rate or an alert over failures works before the first failure.
+pub fn tracked(credential: &str) {
+    let m = metrics::get();
+    for result in metrics::RESULTS {
+        drop(
+            m.refresh_total
+                .get_or_create(&result_label(credential, result)),
+        );
+    }
+}
+
+/// Whether the credential can renew without a person (SPEC "Health of a credential").
+pub fn health(credential: &str, needs_person: bool) {
+    metrics::get()
+        .needs_person
+        .get_or_create(&label(credential))
+        .set(i64::from(needs_person));
+}
+
+/// A failed attempt; `result` is its `tokend_refresh_total` label (see [`metrics::RESULTS`]).
 pub fn refresh_failed(
     credential: &str,
     error: &str,
+    result: &'static str,
     transient: bool,
     failures: u32,
     retry_in: Duration,
     token_left: Option<Duration>,
 ) {
+    metrics::get()
+        .refresh_total
+        .get_or_create(&result_label(credential, result))
+        .inc();
     let retry_in = human_duration(retry_in);
     let left = token_left
         .map(human_duration)

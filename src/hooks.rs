@@ -12,6 +12,33 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+/// How much of a hook's stderr is kept: enough for its last words in the log, however
+/// much it writes (a hook that dumps 300 MB must not cost 300 MB, nor a 300 MB log line).
+pub const STDERR_TAIL: usize = 4096;
+
+/// Reads `pipe` to its end (so the writer never blocks on a full pipe) and keeps only its
+/// last `keep` bytes.
+async fn keep_tail(mut pipe: impl tokio::io::AsyncRead + Unpin, keep: usize) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut tail = Vec::with_capacity(2 * keep);
+    let mut buf = [0u8; 8192];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 2 * keep {
+                    tail.drain(..tail.len() - keep);
+                }
+            }
+        }
+    }
+    if tail.len() > keep {
+        tail.drain(..tail.len() - keep);
+    }
+    tail
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Hook {
     Signal {
@@ -154,24 +181,33 @@ impl Hook {
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped())
                     .kill_on_drop(true);
-                let child = cmd.spawn().map_err(|e| {
+                let mut child = cmd.spawn().map_err(|e| {
                     format!("cannot start `{}`: {}", argv[0], crate::util::io_reason(&e))
                 })?;
-                match tokio::time::timeout(*timeout, child.wait_with_output()).await {
+                let stderr = child.stderr.take();
+                let finished = async {
+                    tokio::join!(child.wait(), async {
+                        match stderr {
+                            Some(pipe) => keep_tail(pipe, STDERR_TAIL).await,
+                            None => Vec::new(),
+                        }
+                    })
+                };
+                match tokio::time::timeout(*timeout, finished).await {
                     Err(_) => Err(format!(
                         "`{}` did not finish within {} and was killed",
                         argv[0],
                         humantime::format_duration(*timeout)
                     )),
-                    Ok(Err(e)) => Err(format!("waiting for `{}` failed: {e}", argv[0])),
-                    Ok(Ok(out)) if out.status.success() => Ok(()),
-                    Ok(Ok(out)) => {
-                        let stderr = String::from_utf8_lossy(&out.stderr);
+                    Ok((Err(e), _)) => Err(format!("waiting for `{}` failed: {e}", argv[0])),
+                    Ok((Ok(status), _)) if status.success() => Ok(()),
+                    Ok((Ok(status), tail)) => {
+                        let stderr = String::from_utf8_lossy(&tail);
                         let last = stderr.lines().last().unwrap_or("").trim();
                         Err(format!(
                             "`{}` exited with {}{}",
                             argv[0],
-                            out.status,
+                            status,
                             if last.is_empty() {
                                 String::new()
                             } else {
@@ -188,6 +224,22 @@ impl Hook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn only_the_tail_of_a_stream_is_kept() {
+        let long: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        for (input, keep) in [
+            (&b""[..], 4),
+            (&b"abc"[..], 4),
+            (&b"abcdef"[..], 4),
+            (&long[..], 4096),
+            (&long[..], 1),
+        ] {
+            let tail = keep_tail(input, keep).await;
+            let want = &input[input.len().saturating_sub(keep)..];
+            assert_eq!(tail, want, "{} bytes, keep {keep}", input.len());
+        }
+    }
 
     #[test]
     fn hook_env_keeps_only_what_is_safe_or_listed() {

@@ -20,7 +20,7 @@ pub struct CredentialLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub credential: String,
-    /// `success`, `transient_error` or `permanent_error`.
+    /// One of [`RESULTS`].
     pub result: &'static str,
 }
 
@@ -39,6 +39,8 @@ pub struct Metrics {
     pub refresh_total: Family<ResultLabel, Counter>,
     pub duration: Family<CredentialLabel, Histogram, fn() -> Histogram>,
     pub output_errors: Family<CredentialLabel, Counter>,
+    /// 1 while the credential cannot renew without a person (SPEC "Health of a credential").
+    pub needs_person: Family<CredentialLabel, Gauge>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -57,6 +59,7 @@ impl Metrics {
             refresh_total: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
             output_errors: Family::default(),
+            needs_person: Family::default(),
         };
         registry.register(
             "tokend_token_expiry_timestamp_seconds",
@@ -76,8 +79,13 @@ impl Metrics {
         // The client library appends `_total` to counters.
         registry.register(
             "tokend_refresh",
-            "Refresh attempts by result",
+            "Refresh attempts by result: success, transient_error, permanent_error, output_error, state_error",
             m.refresh_total.clone(),
+        );
+        registry.register(
+            "tokend_credential_needs_person",
+            "1 while the credential cannot renew without a person (rejected credentials or refresh token, bad configuration), even if its token is still valid",
+            m.needs_person.clone(),
         );
         registry.register(
             "tokend_refresh_duration_seconds",
@@ -107,6 +115,7 @@ impl Metrics {
         self.last_success.remove(&label);
         self.duration.remove(&label);
         self.output_errors.remove(&label);
+        self.needs_person.remove(&label);
         for result in RESULTS {
             self.refresh_total.remove(&ResultLabel {
                 credential: credential.to_owned(),
@@ -154,7 +163,18 @@ fn openmetrics_to_prometheus(text: &str) -> String {
     out
 }
 
-const RESULTS: [&str; 3] = ["success", "transient_error", "permanent_error"];
+/// Every value of `tokend_refresh_total`'s `result`, a small fixed set so dashboards and
+/// alerts can name them: the provider's answer (`success`; `transient_error`: unreachable,
+/// 5xx, 429, an unusable answer — retried quickly; `permanent_error`: credentials or refresh
+/// token rejected, bad configuration — a person must act), or where the local half failed
+/// (`output_error`: writing an output; `state_error`: saving the state file).
+pub const RESULTS: [&str; 5] = [
+    "success",
+    "transient_error",
+    "permanent_error",
+    "output_error",
+    "state_error",
+];
 
 pub fn get() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -207,6 +227,11 @@ mod tests {
         );
         assert!(text.contains("# HELP tokend_refresh_total "), "{text}");
         assert!(!text.contains("# EOF"));
+        m.needs_person.get_or_create(&label("a")).set(1);
+        assert!(
+            m.render()
+                .contains("tokend_credential_needs_person{credential=\"a\"} 1")
+        );
         m.forget("a");
         assert!(!m.render().contains("credential=\"a\""));
     }

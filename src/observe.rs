@@ -17,8 +17,11 @@ use crate::util::human_duration;
 pub struct View {
     pub provider: &'static str,
     pub state: CredentialState,
-    /// Every output holds the current token (as of the last attempt).
+    /// Every output holds the current token (as of the last attempt or output check).
     pub outputs_ok: bool,
+    /// Why not, when a check found an output missing or altered (else the last attempt's
+    /// error says it).
+    pub outputs_note: Option<String>,
     /// At least one attempt finished (for systemd's READY=1).
     pub attempted: bool,
     pub next: SystemTime,
@@ -106,7 +109,10 @@ impl Observed {
                         }
                         None => "no token: every attempt so far failed".to_owned(),
                         Some(t) if now >= t.expires_at.0 => "the token has expired".to_owned(),
-                        Some(_) if !v.outputs_ok => "the outputs could not be written".to_owned(),
+                        Some(_) if !v.outputs_ok => v
+                            .outputs_note
+                            .clone()
+                            .unwrap_or_else(|| "the outputs could not be written".to_owned()),
                         Some(_) => return None,
                     };
                     let reason = match &v.state.last_error {
@@ -117,6 +123,26 @@ impl Observed {
                         credential: name.clone(),
                         reason,
                     })
+                })
+                .collect()
+        })
+    }
+
+    /// Credentials that cannot renew without a person, with their last error: `/readyz`
+    /// names them while their tokens still work.
+    pub fn needs_person(&self) -> Vec<NotReady> {
+        self.with_views(|views| {
+            views
+                .iter()
+                .filter(|(_, v)| status::needs_person(&v.state))
+                .map(|(name, v)| NotReady {
+                    credential: name.clone(),
+                    reason: v
+                        .state
+                        .last_error
+                        .as_ref()
+                        .map(|e| e.message.clone())
+                        .unwrap_or_default(),
                 })
                 .collect()
         })
@@ -147,6 +173,13 @@ impl Observed {
                 .map(|(n, _)| n.as_str())
                 .collect();
             let mut line = format!("{fresh}/{total} fresh");
+            let stuck = views
+                .values()
+                .filter(|v| status::needs_person(&v.state))
+                .count();
+            if stuck > 0 {
+                line.push_str(&format!(", {stuck} need a person"));
+            }
             if !failing.is_empty() {
                 let shown: Vec<&str> = failing.iter().take(3).copied().collect();
                 line.push_str(&format!(
@@ -189,5 +222,60 @@ impl Observed {
                 true
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{StoredError, StoredToken, Timestamp};
+    use crate::token::Token;
+
+    fn view(transient: Option<bool>, outputs_note: Option<&str>, now: SystemTime) -> View {
+        let token = Token {
+            value: crate::secret::Secret::new("tok"),
+            token_type: "Bearer".into(),
+            issued_at: now - Duration::from_secs(60),
+            expires_at: now + Duration::from_secs(3600),
+        };
+        View {
+            provider: "vandar",
+            state: CredentialState {
+                token: Some(StoredToken::from(&token)),
+                failures: u32::from(transient.is_some()),
+                last_error: transient.map(|transient| StoredError {
+                    at: Timestamp(now),
+                    message: "provider rejected the refresh token".into(),
+                    transient,
+                }),
+                ..Default::default()
+            },
+            outputs_ok: outputs_note.is_none(),
+            outputs_note: outputs_note.map(str::to_owned),
+            attempted: true,
+            next: now + Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn needs_person_is_named_but_not_unready_and_a_missing_output_is_unready() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let o = Observed::default();
+        o.set("ok", view(None, None, now));
+        o.set("flaky", view(Some(true), None, now));
+        o.set("stuck", view(Some(false), None, now));
+        o.set("gone", view(None, Some("output `/o` is gone"), now));
+        let names = |v: Vec<NotReady>| v.into_iter().map(|n| n.credential).collect::<Vec<_>>();
+        assert_eq!(names(o.needs_person()), ["stuck"]);
+        let not_ready = o.not_ready(now);
+        assert_eq!(not_ready.len(), 1);
+        assert_eq!(not_ready[0].credential, "gone");
+        assert_eq!(not_ready[0].reason, "output `/o` is gone");
+        assert!(
+            o.summary(now)
+                .starts_with("3/4 fresh, 1 need a person, 2 failing"),
+            "{}",
+            o.summary(now)
+        );
     }
 }

@@ -146,6 +146,27 @@ pub fn retry_delay(
     delay.max(retry_after.unwrap_or_default())
 }
 
+/// How much of a provider's `Retry-After` is honoured.
+///
+/// All of it, except that the wait never runs past the point where the current token would
+/// expire without one more attempt: `token_left` is the time until it expires, `attempt`
+/// how long one attempt may take (the request timeout). A provider that says "come back in
+/// a day" about a token with an hour left is asked again before that hour is over. With no
+/// valid token there is nothing to protect, but a bogus header still cannot park the
+/// credential for longer than `no_token_cap` (the pace of permanent errors).
+pub fn honoured_retry_after(
+    retry_after: Option<Duration>,
+    token_left: Option<Duration>,
+    attempt: Duration,
+    no_token_cap: Duration,
+) -> Option<Duration> {
+    let wait = retry_after?;
+    Some(match token_left {
+        Some(left) => wait.min(left.saturating_sub(attempt)),
+        None => wait.min(no_token_cap),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +300,36 @@ mod tests {
         let p = RetryPolicy::default();
         assert_eq!(retry_delay(1, true, Some(120 * S), &p, 0.5), 120 * S);
         assert!(retry_delay(9, true, Some(2 * S), &p, 0.9) > 2 * S);
+    }
+
+    #[test]
+    fn retry_after_never_outlives_the_token() {
+        const H: Duration = Duration::from_secs(3600);
+        let cap = 1800 * S;
+        // (Retry-After, token left, one attempt) -> honoured
+        let table = [
+            (None, Some(H), 30 * S, None),
+            (Some(120 * S), Some(H), 30 * S, Some(120 * S)),
+            (Some(DAY), Some(H), 30 * S, Some(H - 30 * S)),
+            (Some(999_999_999 * S), Some(4 * S), 2 * S, Some(2 * S)),
+            // Less left than one attempt takes: retry as soon as the backoff allows.
+            (Some(DAY), Some(S), 2 * S, Some(Duration::ZERO)),
+            (Some(DAY), Some(Duration::ZERO), 2 * S, Some(Duration::ZERO)),
+            // No token to protect: the provider is obeyed up to the permanent pace.
+            (Some(120 * S), None, 30 * S, Some(120 * S)),
+            (Some(DAY), None, 30 * S, Some(cap)),
+        ];
+        for (retry_after, left, attempt, want) in table {
+            assert_eq!(
+                honoured_retry_after(retry_after, left, attempt, cap),
+                want,
+                "{retry_after:?} {left:?} {attempt:?}"
+            );
+        }
+        // The backoff still applies when the honoured wait is shorter.
+        let p = RetryPolicy::default();
+        let honoured = honoured_retry_after(Some(DAY), Some(S), 2 * S, cap);
+        assert_eq!(retry_delay(1, true, honoured, &p, 0.0), p.initial);
     }
 
     #[test]

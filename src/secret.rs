@@ -138,7 +138,7 @@ fn non_empty(secret: Secret, what: &str) -> Result<Secret, String> {
 }
 
 fn read_secret_file(path: &Path) -> Result<Secret, String> {
-    match std::fs::read(path) {
+    match crate::fsread::read(path, crate::fsread::SECRET_LIMIT) {
         Ok(bytes) => {
             let mut text = String::from_utf8(bytes)
                 .map_err(|_| format!("secret file `{}` is not valid UTF-8", path.display()))?;
@@ -152,11 +152,10 @@ fn read_secret_file(path: &Path) -> Result<Secret, String> {
                 &format!("secret file `{}`", path.display()),
             )
         }
-        Err(e) => Err(format!(
-            "cannot read secret file `{}`: {}",
-            path.display(),
-            crate::util::io_reason(&e)
-        )),
+        Err(e @ crate::fsread::ReadError::Io(_)) => {
+            Err(format!("cannot read secret file `{}`: {e}", path.display()))
+        }
+        Err(e) => Err(format!("secret file `{}` {e}", path.display())),
     }
 }
 

@@ -29,6 +29,13 @@ pub struct Entry {
     pub last_error: Option<String>,
     pub failures: u32,
     pub refresh_chain: bool,
+    /// `healthy`, `retrying` (failing, and tokend will keep trying on its own), `down` (no
+    /// valid token, nothing a person must do yet) or `needs_person` (SPEC "Health of a
+    /// credential": it cannot renew without one, whatever its token's expiry).
+    pub health: &'static str,
+    /// What the operator must do, when `health` is `needs_person`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
     /// The age of the refresh chain, for providers whose refresh tokens expire (Vandar).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chain: Option<ChainAge>,
@@ -104,6 +111,32 @@ impl Entry {
     pub fn is_valid(&self) -> bool {
         self.token == "valid"
     }
+
+    /// What `status` exits 0 for: a valid token that tokend can keep renewing by itself.
+    pub fn is_healthy(&self) -> bool {
+        self.is_valid() && self.health != "needs_person"
+    }
+}
+
+/// A credential whose last attempt failed in a way only a person can fix: the provider
+/// rejected its credentials or refresh token (and no login can replace it), or its
+/// configuration cannot work (a `ca_file` that is not a bundle). Transient failures (the
+/// provider or the disk being down) recover on their own and do not count.
+pub fn needs_person(state: &CredentialState) -> bool {
+    state.last_error.as_ref().is_some_and(|e| !e.transient)
+}
+
+/// The one sentence `status` prints for a credential that needs a person.
+fn action(name: &str, expires_at: Option<&str>) -> String {
+    format!(
+        "tokend cannot renew `{name}` on its own: fix what the last error names (the \
+         credentials, a secret file, a new refresh token from the provider's dashboard, \
+         ca_file), then reload tokend (`systemctl reload tokend` or SIGHUP){}",
+        match expires_at {
+            Some(at) => format!("; the current token expires at {at}"),
+            None => String::new(),
+        }
+    )
 }
 
 pub fn entry(
@@ -125,6 +158,8 @@ pub fn entry(
         failures: 0,
         refresh_chain: false,
         chain: None,
+        health: "down",
+        action: None,
     };
     let s = match state {
         Ok(Some(s)) => s,
@@ -145,6 +180,19 @@ pub fn entry(
         e.issued_at = Some(rfc3339(t.issued_at.0));
         e.expires_at = Some(rfc3339(t.expires_at.0));
     }
+    e.health = if needs_person(&s) {
+        e.action = Some(action(
+            name,
+            e.expires_at.as_deref().filter(|_| e.is_valid()),
+        ));
+        "needs_person"
+    } else if !e.is_valid() {
+        "down"
+    } else if s.failures > 0 {
+        "retrying"
+    } else {
+        "healthy"
+    };
     e.next_refresh = s.next_attempt.map(|t| rfc3339(t.0));
     e.last_success = s.last_success.map(|t| rfc3339(t.0));
     e.last_error = s.last_error.map(|err| err.message);
@@ -226,6 +274,9 @@ pub fn table(entries: &[Entry], now: SystemTime) -> String {
         if let Some(line) = chain_line(e) {
             out.push_str(&format!("{}: {line}\n", e.credential));
         }
+        if let Some(action) = &e.action {
+            out.push_str(&format!("\n{} needs a person: {action}\n", e.credential));
+        }
     }
     out
 }
@@ -249,6 +300,67 @@ pub fn chain_line(e: &Entry) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{StoredError, StoredToken, Timestamp};
+    use crate::token::Token;
+    use std::time::Duration;
+
+    fn state(valid_for: i64, failures: u32, transient: Option<bool>) -> CredentialState {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let expires = if valid_for >= 0 {
+            now + Duration::from_secs(valid_for as u64)
+        } else {
+            now - Duration::from_secs(valid_for.unsigned_abs())
+        };
+        let token = Token {
+            value: crate::secret::Secret::new("tok"),
+            token_type: "Bearer".into(),
+            issued_at: now - Duration::from_secs(3600),
+            expires_at: expires,
+        };
+        CredentialState {
+            token: Some(StoredToken::from(&token)),
+            failures,
+            last_error: transient.map(|transient| StoredError {
+                at: Timestamp(now),
+                message: "boom".into(),
+                transient,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn health_follows_the_token_and_who_must_act() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        // (token valid for, failures, last error transient?) -> (health, status exits 0)
+        let cases = [
+            (60, 0, None, "healthy", true),
+            (60, 2, Some(true), "retrying", true),
+            (60, 1, Some(false), "needs_person", false),
+            (-60, 3, Some(true), "down", false),
+            (-60, 1, Some(false), "needs_person", false),
+        ];
+        for (valid_for, failures, transient, health, ok) in cases {
+            let e = entry(
+                "c",
+                "vandar",
+                Ok(Some(state(valid_for, failures, transient))),
+                now,
+            );
+            assert_eq!(e.health, health, "{valid_for} {failures} {transient:?}");
+            assert_eq!(e.is_healthy(), ok, "{valid_for} {failures} {transient:?}");
+            assert_eq!(e.action.is_some(), health == "needs_person");
+        }
+        let e = entry("c", "vandar", Ok(None), now);
+        assert_eq!((e.health, e.is_healthy()), ("down", false));
+        let e = entry("c", "vandar", Ok(Some(state(60, 1, Some(false)))), now);
+        let text = table(&[e], now);
+        assert!(
+            text.contains("c needs a person: tokend cannot renew `c`"),
+            "{text}"
+        );
+        assert!(text.contains("the current token expires at"), "{text}");
+    }
 
     const DAY: Duration = Duration::from_secs(86_400);
 

@@ -1,6 +1,7 @@
 //! The configuration: loaded from YAML into `raw` types, then validated in one place into
 //! [`Config`], with secrets resolved and defaults applied. Nothing downstream re-validates.
 
+mod depth;
 pub mod raw;
 pub mod units;
 mod validate;
@@ -97,11 +98,43 @@ pub fn default_path() -> PathBuf {
 
 /// Reads, parses and validates the file at `path`, resolving every secret.
 pub fn load(path: &Path, env: &dyn Environment, secrets: Secrets) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+    let bytes =
+        crate::fsread::read(path, crate::fsread::CONFIG_LIMIT).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: match e {
+                crate::fsread::ReadError::Io(_) => e.to_string(),
+                _ => format!("it {e}"),
+            },
+        })?;
+    let text = String::from_utf8(bytes).map_err(|_| ConfigError::Read {
         path: path.to_path_buf(),
-        reason: crate::util::io_reason(&e),
+        reason: "it is not valid UTF-8".to_owned(),
     })?;
     parse(&text, path, env, secrets)
+}
+
+/// [`load`] under [`crate::fsread::LOAD_DEADLINE`]: the config and every secret it names
+/// are read on a thread of their own, so a hung file system delays the answer, never the
+/// caller forever.
+pub fn load_within(
+    path: &Path,
+    env: impl Environment + Send + 'static,
+    secrets: Secrets,
+) -> Result<Config, ConfigError> {
+    let owned = path.to_path_buf();
+    crate::fsread::with_deadline(crate::fsread::LOAD_DEADLINE, move || {
+        load(&owned, &env, secrets)
+    })
+    .unwrap_or_else(|| {
+        Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: format!(
+                "reading it and its secret files took longer than {} s (a hung file system, \
+                 or a secret on a mount that does not answer?)",
+                crate::fsread::LOAD_DEADLINE.as_secs()
+            ),
+        })
+    })
 }
 
 /// Parses and validates configuration text; `path` locates errors and anchors relative paths.
@@ -118,6 +151,7 @@ pub fn parse(
     if text.trim().is_empty() {
         return Err(invalid(vec!["the file is empty".to_owned()]));
     }
+    depth::check(text).map_err(|e| invalid(vec![e]))?;
     let raw: raw::RawConfig = match serde_yaml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => return Err(invalid(vec![validate::describe_yaml_error(&e)])),

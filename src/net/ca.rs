@@ -1,7 +1,6 @@
 //! `ca_file`: extra trust anchors, read and checked when the config is built.
 
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rustls::pki_types::CertificateDer;
@@ -38,24 +37,22 @@ impl PartialEq for CaBundle {
 
 impl CaBundle {
     pub fn load(path: &Path) -> Result<CaBundle, String> {
-        let reason = |e: std::io::Error| {
-            format!(
-                "cannot read ca_file `{}`: {}",
-                path.display(),
-                crate::util::io_reason(&e)
-            )
+        use crate::fsread::{self, ReadError};
+        // Through fsread: a FIFO or /dev/zero given as ca_file is an error, not a hang.
+        let pem = match fsread::read(path, MAX_CA_BYTES) {
+            Ok(pem) => pem,
+            Err(ReadError::TooLarge(_)) => {
+                return Err(format!(
+                    "ca_file `{}` is larger than {} MiB; it should hold a few PEM certificates",
+                    path.display(),
+                    MAX_CA_BYTES / 1024 / 1024
+                ));
+            }
+            Err(e @ ReadError::Io(_)) => {
+                return Err(format!("cannot read ca_file `{}`: {e}", path.display()));
+            }
+            Err(e) => return Err(format!("ca_file `{}` {e}", path.display())),
         };
-        let mut pem = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|f| f.take(MAX_CA_BYTES + 1).read_to_end(&mut pem))
-            .map_err(reason)?;
-        if pem.len() as u64 > MAX_CA_BYTES {
-            return Err(format!(
-                "ca_file `{}` is larger than {} MiB; it should hold a few PEM certificates",
-                path.display(),
-                MAX_CA_BYTES / 1024 / 1024
-            ));
-        }
         CaBundle::from_pem(path, &pem)
     }
 

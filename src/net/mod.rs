@@ -5,6 +5,7 @@
 
 mod ca;
 pub mod client;
+pub mod etcd;
 mod proxy;
 
 pub use ca::CaBundle;

@@ -68,12 +68,14 @@ pub fn write(dir: &Path, files: &[(&str, Vec<u8>)], access: Access) -> io::Resul
     Ok(true)
 }
 
-/// Whether `..data` currently holds exactly `files`.
+/// Whether `..data` currently holds exactly `files`: read back only from regular files and
+/// never past the expected length, so `..data/token -> /dev/zero` or a FIFO is simply "not
+/// current" and gets replaced.
 pub fn holds(dir: &Path, files: &[(&str, Vec<u8>)]) -> bool {
     let data = dir.join(DATA_LINK);
     files
         .iter()
-        .all(|(name, bytes)| fs::read(data.join(name)).is_ok_and(|cur| &cur == bytes))
+        .all(|(name, bytes)| crate::fsread::holds(&data.join(name), bytes))
 }
 
 fn modes_match(dir: &Path, files: &[(&str, Vec<u8>)], access: Access) -> bool {

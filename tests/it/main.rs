@@ -3,12 +3,15 @@
 
 mod harness;
 
+mod availability;
 mod clock;
 mod commands;
 mod config_errors;
 mod daemon;
 mod demo;
 mod egress;
+mod etcd_client;
+mod etcd_support;
 mod faults;
 mod hardening;
 mod hooks;

@@ -71,13 +71,13 @@ impl EgressBuilder {
         let ctx = reader.ctx;
         // Offline (`check --offline` on a CI host, `status` as another user) the bundle may
         // not be there or readable: say so, but judge its content only where it can be read.
+        // (Opened through fsread: a FIFO must not hang `status`, and is an error below.)
         if reader.sources.secrets == super::Secrets::Skip
-            && let Err(e) = std::fs::File::open(path)
+            && let Err(e @ crate::fsread::ReadError::Io(_)) = crate::fsread::open_regular(path)
         {
             warnings.push(format!(
-                "{ctx}: ca_file `{}` not checked offline: {}",
+                "{ctx}: ca_file `{}` not checked offline: {e}",
                 path.display(),
-                crate::util::io_reason(&e)
             ));
             return None;
         }
