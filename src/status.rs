@@ -131,7 +131,8 @@ fn action(name: &str, expires_at: Option<&str>) -> String {
     format!(
         "tokend cannot renew `{name}` on its own: fix what the last error names (the \
          credentials, a secret file, a new refresh token from the provider's dashboard, \
-         ca_file), then reload tokend (`systemctl reload tokend` or SIGHUP){}",
+         ca_file), then reload tokend (SIGHUP, `systemctl reload tokend`; a secret that \
+         comes through LoadCredential= needs `systemctl restart tokend`){}",
         match expires_at {
             Some(at) => format!("; the current token expires at {at}"),
             None => String::new(),

@@ -830,10 +830,6 @@ fn write_secrets(env: &Env) {
     env.secret("empty", "\n");
 }
 
-fn total_requests(env: &Env) -> u64 {
-    Endpoint::ALL.iter().map(|ep| env.emu.requests(*ep)).sum()
-}
-
 /// Runs `args` against the snippet and asserts exit 2, the config path and every expected
 /// phrase on stderr, and that nothing reached the emulator.
 #[track_caller]
@@ -861,7 +857,7 @@ fn assert_refused(env: &Env, case: &Case, args: &[&str]) -> Run {
         let want = want.replace("{dir}", &dir);
         assert!(r.stderr.contains(&want), "stderr lacks `{want}`, {context}");
     }
-    assert_eq!(total_requests(env), 0, "a request was sent, {context}");
+    assert_eq!(env.total_requests(), 0, "a request was sent, {context}");
     assert!(
         !env.path("out").exists(),
         "an output was written, {context}"
@@ -924,7 +920,7 @@ fn run_refuses_invalid_configs_with_exit_2() {
                 "case `{name}`: log lacks `{want}`: {log}"
             );
         }
-        assert_eq!(total_requests(&env), 0, "case `{name}`");
+        assert_eq!(env.total_requests(), 0, "case `{name}`");
     }
 }
 
@@ -977,7 +973,7 @@ credentials:
             .count();
         assert_eq!(problem_lines, 3, "{}", r.stderr);
     }
-    assert_eq!(total_requests(&env), 0);
+    assert_eq!(env.total_requests(), 0);
 }
 
 #[test]
@@ -1009,7 +1005,7 @@ credentials:
         assert!(r.stderr.contains("line 5 column 16"), "{}", r.stderr);
         assert!(r.stderr.contains("quoted"), "{}", r.stderr);
     }
-    assert_eq!(total_requests(&env), 0);
+    assert_eq!(env.total_requests(), 0);
 }
 
 /// A value that parses as YAML but not as its type (a duration, a share, a mode) must be
@@ -1088,7 +1084,7 @@ credentials:
             assert!(r.stderr.contains("`log.level`"), "{level}: {}", r.stderr);
             assert!(r.stderr.contains(&format!("`{level}`")), "{}", r.stderr);
         }
-        assert_eq!(total_requests(&env), 0, "{level}");
+        assert_eq!(env.total_requests(), 0, "{level}");
     }
 }
 
@@ -1111,7 +1107,7 @@ fn missing_config_file_is_exit_2_naming_the_path() {
     }
     let mut d = env.daemon();
     assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(2), "{}", d.log());
-    assert_eq!(total_requests(&env), 0);
+    assert_eq!(env.total_requests(), 0);
 }
 
 fn bare_tokend(env: &Env) -> Command {
