@@ -309,6 +309,7 @@ fn build_credential(
                 ),
                 refresh_token,
                 login,
+                login_version: rc.login_version.unwrap_or_default(),
             })
         }
         ProviderKind::Saba => {
@@ -675,9 +676,16 @@ fn check_provider_keys(rc: &RawCredential, ctx: &str, errors: &mut Errors) {
         ("token_pointer", rc.token_pointer.is_some()),
         ("refresh_token_pointer", rc.refresh_token_pointer.is_some()),
         ("expires_in_pointer", rc.expires_in_pointer.is_some()),
+        ("login_version", rc.login_version.is_some()),
     ];
     let allowed: &[&str] = match rc.provider {
-        ProviderKind::Vandar => &["base_url", "refresh_token", "mobile", "password"],
+        ProviderKind::Vandar => &[
+            "base_url",
+            "refresh_token",
+            "mobile",
+            "password",
+            "login_version",
+        ],
         ProviderKind::Saba => &[
             "base_url",
             "username",
