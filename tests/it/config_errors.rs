@@ -131,7 +131,7 @@ credentials:
     outputs:
       - file: {dir}/out/vandar.token
 "#,
-        expect: "invalid config `{dir}/config.yaml`: credential `vandar-main` (line 3): `virtual_number` does not apply to provider vandar (it takes base_url, refresh_token, mobile, password)",
+        expect: "invalid config `{dir}/config.yaml`: credential `vandar-main` (line 3): `virtual_number` does not apply to provider vandar (it takes base_url, refresh_token, mobile, password, login_version)",
     },
     Case {
         name: "duplicate credential names",
