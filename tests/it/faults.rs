@@ -578,19 +578,36 @@ fn kill_9_at_random_moments_keeps_outputs_whole_and_the_chain_alive() {
     });
 
     // After the last kill the chain must still work: one more daemon refreshes normally.
-    let before = env.emu.successes(Endpoint::VandarRefresh);
-    let mut d = env.daemon();
-    assert!(
-        wait_for(Duration::from_secs(6), || env
-            .emu
-            .successes(Endpoint::VandarRefresh)
-            > before
-            && env.read("out/vandar.token") == last_issued_access(&env)),
-        "the chain did not continue after the last kill:\n{}",
-        d.log()
-    );
-    d.kill();
-    canary.add("final daemon log", d.log());
+    // A break caused by the last kill only shows now (the daemon presents the lost token);
+    // it is counted like the others, and a reseeded chain must then work.
+    for attempt in 0.. {
+        let before = env.emu.successes(Endpoint::VandarRefresh);
+        let mut d = env.daemon();
+        let continued = || {
+            env.emu.successes(Endpoint::VandarRefresh) > before
+                && env.read("out/vandar.token") == last_issued_access(&env)
+        };
+        wait_for(Duration::from_secs(6), || {
+            continued() || chain_breaks(&env) > breaks
+        });
+        d.kill();
+        canary.add("final daemon log", d.log());
+        if continued() {
+            break;
+        }
+        assert!(
+            attempt == 0 && chain_breaks(&env) > breaks,
+            "the chain did not continue after the last kill:\n{}",
+            d.log()
+        );
+        breaks = chain_breaks(&env);
+        seeds += 1;
+        let seed = format!("{VANDAR_SEED}-{seeds}");
+        env.emu.add_refresh_seed(&seed);
+        env.secret("vrt", &format!("{seed}\n"));
+        canary.secret(&seed);
+        eprintln!("the last kill broke the chain (total {breaks}); reseeded");
+    }
     breaks = breaks.max(chain_breaks(&env));
 
     let refreshes = env.emu.successes(Endpoint::VandarRefresh);
