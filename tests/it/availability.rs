@@ -740,8 +740,11 @@ fn a_deleted_or_altered_output_is_restored_from_state() {
     );
 
     // Something in its way: not ready, and saying which output, until it is restored.
-    std::fs::remove_file(&out).unwrap();
-    std::fs::create_dir(&out).unwrap();
+    // The periodic check may restore the file between the two calls: try again then.
+    while {
+        let _ = std::fs::remove_file(&out);
+        std::fs::create_dir(&out).is_err()
+    } {}
     assert!(
         wait_for(25 * S, || {
             let (code, body) = http(port, "GET", "/readyz");
@@ -751,8 +754,10 @@ fn a_deleted_or_altered_output_is_restored_from_state() {
         d.log()
     );
     std::fs::remove_dir(&out).unwrap();
+    // Writing into the obstacle failed a few times meanwhile: the retry backoff (capped at
+    // retry.max) decides when the next write comes.
     assert!(
-        wait_for(15 * S, || env.read("out/pharmacy.token") == token
+        wait_for(40 * S, || env.read("out/pharmacy.token") == token
             && http(port, "GET", "/readyz").0 == 200),
         "not restored after the obstacle went away:\n{}",
         d.log()

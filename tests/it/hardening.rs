@@ -673,8 +673,10 @@ fn once_with_a_full_state_filesystem_keeps_the_rotated_token_until_it_is_saved()
         eprintln!("skipped: mounting a tmpfs is not permitted here");
         return;
     };
+    // The disk is filled while the rotation is in flight: the answer is held 3 s, far more
+    // than filling 64 KiB takes even on a loaded machine.
     env.emu
-        .push_fault(Endpoint::VandarRefresh, Fault::Delay { ms: 1000 }, 1);
+        .push_fault(Endpoint::VandarRefresh, Fault::Delay { ms: 3000 }, 1);
     let mut once = env.daemon_with(&mut env.tokend(&["once"]));
     assert!(wait_for(Duration::from_secs(5), || env
         .emu
