@@ -44,7 +44,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
             Err(code) => code,
         },
         Command::Demo { dir } => demo::run(&dir).await,
-        Command::Emulate { listen } => emulate(listen).await,
+        Command::Emulate { listen, settings } => emulate(listen, settings.as_deref()).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut crate::cli::command(), "tokend", &mut script);
@@ -112,6 +112,17 @@ fn check(path: &Path, offline: bool) -> Exit {
         println!(
             "offline: no secret was read; run `tokend check` where the secrets are to check them too"
         );
+    }
+    // The chains' ages from the state directory, if there is one: a chain that dies of age
+    // is best caught here, before the outage that kills it.
+    for e in status::collect(&config, SystemTime::now()) {
+        if let Some(line) = status::chain_line(&e) {
+            if e.chain.as_ref().is_some_and(|c| c.warning.is_some()) {
+                eprintln!("warning: credential `{}`: {line}", e.credential);
+            } else {
+                println!("{}: {line}", e.credential);
+            }
+        }
     }
     Exit::Ok
 }
@@ -434,9 +445,26 @@ fn status_cmd(path: &Path, json: bool) -> Exit {
     }
 }
 
-async fn emulate(listen: std::net::SocketAddr) -> Exit {
+async fn emulate(listen: std::net::SocketAddr, settings: Option<&Path>) -> Exit {
     logging::init(config::LogFormat::Text, "info");
-    let emu = match emulator::Emulator::start(listen, emulator::EmulatorConfig::default()).await {
+    let settings = match settings {
+        None => emulator::EmulatorConfig::default(),
+        // YAML is a superset of JSON, so one parser reads both.
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| crate::util::io_reason(&e))
+            .and_then(|text| serde_yaml::from_str(&text).map_err(|e| e.to_string()))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!(
+                    "tokend: cannot use emulator settings `{}`: {e}",
+                    path.display()
+                );
+                return Exit::BadConfig;
+            }
+        },
+    };
+    let emu = match emulator::Emulator::start(listen, settings).await {
         Ok(e) => e,
         Err(e) => {
             eprintln!("tokend: cannot listen on {listen}: {e}");
@@ -444,7 +472,7 @@ async fn emulate(listen: std::net::SocketAddr) -> Exit {
         }
     };
     eprintln!(
-        "tokend: provider emulators on {} (vandar /v2/login /v3/refreshtoken, saba /api/v1/user/authenticate, \
+        "tokend: provider emulators on {} (vandar /v3/login /v2/login /v3/refreshtoken, saba /api/v1/user/authenticate, \
          yavapteke /YavaptekeAPI/connect/token, oauth2 /oauth2/token; control under /_emulator/); Ctrl-C stops",
         emu.url()
     );

@@ -854,7 +854,16 @@ fn tls_hint(endpoint: &str, has_identity: bool, reason: String) -> String {
             "{reason}; check that ca_file holds the CA that signed etcd's certificate and that the endpoint's host is in it"
         );
     }
-    let refused = ["connection closed", "BadCertificate", "CertificateRequired"];
+    // Which of these the client sees is a race between its write and the server's close
+    // (a loaded machine turns "closed" into "reset").
+    let refused = [
+        "connection closed",
+        "onnection reset",
+        "roken pipe",
+        "unexpected EOF",
+        "BadCertificate",
+        "CertificateRequired",
+    ];
     if !has_identity && refused.iter().any(|sign| reason.contains(sign)) {
         return format!(
             "{reason}; if etcd runs with --client-cert-auth, configure cert_file and key_file"

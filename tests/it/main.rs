@@ -23,6 +23,7 @@ mod kube_fake;
 mod notify;
 mod outputs;
 mod providers;
+mod reality;
 mod secrets;
 mod smoke;
 mod state;
