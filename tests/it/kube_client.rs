@@ -562,7 +562,7 @@ async fn kube_a_write_whose_answer_is_lost_is_ambiguous_and_one_never_sent_is_un
     let fake = KubeFake::start(&["t1"]);
     let kube = client_with(
         config(fake.url(), Credentials::Token(Secret::new("t1"))),
-        Duration::from_millis(800),
+        Duration::from_millis(1500),
     );
     let rv = fake.put(Res::Leases, NS, lease("tokend-g", "pod-a"));
 
@@ -605,7 +605,7 @@ async fn kube_a_write_whose_answer_is_lost_is_ambiguous_and_one_never_sent_is_un
     assert!(matches!(e, KubeError::Status { code: 503, .. }), "{e:?}");
 
     // Slower than the deadline: ambiguous for a write (it commits after all), not for a read.
-    fake.inject("create", Fault::Delay(Duration::from_millis(1500)));
+    fake.inject("create", Fault::Delay(Duration::from_secs(4)));
     let e = kube
         .create(Resource::Secret, NS, &secret("slow", "eA=="), DryRun::No)
         .await
@@ -614,7 +614,7 @@ async fn kube_a_write_whose_answer_is_lost_is_ambiguous_and_one_never_sent_is_un
         matches!(&e, KubeError::Ambiguous { reason, .. } if reason.contains("no answer within")),
         "{e:?}"
     );
-    fake.inject("get", Fault::Delay(Duration::from_millis(1500)));
+    fake.inject("get", Fault::Delay(Duration::from_secs(4)));
     let e = kube.get(Resource::Lease, NS, "tokend-g").await.unwrap_err();
     assert!(matches!(e, KubeError::Unreachable { .. }), "{e:?}");
 
