@@ -24,10 +24,12 @@
 
 pub mod config;
 mod error;
+mod object;
+mod token;
 mod watch;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -35,101 +37,17 @@ use crate::secret::Secret;
 
 pub use config::{Credentials, KubeConfig, SERVICE_ACCOUNT_DIR, TOKEN_REREAD};
 pub use error::KubeError;
+pub use object::{DryRun, KubeObject, Resource};
 pub use watch::{Watch, WatchEvent};
 
 use error::{Verdict, classify};
+use token::TokenSource;
 
 /// Answers are read up to this many bytes by default (a Secret is at most 1 MiB).
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 2 * 1024 * 1024;
 
 /// The `fieldManager` of tokend's server-side applies.
 pub const FIELD_MANAGER: &str = "tokend";
-
-/// The kinds of object tokend touches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resource {
-    Secret,
-    /// `coordination.k8s.io/v1`
-    Lease,
-}
-
-impl Resource {
-    fn collection(self, namespace: &str) -> String {
-        match self {
-            Resource::Secret => format!("/api/v1/namespaces/{namespace}/secrets"),
-            Resource::Lease => {
-                format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases")
-            }
-        }
-    }
-
-    pub fn kind(self) -> &'static str {
-        match self {
-            Resource::Secret => "Secret",
-            Resource::Lease => "Lease",
-        }
-    }
-}
-
-/// Whether a write is only validated (`dryRun=All`: admission and RBAC run, nothing is
-/// stored), which proves permissions before a one-time input is spent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DryRun {
-    #[default]
-    No,
-    All,
-}
-
-/// An object as the API server returned it. Its `Debug` shows kind, name and
-/// resourceVersion only: a Secret's `data` may hold a refresh token.
-#[derive(Clone)]
-pub struct KubeObject {
-    value: Value,
-}
-
-impl KubeObject {
-    /// Requires `metadata.resourceVersion`, which every stored object has.
-    pub fn from_value(value: Value) -> Result<KubeObject, String> {
-        match value.pointer("/metadata/resourceVersion") {
-            Some(Value::String(rv)) if !rv.is_empty() => Ok(KubeObject { value }),
-            _ => Err("the object has no metadata.resourceVersion".to_owned()),
-        }
-    }
-
-    /// Opaque: compare for equality only, never order.
-    pub fn resource_version(&self) -> &str {
-        self.str_at("/metadata/resourceVersion")
-    }
-
-    pub fn name(&self) -> &str {
-        self.str_at("/metadata/name")
-    }
-
-    pub fn value(&self) -> &Value {
-        &self.value
-    }
-
-    pub fn into_value(self) -> Value {
-        self.value
-    }
-
-    fn str_at(&self, pointer: &str) -> &str {
-        self.value
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-    }
-}
-
-impl std::fmt::Debug for KubeObject {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeObject")
-            .field("kind", &self.str_at("/kind"))
-            .field("name", &self.name())
-            .field("resource_version", &self.resource_version())
-            .finish_non_exhaustive()
-    }
-}
 
 /// How to reach the API server.
 #[derive(Debug, Clone)]
@@ -163,15 +81,6 @@ struct Inner {
     timeout: Duration,
     max_bytes: usize,
     token: Option<TokenSource>,
-}
-
-enum TokenSource {
-    Static(Secret),
-    File {
-        path: std::path::PathBuf,
-        reread: Duration,
-        cached: Mutex<Option<(Secret, Instant)>>,
-    },
 }
 
 impl std::fmt::Debug for KubeClient {
@@ -640,67 +549,16 @@ impl KubeClient {
         }
     }
 
-    /// The bearer token to send now: a token file is read again when `force` or when the
-    /// last read is older than its period.
     fn token(&self, force: bool) -> Result<Option<Secret>, KubeError> {
-        match &self.inner.token {
-            None => Ok(None),
-            Some(TokenSource::Static(t)) => Ok(Some(t.clone())),
-            Some(TokenSource::File {
-                path,
-                reread,
-                cached,
-            }) => {
-                let mut cached = cached.lock().unwrap_or_else(|e| e.into_inner());
-                if !force
-                    && let Some((token, at)) = &*cached
-                    && at.elapsed() < *reread
-                {
-                    return Ok(Some(token.clone()));
-                }
-                match std::fs::read_to_string(path) {
-                    Ok(text) if !text.trim().is_empty() => {
-                        let token = Secret::new(text.trim());
-                        *cached = Some((token.clone(), Instant::now()));
-                        Ok(Some(token))
-                    }
-                    // Mid-rotation or briefly unreadable: the last token may still be valid.
-                    _ if cached.is_some() => Ok(cached.as_ref().map(|(t, _)| t.clone())),
-                    Ok(_) => Err(KubeError::Setup {
-                        reason: format!("the token file `{}` is empty", path.display()),
-                    }),
-                    Err(e) => Err(KubeError::Setup {
-                        reason: format!(
-                            "cannot read the token file `{}`: {}",
-                            path.display(),
-                            crate::util::io_reason(&e)
-                        ),
-                    }),
-                }
-            }
-        }
+        token::current(self.inner.token.as_ref(), force)
     }
 
-    /// After a 401: reads a token file again; true if it now holds another token.
     fn token_changed(&self, sent: Option<&Secret>) -> bool {
-        if !matches!(self.inner.token, Some(TokenSource::File { .. })) {
-            return false;
-        }
-        matches!(self.token(true), Ok(Some(fresh)) if Some(&fresh) != sent)
+        token::changed(self.inner.token.as_ref(), sent)
     }
 
     fn unauthorized_hint(&self) -> &'static str {
-        match &self.inner.token {
-            Some(TokenSource::File { .. }) => {
-                "the token file was read again and still failed; check that the ServiceAccount exists and that its token is mounted and not expired"
-            }
-            Some(TokenSource::Static(_)) => {
-                "the kubeconfig's token is wrong or expired; give tokend a current one"
-            }
-            None => {
-                "no token is configured; check the client certificate or give the kubeconfig user a token"
-            }
-        }
+        token::hint(self.inner.token.as_ref())
     }
 }
 
