@@ -3,7 +3,6 @@
 
 mod depth;
 pub mod raw;
-pub mod units;
 mod validate;
 
 pub use validate::Secrets;
@@ -185,8 +184,8 @@ mod tests {
                     credentials:\n  - name: a\n    provider: yavapteke\n    client_id: x\n    client_secret: s\n    refresh: { at: 75% }\n    outputs: [ { file: /o/a } ]\n";
         let c = parse(text, Path::new("/etc/t.yaml"), &NoEnv, Secrets::Resolve).unwrap();
         let cred = &c.credentials[0];
-        assert_eq!(cred.refresh.at, units::Share(0.75));
-        assert_eq!(cred.refresh.jitter, units::Share(0.0));
+        assert_eq!(cred.refresh.at, crate::units::Share(0.75));
+        assert_eq!(cred.refresh.jitter, crate::units::Share(0.0));
         assert_eq!(cred.timeout, Duration::from_secs(5));
         assert_eq!(
             c.warnings.len(),

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::units::{Dur, Mode, Share};
 use crate::secret::SecretSource;
+use crate::units::{Dur, Mode, Share};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,7 +118,7 @@ pub struct RawCredential {
     pub client_secret: Option<SecretSource>,
     pub client_secret_param: Option<String>,
     pub scope: Option<String>,
-    pub auth: Option<ClientAuth>,
+    pub auth: Option<RawClientAuth>,
     pub grant: Option<GrantKind>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
@@ -152,14 +152,25 @@ pub enum GrantKind {
     Password,
 }
 
+/// `auth:` as written; the builder maps it into [`crate::provider::oauth2::ClientAuth`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ClientAuth {
+pub enum RawClientAuth {
     #[default]
     ClientSecretPost,
     ClientSecretBasic,
     /// A public client: `client_id` in the form, no secret.
     None,
+}
+
+impl From<RawClientAuth> for crate::provider::oauth2::ClientAuth {
+    fn from(auth: RawClientAuth) -> Self {
+        match auth {
+            RawClientAuth::ClientSecretPost => Self::ClientSecretPost,
+            RawClientAuth::ClientSecretBasic => Self::ClientSecretBasic,
+            RawClientAuth::None => Self::None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,17 +10,18 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::raw::{
-    ClientAuth, GrantKind, OutputFormat, ProviderKind, RawConfig, RawCredential, RawDefaults,
-    RawHook, RawOutput, RawRefresh, RawRequest, RawRetry,
+    GrantKind, OutputFormat, ProviderKind, RawConfig, RawCredential, RawDefaults, RawHook,
+    RawOutput, RawRefresh, RawRequest, RawRetry,
 };
-use super::units::Share;
 use super::{Config, Credential, DEFAULT_STATE_DIR, LogSettings};
 use crate::atomic::Access;
 use crate::hooks::Hook;
 use crate::output::{Format, Output, Target, render};
+use crate::provider::oauth2::ClientAuth;
 use crate::provider::{Provider, ProviderConfig, http_json, oauth2, saba, vandar, yavapteke};
 use crate::schedule::{RefreshPolicy, RetryPolicy};
 use crate::secret::{Environment, Secret, SecretSource};
+use crate::units::Share;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -371,7 +372,7 @@ fn build_credential(
         }
         ProviderKind::Oauth2 => {
             let client_id = required(ctx, "client_id", rc.client_id.clone(), errors);
-            let auth = rc.auth.unwrap_or_default();
+            let auth: ClientAuth = rc.auth.unwrap_or_default().into();
             let client_secret = match (auth, &rc.client_secret) {
                 (ClientAuth::None, Some(_)) => {
                     errors.push(
@@ -896,7 +897,7 @@ fn merge_retry(
     errors: &mut Errors,
 ) -> RetryPolicy {
     let d = RetryPolicy::default();
-    let pick = |f: fn(&RawRetry) -> Option<super::units::Dur>| {
+    let pick = |f: fn(&RawRetry) -> Option<crate::units::Dur>| {
         own.and_then(f)
             .or_else(|| defaults.and_then(f))
             .map(|x| x.0)
