@@ -1,11 +1,12 @@
 //! The configuration: loaded from YAML into `raw` types, then validated in one place into
 //! [`Config`], with secrets resolved and defaults applied. Nothing downstream re-validates.
 
+mod build;
 mod depth;
+mod provider;
 pub mod raw;
-mod validate;
 
-pub use validate::Secrets;
+pub use build::Secrets;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -153,9 +154,9 @@ pub fn parse(
     depth::check(text).map_err(|e| invalid(vec![e]))?;
     let raw: raw::RawConfig = match serde_yaml::from_str(text) {
         Ok(raw) => raw,
-        Err(e) => return Err(invalid(vec![validate::describe_yaml_error(&e)])),
+        Err(e) => return Err(invalid(vec![build::describe_yaml_error(&e)])),
     };
-    validate::build(raw, text, path, env, secrets).map_err(invalid)
+    build::build(raw, text, path, env, secrets).map_err(invalid)
 }
 
 #[cfg(test)]
