@@ -581,3 +581,27 @@ fn an_output_on_a_read_only_mount_is_named_before_the_first_refresh() {
         d.log()
     );
 }
+
+/// Found by fuzzing the config: tracing-subscriber panics slicing this filter directive at
+/// a non-ASCII character (byte 43). In `log.level` it is a config error; in RUST_LOG it is
+/// ignored (the config's level applies) rather than a crash at start.
+#[test]
+fn a_non_ascii_log_filter_is_refused_or_ignored_never_a_panic() {
+    const FILTER: &str = " permanentin_pointeexpires_in \u{5d0}vtputs\u{fffd}\u{fffd}[ { fi*e: /run/ { file: /run/token : { refresormat: env";
+    let env = Env::new();
+    yavapteke_config(&env, "");
+    let mut cmd = env.tokend(&["once"]);
+    cmd.env("RUST_LOG", FILTER);
+    let r = Run::from(cmd.output().unwrap());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let text = std::fs::read_to_string(env.path("config.yaml")).unwrap();
+    std::fs::write(
+        env.path("config.yaml"),
+        format!("log: {{ level: \"{FILTER}\" }}\n{text}"),
+    )
+    .unwrap();
+    let r = env.run(&["check"]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("log.level"), "{}", r.stderr);
+}
