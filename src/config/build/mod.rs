@@ -201,3 +201,45 @@ fn credential_context(name: &str, index: usize, name_lines: &HashMap<&str, usize
         (true, _) => format!("credentials[{index}]"),
     }
 }
+
+/// Runs one builder the way `build` does, without a file: paths relative to `/etc/tokend`,
+/// no environment, secrets not read (so a literal secret only warns), context `c`.
+#[cfg(test)]
+pub(in crate::config) mod testing {
+    use super::*;
+
+    struct NoEnv;
+    impl Environment for NoEnv {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    /// The builder's result, then the errors and warnings it reported.
+    pub(in crate::config) fn run<T>(
+        f: impl FnOnce(&SecretReader, &mut Errors, &mut Vec<String>) -> T,
+    ) -> (T, Vec<String>, Vec<String>) {
+        let sources = Sources {
+            base: Path::new("/etc/tokend"),
+            env: &NoEnv,
+            secrets: Secrets::Skip,
+        };
+        let reader = SecretReader {
+            sources: &sources,
+            ctx: "c",
+        };
+        let mut errors = Errors(Vec::new());
+        let mut warnings = Vec::new();
+        let t = f(&reader, &mut errors, &mut warnings);
+        (t, errors.0, warnings)
+    }
+
+    /// A raw credential of `provider` with the given extra YAML lines.
+    pub(in crate::config) fn credential(
+        provider: &str,
+        keys: &str,
+    ) -> super::super::raw::RawCredential {
+        let yaml = format!("name: a\nprovider: {provider}\n{keys}");
+        serde_yaml::from_str(&yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"))
+    }
+}

@@ -128,3 +128,53 @@ pub(super) fn build(
         expires_in_pointer: rc.expires_in_pointer.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::errors;
+    use super::*;
+
+    #[test]
+    fn http_json_table() {
+        const LOGIN: &str = "login_request: {url: 'https://h/l', body: {u: '{{user}}'}}\nsecrets: {user: {env: U}}\n";
+        let cases: &[(String, &[&str])] = &[
+            (LOGIN.to_owned(), &[]),
+            (
+                format!(
+                    "{LOGIN}refresh_request: {{url: 'https://h/r', body: {{r: '{{{{refresh_token}}}}'}}}}\nrefresh_token_pointer: /r"
+                ),
+                &[],
+            ),
+            (
+                String::new(),
+                &["c: provider http_json needs `login_request: {url, body}`"],
+            ),
+            (
+                "login_request: {url: 'https://h/l', body: {u: '{{nope}}'}}".to_owned(),
+                &["c: `login_request.body` uses {{nope}}, which is not one of `secrets`"],
+            ),
+            (
+                format!(
+                    "{LOGIN}refresh_request: {{url: 'https://h/r', body: {{r: '{{{{other}}}}'}}}}"
+                ),
+                &[
+                    "c: `refresh_request.body` uses {{other}}, which is not one of `secrets` or {{refresh_token}}",
+                    "c: `refresh_request.body` never uses {{refresh_token}}",
+                    "c: `refresh_request` needs `refresh_token_pointer` to find the refresh token in answers",
+                ],
+            ),
+            (
+                format!("{LOGIN}token_pointer: data"),
+                &["c: `token_pointer` `data` is not a JSON pointer; write it like /data/token"],
+            ),
+            (
+                "login_request: {url: 'https://h/l', body: {}}\nsecrets: {refresh_token: {env: R}}"
+                    .to_owned(),
+                &["c: `secrets.refresh_token` is a reserved placeholder name"],
+            ),
+        ];
+        for (keys, want) in cases {
+            assert_eq!(errors("http_json", keys, build), *want, "{keys}");
+        }
+    }
+}

@@ -68,3 +68,43 @@ pub(super) fn required_secret(
         errors.push(ctx, format!("`{field}` is required"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::build::testing;
+
+    /// The errors one provider's `build` reports for a credential with these keys.
+    pub(super) fn errors(
+        provider: &str,
+        keys: &str,
+        build: fn(
+            &RawCredential,
+            &str,
+            &SecretReader,
+            &mut Errors,
+            &mut Vec<String>,
+        ) -> ProviderConfig,
+    ) -> Vec<String> {
+        let rc = testing::credential(provider, keys);
+        testing::run(|reader, errors, warnings| build(&rc, "c", reader, errors, warnings)).1
+    }
+
+    /// Every provider key belongs to some provider, and the lists have no duplicates.
+    #[test]
+    fn keys_are_listed_once_per_provider() {
+        for kind in [
+            ProviderKind::Vandar,
+            ProviderKind::Saba,
+            ProviderKind::Yavapteke,
+            ProviderKind::Oauth2,
+            ProviderKind::HttpJson,
+        ] {
+            let keys = keys(kind);
+            let mut sorted = keys.to_vec();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), keys.len(), "{kind:?}");
+        }
+    }
+}

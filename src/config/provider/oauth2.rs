@@ -143,3 +143,64 @@ pub(super) fn build(
         params,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::errors;
+    use super::*;
+
+    #[test]
+    fn oauth2_table() {
+        const OK: &str = "token_url: https://o/t\nclient_id: i\nclient_secret: {env: S}\n";
+        let cases: &[(String, &[&str])] = &[
+            (OK.to_owned(), &[]),
+            (
+                "issuer: https://o\nclient_id: i\nauth: none".to_owned(),
+                &[],
+            ),
+            (
+                format!("{OK}auth: none"),
+                &["c: `auth: none` is a public client: remove `client_secret`"],
+            ),
+            (
+                "token_url: https://o/t\nclient_id: i".to_owned(),
+                &["c: `client_secret` is required"],
+            ),
+            (
+                format!("{OK}refresh_token: {{env: R}}"),
+                &["c: `refresh_token` does not apply to `grant: client_credentials`"],
+            ),
+            (
+                format!("{OK}grant: refresh_token"),
+                &["c: `refresh_token` is required"],
+            ),
+            (
+                format!("{OK}grant: refresh_token\nrefresh_token: {{env: R}}\nusername: u"),
+                &["c: `username` only applies to `grant: password`"],
+            ),
+            (
+                format!("{OK}grant: password"),
+                &["c: `username` is required", "c: `password` is required"],
+            ),
+            (
+                format!("{OK}grant: password\nusername: u\npassword: {{env: P}}"),
+                &[],
+            ),
+            (
+                format!("{OK}issuer: https://o"),
+                &["c: set `token_url` or `issuer` (discovery), not both"],
+            ),
+            (
+                "client_id: i\nclient_secret: {env: S}".to_owned(),
+                &["c: `token_url` is required for provider oauth2 (or `issuer`, to discover it)"],
+            ),
+            (
+                format!("{OK}params: {{scope: x, tenant: t}}"),
+                &["c: `params.scope` is set by tokend itself; use the `scope` key instead"],
+            ),
+        ];
+        for (keys, want) in cases {
+            assert_eq!(errors("oauth2", keys, build), *want, "{keys}");
+        }
+    }
+}

@@ -54,3 +54,41 @@ pub(super) fn build(
         token_valid_days: days.clamp(1, 365) as u16,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::errors;
+    use super::*;
+
+    #[test]
+    fn saba_table() {
+        const OK: &str = "username: u\npassword: {env: P}\nvirtual_number: '1'\n";
+        let cases: &[(String, &[&str])] = &[
+            (OK.to_owned(), &[]),
+            (format!("{OK}token_valid_days: 365"), &[]),
+            (
+                format!("{OK}token_valid_days: 0"),
+                &["c: `token_valid_days` is 0; Saba accepts 1 to 365"],
+            ),
+            (
+                format!("{OK}token_valid_days: 366"),
+                &["c: `token_valid_days` is 366; Saba accepts 1 to 365"],
+            ),
+            (
+                "username: ''\npassword: {env: P}\nvirtual_number: '1'".to_owned(),
+                &["c: `username` is empty"],
+            ),
+            (
+                String::new(),
+                &[
+                    "c: `username` is required",
+                    "c: `virtual_number` is required",
+                    "c: `password` is required",
+                ],
+            ),
+        ];
+        for (keys, want) in cases {
+            assert_eq!(errors("saba", keys, build), *want, "{keys}");
+        }
+    }
+}

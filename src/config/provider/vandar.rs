@@ -61,3 +61,42 @@ pub(super) fn build(
         login_version: rc.login_version.unwrap_or_default(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::errors;
+    use super::*;
+
+    #[test]
+    fn vandar_table() {
+        let cases: &[(&str, &[&str])] = &[
+            ("refresh_token: {env: T}", &[]),
+            ("mobile: '0912'\npassword: {env: P}", &[]),
+            (
+                "refresh_token: {env: T}\nmobile: '0912'\npassword: {env: P}",
+                &[],
+            ),
+            (
+                "mobile: '0912'",
+                &["c: `mobile` is set but `password` is missing"],
+            ),
+            (
+                "password: {env: P}",
+                &["c: `password` is set but `mobile` is missing"],
+            ),
+            (
+                "",
+                &[
+                    "c: vandar needs `refresh_token` (v3 chain) or `mobile` + `password` (v2 login), or both",
+                ],
+            ),
+            (
+                "refresh_token: {env: T}\nbase_url: ftp://v",
+                &["c: `base_url` ftp://v has scheme `ftp`; use https"],
+            ),
+        ];
+        for (keys, want) in cases {
+            assert_eq!(errors("vandar", keys, build), *want, "{keys}");
+        }
+    }
+}

@@ -52,3 +52,36 @@ pub(super) fn build(
         client_secret_param: param,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::errors;
+    use super::*;
+
+    #[test]
+    fn yavapteke_table() {
+        const OK: &str = "client_id: i\nclient_secret: {env: S}\n";
+        let cases: &[(String, &[&str])] = &[
+            (OK.to_owned(), &[]),
+            (format!("{OK}client_secret_param: app_secret2"), &[]),
+            (
+                format!("{OK}client_secret_param: a-b"),
+                &["c: `client_secret_param` `a-b` is not a form field name"],
+            ),
+            (
+                format!("{OK}client_secret_param: ''"),
+                &["c: `client_secret_param` `` is not a form field name"],
+            ),
+            (
+                String::new(),
+                &[
+                    "c: `client_id` is required",
+                    "c: `client_secret` is required",
+                ],
+            ),
+        ];
+        for (keys, want) in cases {
+            assert_eq!(errors("yavapteke", keys, build), *want, "{keys}");
+        }
+    }
+}
