@@ -233,3 +233,159 @@ fn merge_retry(
     }
     policy
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{credential, run};
+    use super::*;
+    use std::time::Duration;
+
+    fn errors_of(f: impl FnOnce(&mut Errors)) -> Vec<String> {
+        run(|_, errors, _| f(errors)).1
+    }
+
+    #[test]
+    fn names() {
+        let long = "a".repeat(MAX_NAME_LEN);
+        let too_long = "a".repeat(MAX_NAME_LEN + 1);
+        for ok in ["a", "0", "vandar-main", "a.b_c-9", long.as_str()] {
+            assert_eq!(
+                errors_of(|e| check_name(ok, "c", e)),
+                Vec::<String>::new(),
+                "{ok}"
+            );
+        }
+        for bad in ["", "A", "-a", ".a", "a b", "a/b", "é", too_long.as_str()] {
+            assert_eq!(
+                errors_of(|e| check_name(bad, "c", e)),
+                [format!(
+                    "c: `name` `{bad}` is not valid: use lower-case letters, digits, `.`, `_` and `-`, starting with a letter or digit, at most 100 characters"
+                )],
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_of_another_provider_are_named() {
+        let rc = credential("saba", "username: u\nclient_id: i\nscope: s\n");
+        let takes = "base_url, username, password, virtual_number, token_valid_days";
+        assert_eq!(
+            errors_of(|e| check_provider_keys(&rc, "c", e)),
+            [
+                format!("c: `client_id` does not apply to provider saba (it takes {takes})"),
+                format!("c: `scope` does not apply to provider saba (it takes {takes})"),
+            ]
+        );
+    }
+
+    fn refresh(yaml: &str) -> Option<RawRefresh> {
+        (!yaml.is_empty()).then(|| serde_yaml::from_str(yaml).unwrap())
+    }
+
+    #[test]
+    fn refresh_merge() {
+        let d = RefreshPolicy::default();
+        // (defaults, own, at, every, jitter)
+        let cases: &[(&str, &str, f64, Option<u64>, f64)] = &[
+            ("", "", d.at.0, None, d.jitter.0),
+            ("{at: 50%, jitter: 0%}", "", 0.5, None, 0.0),
+            (
+                "{at: 50%, every: 1h}",
+                "{at: 75%}",
+                0.75,
+                Some(3600),
+                d.jitter.0,
+            ),
+            // `every: null` in a credential switches off the default's `every`.
+            ("{every: 1h}", "{every: null}", d.at.0, None, d.jitter.0),
+        ];
+        for (defaults, own, at, every, jitter) in cases {
+            let (got, errors, _) = run(|_, e, _| {
+                merge_refresh(refresh(defaults).as_ref(), refresh(own).as_ref(), "c", e)
+            });
+            assert_eq!(errors, Vec::<String>::new(), "{defaults} {own}");
+            assert_eq!(
+                got,
+                RefreshPolicy {
+                    at: Share(*at),
+                    every: every.map(Duration::from_secs),
+                    jitter: Share(*jitter)
+                },
+                "{defaults} {own}"
+            );
+        }
+        let bad: &[(&str, &[&str])] = &[
+            (
+                "{at: 0%}",
+                &["c: `refresh.at` is 0%; it must be between 0% and 100%, exclusive"],
+            ),
+            (
+                "{at: 100%}",
+                &["c: `refresh.at` is 100%; it must be between 0% and 100%, exclusive"],
+            ),
+            (
+                "{jitter: 100%}",
+                &["c: `refresh.jitter` is 100%; it must be from 0% to below 100%"],
+            ),
+            (
+                "{jitter: -1%}",
+                &["c: `refresh.jitter` is -1%; it must be from 0% to below 100%"],
+            ),
+            (
+                "{every: 0s}",
+                &["c: `refresh.every` must be longer than zero"],
+            ),
+        ];
+        for (own, want) in bad {
+            let errors = errors_of(|e| {
+                merge_refresh(None, refresh(own).as_ref(), "c", e);
+            });
+            assert_eq!(errors, *want, "{own}");
+        }
+    }
+
+    #[test]
+    fn retry_merge() {
+        let retry = |y: &str| -> Option<RawRetry> {
+            (!y.is_empty()).then(|| serde_yaml::from_str(y).unwrap())
+        };
+        let (got, errors, _) = run(|_, e, _| {
+            merge_retry(
+                retry("{initial: 2s, max: 1m}").as_ref(),
+                retry("{max: 5m}").as_ref(),
+                "c",
+                e,
+            )
+        });
+        assert_eq!(errors, Vec::<String>::new());
+        assert_eq!(
+            got,
+            RetryPolicy {
+                initial: Duration::from_secs(2),
+                max: Duration::from_secs(300),
+                permanent: RetryPolicy::default().permanent
+            }
+        );
+        let bad: &[(&str, &[&str])] = &[
+            (
+                "{initial: 0s}",
+                &["c: `retry.initial` and `retry.permanent` must be longer than zero"],
+            ),
+            (
+                "{permanent: 0s}",
+                &["c: `retry.initial` and `retry.permanent` must be longer than zero"],
+            ),
+            (
+                "{initial: 2m, max: 1m}",
+                &["c: `retry.max` (1m) is shorter than `retry.initial` (2m)"],
+            ),
+        ];
+        for (own, want) in bad {
+            let errors = errors_of(|e| {
+                merge_retry(None, retry(own).as_ref(), "c", e);
+            });
+            assert_eq!(errors, *want, "{own}");
+        }
+    }
+}

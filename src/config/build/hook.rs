@@ -92,3 +92,94 @@ pub(super) fn build_hook(h: &RawHook, base: &Path, ctx: &str, errors: &mut Error
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::run;
+    use super::*;
+
+    fn hook(yaml: &str) -> (Option<Hook>, Vec<String>) {
+        let raw: RawHook = serde_yaml::from_str(yaml).unwrap();
+        let (hook, errors, _) = run(|_, errors, _| build_hook(&raw, Path::new("/b"), "c", errors));
+        (hook, errors)
+    }
+
+    #[test]
+    fn signal_hooks() {
+        let (h, e) = hook("{signal: hup, pid_file: run/x.pid}");
+        assert_eq!(e, Vec::<String>::new());
+        assert_eq!(
+            h,
+            Some(Hook::Signal {
+                signal: nix::sys::signal::Signal::SIGHUP,
+                pid_file: "/b/run/x.pid".into()
+            })
+        );
+        assert_eq!(
+            hook("{signal: SIGUSR1, pid_file: /p}").1,
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn exec_hooks_get_the_default_timeout() {
+        let (h, e) = hook("{exec: [/bin/true, a], env: [HOME, _X1]}");
+        assert_eq!(e, Vec::<String>::new());
+        assert_eq!(
+            h,
+            Some(Hook::Exec {
+                argv: vec!["/bin/true".into(), "a".into()],
+                timeout: DEFAULT_HOOK_TIMEOUT,
+                env: vec!["HOME".into(), "_X1".into()],
+            })
+        );
+    }
+
+    #[test]
+    fn invalid_hooks() {
+        let cases: &[(&str, &[&str])] = &[
+            ("{signal: HUP}", &["c: a `signal` hook needs `pid_file`"]),
+            (
+                "{signal: NOPE, pid_file: /p}",
+                &["c: `NOPE` is not a signal name (HUP, USR1, TERM, ...)"],
+            ),
+            (
+                "{signal: HUP, pid_file: /p, timeout: 5s, env: [A]}",
+                &[
+                    "c: `timeout` applies to `exec` hooks only",
+                    "c: `env` applies to `exec` hooks only",
+                ],
+            ),
+            (
+                "{exec: []}",
+                &["c: `exec` needs a program: [\"/path/to/program\", \"arg\", ...]"],
+            ),
+            (
+                "{exec: ['']}",
+                &["c: `exec` needs a program: [\"/path/to/program\", \"arg\", ...]"],
+            ),
+            (
+                "{exec: [/p], pid_file: /p}",
+                &["c: `pid_file` applies to `signal` hooks only"],
+            ),
+            (
+                "{exec: [/p], env: [1A, A-B]}",
+                &[
+                    "c: `env` lists `1A`, which is not an environment variable name (letters, digits and `_`, not starting with a digit)",
+                    "c: `env` lists `A-B`, which is not an environment variable name (letters, digits and `_`, not starting with a digit)",
+                ],
+            ),
+            (
+                "{signal: HUP, exec: [/p]}",
+                &["c: a hook is either `signal` or `exec`, not both"],
+            ),
+            (
+                "{}",
+                &["c: a hook needs `signal:` + `pid_file:` or `exec:`"],
+            ),
+        ];
+        for (yaml, want) in cases {
+            assert_eq!(hook(yaml).1, *want, "{yaml}");
+        }
+    }
+}

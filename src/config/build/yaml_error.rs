@@ -45,3 +45,44 @@ fn rewrite_unknown_field(message: &str) -> Option<String> {
     };
     Some(format!("{prefix}unknown {noun} `{key}`{hint}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_values_get_a_hint() {
+        let cases: &[(&str, Option<&str>)] = &[
+            (
+                "credentials[0]: unknown field `outptus`, expected one of `name`, `outputs`",
+                Some("credentials[0]: unknown key `outptus`; did you mean `outputs`?"),
+            ),
+            (
+                "unknown variant `oauth3`, expected one of `vandar`, `oauth2`",
+                Some("unknown value `oauth3`; did you mean `oauth2`?"),
+            ),
+            (
+                "unknown field `zzz`, expected one of `name`, `outputs`",
+                Some("unknown key `zzz`; valid keys here: name, outputs"),
+            ),
+            ("invalid type: string, expected a map", None),
+        ];
+        for (message, want) in cases {
+            assert_eq!(
+                rewrite_unknown_field(message).as_deref(),
+                *want,
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_location_comes_first() {
+        let e = serde_yaml::from_str::<crate::config::raw::RawConfig>("state_dir: /s\nlisen: x\n")
+            .unwrap_err();
+        assert_eq!(
+            describe_yaml_error(&e),
+            "line 2 column 1: unknown key `lisen`; did you mean `listen`?"
+        );
+    }
+}
