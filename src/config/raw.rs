@@ -1,9 +1,10 @@
 //! The configuration file exactly as written: serde types with `deny_unknown_fields`, no
-//! defaults applied and nothing validated. `validate.rs` turns this into [`super::Config`].
+//! defaults applied and nothing validated. `build/` turns this into [`super::Config`].
 //!
 //! A credential is one flat struct rather than an enum tagged by `provider`, on purpose:
 //! serde buffers tagged enums, which throws away the line and column of every error inside
-//! a credential. Which keys belong to which provider is checked in validation instead.
+//! a credential. Which keys belong to which provider is checked when it is built (each
+//! provider's `KEYS` in `config/provider/`).
 
 use std::path::PathBuf;
 

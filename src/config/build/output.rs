@@ -133,3 +133,131 @@ fn resolve_group(group: &str) -> Result<u32, String> {
         Err(e) => Err(format!("cannot look up group `{group}`: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::run;
+    use super::*;
+
+    /// The output built from `yaml` for credential `my-api` (errors, warnings), offline or not.
+    fn output(yaml: &str, secrets: Secrets) -> (Option<Output>, Vec<String>, Vec<String>) {
+        let raw: RawOutput = serde_yaml::from_str(yaml).unwrap();
+        run(|_, e, w| build_output(&raw, "my-api", Path::new("/b"), "c", secrets, e, w))
+    }
+
+    fn target(yaml: &str) -> Target {
+        let (o, errors, _) = output(yaml, Secrets::Resolve);
+        assert_eq!(errors, Vec::<String>::new(), "{yaml}");
+        o.unwrap().target
+    }
+
+    #[test]
+    fn valid_outputs() {
+        let file = |format| Target::File {
+            path: "/b/t".into(),
+            format,
+        };
+        let cases = [
+            ("{file: t}", file(Format::Raw)),
+            ("{file: t, format: json}", file(Format::Json)),
+            (
+                "{file: t, format: env}",
+                file(Format::Env {
+                    prefix: render::env_prefix("my-api"),
+                }),
+            ),
+            (
+                "{file: t, format: env, env_prefix: X_}",
+                file(Format::Env {
+                    prefix: "X_".into(),
+                }),
+            ),
+            (
+                "{file: t, format: template, template: 'T={{token}}'}",
+                file(Format::Template("T={{token}}".into())),
+            ),
+            ("{dir: /d}", Target::Dir { path: "/d".into() }),
+        ];
+        for (yaml, want) in cases {
+            assert_eq!(target(yaml), want, "{yaml}");
+        }
+        let (o, _, _) = output("{file: t, mode: '0640', group: '0'}", Secrets::Resolve);
+        assert_eq!(
+            o.unwrap().access,
+            Access {
+                mode: 0o640,
+                gid: Some(0)
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_outputs() {
+        let cases: &[(&str, &[&str])] = &[
+            ("{file: t, dir: d}", &["c: set `file` or `dir`, not both"]),
+            ("{mode: '0600'}", &["c: an output needs `file:` or `dir:`"]),
+            (
+                "{file: t, format: template}",
+                &["c: `format: template` needs a `template:`"],
+            ),
+            (
+                "{file: t, template: '{{token}}'}",
+                &["c: `template` is set but `format` is not `template`"],
+            ),
+            (
+                "{file: t, format: template, template: 'plain'}",
+                &["c: `template` has no {{token}} placeholder"],
+            ),
+            (
+                "{file: t, format: env, env_prefix: 1X}",
+                &["c: `env_prefix` `1X` is not a valid variable name prefix"],
+            ),
+            (
+                "{file: t, env_prefix: X_}",
+                &["c: `env_prefix` only applies to `format: env`"],
+            ),
+            (
+                "{dir: d, format: json}",
+                &[
+                    "c: a `dir` output always holds token, token.json and expires_at; `format`, `template` and `env_prefix` do not apply",
+                ],
+            ),
+        ];
+        for (yaml, want) in cases {
+            let (o, errors, _) = output(yaml, Secrets::Resolve);
+            assert_eq!(errors, *want, "{yaml}");
+            assert!(o.is_none(), "{yaml}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_template_placeholder_lists_the_known_ones() {
+        let (_, errors, _) = output(
+            "{file: t, format: template, template: '{{nope}}'}",
+            Secrets::Resolve,
+        );
+        let known: Vec<String> = render::PLACEHOLDERS
+            .iter()
+            .map(|p| format!("{{{{{p}}}}}"))
+            .collect();
+        assert_eq!(
+            errors,
+            [format!(
+                "c: `template` uses unknown placeholder(s) {{{{nope}}}}; known: {}",
+                known.join(", ")
+            )]
+        );
+    }
+
+    #[test]
+    fn a_missing_group_is_an_error_online_and_a_warning_offline() {
+        const GROUP: &str = "tokend-no-such-group-7f3a";
+        let yaml = format!("{{file: t, group: {GROUP}}}");
+        let message = format!("c: group `{GROUP}` does not exist on this host");
+        let (o, errors, warnings) = output(&yaml, Secrets::Resolve);
+        assert_eq!((o, errors, warnings), (None, vec![message.clone()], vec![]));
+        let (o, errors, warnings) = output(&yaml, Secrets::Skip);
+        assert_eq!(o.map(|o| o.access.gid), Some(None));
+        assert_eq!((errors, warnings), (vec![], vec![message]));
+    }
+}

@@ -138,3 +138,110 @@ fn normalize(p: &Path) -> PathBuf {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::run;
+    use super::*;
+    use crate::atomic::Access;
+    use crate::output::Format;
+
+    #[test]
+    fn lexical_normalization_and_resolution() {
+        let cases = [
+            ("/a/./b/../c", "/a/c"),
+            ("/a/b/", "/a/b"),
+            ("a/../../b", "b"),
+            ("/", "/"),
+        ];
+        for (p, want) in cases {
+            assert_eq!(normalize(Path::new(p)), Path::new(want), "{p}");
+        }
+        assert_eq!(
+            resolve(Path::new("/etc/t"), Path::new("o/x")),
+            Path::new("/etc/t/o/x")
+        );
+        assert_eq!(
+            resolve(Path::new("/etc/t"), Path::new("/o/x")),
+            Path::new("/o/x")
+        );
+    }
+
+    // Under a directory that does not exist, so `resolved` stays lexical on any host.
+    const ROOT: &str = "/nonexistent-tokend-test";
+
+    fn out(path: &str, dir: bool) -> Output {
+        let path = PathBuf::from(format!("{ROOT}{path}"));
+        Output {
+            target: if dir {
+                Target::Dir { path }
+            } else {
+                Target::File {
+                    path,
+                    format: Format::Raw,
+                }
+            },
+            access: Access {
+                mode: 0o600,
+                gid: None,
+            },
+        }
+    }
+
+    type Outputs<'a> = Vec<(&'a str, Vec<Output>)>;
+
+    fn clashes(credentials: &[(&str, Vec<Output>)]) -> Vec<String> {
+        let owned: Vec<(String, Vec<Output>)> = credentials
+            .iter()
+            .map(|(n, o)| (n.to_string(), o.clone()))
+            .collect();
+        let state = PathBuf::from(format!("{ROOT}/state"));
+        run(|_, e, _| {
+            check_unique_names(&owned, e);
+            check_output_paths(&owned, &state, e)
+        })
+        .1
+    }
+
+    #[test]
+    fn outputs_that_would_overwrite_each_other() {
+        let r = ROOT;
+        assert_eq!(
+            clashes(&[("a", vec![out("/a", false)]), ("b", vec![out("/b", false)])]),
+            Vec::<String>::new()
+        );
+        let cases: Vec<(Outputs, Vec<String>)> = vec![
+            (
+                vec![
+                    ("a", vec![out("/t", false)]),
+                    ("b", vec![out("/x/../t", false)]),
+                ],
+                vec![format!(
+                    "credential `b`: output `{r}/x/../t` collides with output `{r}/t` of credential `a`; two outputs cannot write the same path"
+                )],
+            ),
+            (
+                vec![
+                    ("a", vec![out("/d", true)]),
+                    ("b", vec![out("/d/sub/t", false)]),
+                ],
+                vec![format!(
+                    "credential `b`: output `{r}/d/sub/t` collides with output `{r}/d` of credential `a`; two outputs cannot write the same path"
+                )],
+            ),
+            (
+                vec![("a", vec![out("/state/./t", false)])],
+                vec![format!(
+                    "credential `a`: output `{r}/state/./t` is inside state_dir `{r}/state`"
+                )],
+            ),
+            (
+                vec![("a", vec![out("/1", false)]), ("a", vec![out("/2", false)])],
+                vec!["credential `a`: the name is used 2 times; names must be unique".to_owned()],
+            ),
+        ];
+        for (credentials, want) in cases {
+            assert_eq!(clashes(&credentials), want);
+        }
+    }
+}
