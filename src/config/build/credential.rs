@@ -359,6 +359,11 @@ mod tests {
             )
         });
         assert_eq!(errors, Vec::<String>::new());
+        // `max` equal to `initial` is a constant delay, not an error.
+        let equal = errors_of(|e| {
+            merge_retry(None, retry("{initial: 1m, max: 1m}").as_ref(), "c", e);
+        });
+        assert_eq!(equal, Vec::<String>::new());
         assert_eq!(
             got,
             RetryPolicy {

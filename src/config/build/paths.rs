@@ -223,6 +223,15 @@ mod tests {
             (
                 vec![
                     ("a", vec![out("/d", true)]),
+                    ("b", vec![out("/d/t", false)]),
+                ],
+                vec![format!(
+                    "credential `b`: output `{r}/d/t` collides with output `{r}/d` of credential `a`; two outputs cannot write the same path"
+                )],
+            ),
+            (
+                vec![
+                    ("a", vec![out("/d", true)]),
                     ("b", vec![out("/d/sub/t", false)]),
                 ],
                 vec![format!(

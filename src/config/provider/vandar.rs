@@ -85,6 +85,10 @@ mod tests {
                 &["c: `password` is set but `mobile` is missing"],
             ),
             (
+                "refresh_token: {env: T}\nmobile: '0912'",
+                &["c: `mobile` is set but `password` is missing"],
+            ),
+            (
                 "",
                 &[
                     "c: vandar needs `refresh_token` (v3 chain) or `mobile` + `password` (v2 login), or both",
