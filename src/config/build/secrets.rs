@@ -63,3 +63,104 @@ fn readable_by_others(path: &Path) -> Option<String> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::secret::Environment;
+
+    struct OneVar;
+    impl Environment for OneVar {
+        fn var(&self, name: &str) -> Option<String> {
+            (name == "SET").then(|| "from-env".to_owned())
+        }
+    }
+
+    /// The value read (exposed), errors and warnings.
+    type Read = (Option<String>, Vec<String>, Vec<String>);
+
+    /// What reading `source` as field `f` gives.
+    fn read(base: &Path, secrets: Secrets, source: SecretSource) -> Read {
+        let sources = Sources {
+            base,
+            env: &OneVar,
+            secrets,
+        };
+        let reader = SecretReader {
+            sources: &sources,
+            ctx: "c",
+        };
+        let mut errors = Errors(Vec::new());
+        let mut warnings = Vec::new();
+        let got = reader.read("f", &source, &mut errors, &mut warnings);
+        (got.map(|s| s.expose().to_owned()), errors.0, warnings)
+    }
+
+    #[test]
+    fn sources_warnings_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        for (name, mode) in [("private", 0o600), ("group", 0o640), ("world", 0o644)] {
+            std::fs::write(base.join(name), "s3cret\n").unwrap();
+            std::fs::set_permissions(base.join(name), std::fs::Permissions::from_mode(mode))
+                .unwrap();
+        }
+        let world = base.join("world");
+        let literal = "c: `f` is written in the config file; prefer {file: ...}, {env: ...} or {credential: ...}";
+        let file = |p: &str| SecretSource::File(p.into());
+        let some = |s: &str| Some(s.to_owned());
+        let cases: Vec<(SecretSource, Read)> = vec![
+            (
+                SecretSource::Env("SET".into()),
+                (some("from-env"), vec![], vec![]),
+            ),
+            (
+                SecretSource::Env("UNSET".into()),
+                (
+                    None,
+                    vec!["c: `f`: environment variable `UNSET` is not set".into()],
+                    vec![],
+                ),
+            ),
+            (
+                SecretSource::Literal(Secret::new("lit")),
+                (some("lit"), vec![], vec![literal.into()]),
+            ),
+            // Relative files are read from the config's directory.
+            (file("private"), (some("s3cret"), vec![], vec![])),
+            (file("group"), (some("s3cret"), vec![], vec![])),
+            (
+                file("world"),
+                (
+                    some("s3cret"),
+                    vec![],
+                    vec![format!(
+                        "c: `f`: secret file `{}` is readable by other users (mode 0644); make it 0600, or 0640 for a group",
+                        world.display()
+                    )],
+                ),
+            ),
+        ];
+        for (source, want) in cases {
+            let label = format!("{source:?}");
+            assert_eq!(read(base, Secrets::Resolve, source), want, "{label}");
+        }
+    }
+
+    #[test]
+    fn skipped_secrets_are_not_read_but_literals_still_warn() {
+        let base = Path::new("/nonexistent-tokend-test");
+        assert_eq!(
+            read(base, Secrets::Skip, SecretSource::Env("UNSET".into())),
+            (Some(String::new()), vec![], vec![])
+        );
+        assert_eq!(
+            read(base, Secrets::Skip, SecretSource::Literal(Secret::new("x")))
+                .2
+                .len(),
+            1
+        );
+    }
+}
