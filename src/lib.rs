@@ -31,4 +31,5 @@ pub mod secret;
 pub mod state;
 pub mod status;
 pub mod token;
+pub mod units;
 pub mod util;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::config::units::Share;
+use crate::units::Share;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct RefreshPolicy {

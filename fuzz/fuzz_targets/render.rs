@@ -9,7 +9,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
-use tokend::config::units::{Mode, parse_duration, parse_mode, parse_share};
+use tokend::units::{Mode, parse_duration, parse_mode, parse_share};
 use tokend::output::Format;
 use tokend::output::render::{dir_files, env_prefix, render, template_unknown};
 use tokend::secret::Secret;

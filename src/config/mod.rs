@@ -1,12 +1,12 @@
 //! The configuration: loaded from YAML into `raw` types, then validated in one place into
 //! [`Config`], with secrets resolved and defaults applied. Nothing downstream re-validates.
 
+mod build;
 mod depth;
+mod provider;
 pub mod raw;
-pub mod units;
-mod validate;
 
-pub use validate::Secrets;
+pub use build::Secrets;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -154,9 +154,9 @@ pub fn parse(
     depth::check(text).map_err(|e| invalid(vec![e]))?;
     let raw: raw::RawConfig = match serde_yaml::from_str(text) {
         Ok(raw) => raw,
-        Err(e) => return Err(invalid(vec![validate::describe_yaml_error(&e)])),
+        Err(e) => return Err(invalid(vec![build::describe_yaml_error(&e)])),
     };
-    validate::build(raw, text, path, env, secrets).map_err(invalid)
+    build::build(raw, text, path, env, secrets).map_err(invalid)
 }
 
 #[cfg(test)]
@@ -185,8 +185,8 @@ mod tests {
                     credentials:\n  - name: a\n    provider: yavapteke\n    client_id: x\n    client_secret: s\n    refresh: { at: 75% }\n    outputs: [ { file: /o/a } ]\n";
         let c = parse(text, Path::new("/etc/t.yaml"), &NoEnv, Secrets::Resolve).unwrap();
         let cred = &c.credentials[0];
-        assert_eq!(cred.refresh.at, units::Share(0.75));
-        assert_eq!(cred.refresh.jitter, units::Share(0.0));
+        assert_eq!(cred.refresh.at, crate::units::Share(0.75));
+        assert_eq!(cred.refresh.jitter, crate::units::Share(0.0));
         assert_eq!(cred.timeout, Duration::from_secs(5));
         assert_eq!(
             c.warnings.len(),

@@ -1,16 +1,17 @@
 //! The configuration file exactly as written: serde types with `deny_unknown_fields`, no
-//! defaults applied and nothing validated. `validate.rs` turns this into [`super::Config`].
+//! defaults applied and nothing validated. `build/` turns this into [`super::Config`].
 //!
 //! A credential is one flat struct rather than an enum tagged by `provider`, on purpose:
 //! serde buffers tagged enums, which throws away the line and column of every error inside
-//! a credential. Which keys belong to which provider is checked in validation instead.
+//! a credential. Which keys belong to which provider is checked when it is built (each
+//! provider's `KEYS` in `config/provider/`).
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::units::{Dur, Mode, Share};
 use crate::secret::SecretSource;
+use crate::units::{Dur, Mode, Share};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,7 +119,7 @@ pub struct RawCredential {
     pub client_secret: Option<SecretSource>,
     pub client_secret_param: Option<String>,
     pub scope: Option<String>,
-    pub auth: Option<ClientAuth>,
+    pub auth: Option<RawClientAuth>,
     pub grant: Option<GrantKind>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
@@ -152,14 +153,25 @@ pub enum GrantKind {
     Password,
 }
 
+/// `auth:` as written; the builder maps it into [`crate::provider::oauth2::ClientAuth`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ClientAuth {
+pub enum RawClientAuth {
     #[default]
     ClientSecretPost,
     ClientSecretBasic,
     /// A public client: `client_id` in the form, no secret.
     None,
+}
+
+impl From<RawClientAuth> for crate::provider::oauth2::ClientAuth {
+    fn from(auth: RawClientAuth) -> Self {
+        match auth {
+            RawClientAuth::ClientSecretPost => Self::ClientSecretPost,
+            RawClientAuth::ClientSecretBasic => Self::ClientSecretBasic,
+            RawClientAuth::None => Self::None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -44,7 +44,7 @@ impl Output {
 
     /// What `check` prints for this output.
     pub fn describe(&self) -> String {
-        let mode = crate::config::units::Mode(self.access.mode);
+        let mode = crate::units::Mode(self.access.mode);
         let group = self
             .access
             .gid

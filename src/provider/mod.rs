@@ -372,7 +372,7 @@ pub fn redactor(
     secrets.extend(proxy_password.map(Secret::expose));
     let mut composites = Vec::new();
     if let ProviderConfig::OAuth2(o) = provider
-        && o.auth == crate::config::raw::ClientAuth::ClientSecretBasic
+        && o.auth == oauth2::ClientAuth::ClientSecretBasic
         && let Some(secret) = &o.client_secret
     {
         let pair = format!(

@@ -7,7 +7,6 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{Answer, Failure, FetchError, Fetched, Provider, RefreshUpdate};
-use crate::config::raw::ClientAuth;
 use crate::net::HttpClient;
 use crate::secret::Secret;
 
@@ -24,6 +23,16 @@ pub struct OAuth2 {
     pub resource: Option<String>,
     /// Extra form parameters some servers require, sent as given.
     pub params: Vec<(String, String)>,
+}
+
+/// How the client authenticates at the token endpoint (RFC 6749 §2.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientAuth {
+    #[default]
+    ClientSecretPost,
+    ClientSecretBasic,
+    /// A public client: `client_id` in the form, no secret.
+    None,
 }
 
 #[derive(Clone, Debug, PartialEq)]
