@@ -163,6 +163,24 @@ impl Provider for HttpJson {
         self.secrets.iter().map(|(_, s)| s).collect()
     }
 
+    fn identity(&self, h: &mut sha2::Sha256) {
+        use super::identity::{debug, display, secret, sep, text};
+        text(h, &self.login.url);
+        sep(h);
+        display(h, &self.login.body);
+        sep(h);
+        debug(h, self.refresh.as_ref().map(|r| &r.url));
+        sep(h);
+        for (i, (name, value)) in self.secrets.iter().enumerate() {
+            if i > 0 {
+                sep(h);
+            }
+            text(h, name);
+            text(h, "=");
+            secret(h, value);
+        }
+    }
+
     fn plan(&self) -> String {
         let refresh = match &self.refresh {
             Some(r) => format!(

@@ -6,6 +6,7 @@
 
 mod answer;
 pub mod http_json;
+pub mod identity;
 pub mod jwt;
 pub mod limit;
 pub mod oauth2;
@@ -16,7 +17,9 @@ pub mod yavapteke;
 use std::future::Future;
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::Value;
+use sha2::Sha256;
 
 use crate::net::HttpClient;
 use crate::secret::Secret;
@@ -33,6 +36,43 @@ pub enum ProviderConfig {
     Yavapteke(yavapteke::Yavapteke),
     OAuth2(oauth2::OAuth2),
     HttpJson(http_json::HttpJson),
+}
+
+/// The providers by name, as `provider:` in the config, `status` and the logs say them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Vandar,
+    Saba,
+    Yavapteke,
+    Oauth2,
+    #[serde(rename = "http_json")]
+    HttpJson,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Vandar => "vandar",
+            ProviderKind::Saba => "saba",
+            ProviderKind::Yavapteke => "yavapteke",
+            ProviderKind::Oauth2 => "oauth2",
+            ProviderKind::HttpJson => "http_json",
+        }
+    }
+}
+
+impl ProviderConfig {
+    /// The one mapping from a configured provider to its name.
+    pub fn kind(&self) -> ProviderKind {
+        match self {
+            ProviderConfig::Vandar(_) => ProviderKind::Vandar,
+            ProviderConfig::Saba(_) => ProviderKind::Saba,
+            ProviderConfig::Yavapteke(_) => ProviderKind::Yavapteke,
+            ProviderConfig::OAuth2(_) => ProviderKind::Oauth2,
+            ProviderConfig::HttpJson(_) => ProviderKind::HttpJson,
+        }
+    }
 }
 
 /// What every provider does: fetch a token, given the current refresh token if the
@@ -61,6 +101,10 @@ pub trait Provider {
 
     /// Every secret this provider sends, so error texts that echo one can be redacted.
     fn secrets(&self) -> Vec<&Secret>;
+
+    /// Feeds who a token is issued to and with which secrets into `h`, `|` between parts
+    /// (see [`identity`]): a change means a stored token must not be reused.
+    fn identity(&self, h: &mut Sha256);
 
     fn fetch(
         &self,
@@ -117,6 +161,19 @@ impl Provider for ProviderConfig {
             ProviderConfig::Yavapteke(p) => p.secrets(),
             ProviderConfig::OAuth2(p) => p.secrets(),
             ProviderConfig::HttpJson(p) => p.secrets(),
+        }
+    }
+
+    /// The provider's name first, so that two providers' parts can never collide.
+    fn identity(&self, h: &mut Sha256) {
+        identity::text(h, self.kind().as_str());
+        identity::sep(h);
+        match self {
+            ProviderConfig::Vandar(p) => p.identity(h),
+            ProviderConfig::Saba(p) => p.identity(h),
+            ProviderConfig::Yavapteke(p) => p.identity(h),
+            ProviderConfig::OAuth2(p) => p.identity(h),
+            ProviderConfig::HttpJson(p) => p.identity(h),
         }
     }
 

@@ -185,6 +185,32 @@ impl Provider for OAuth2 {
         s
     }
 
+    fn identity(&self, h: &mut sha2::Sha256) {
+        use super::identity::{debug, debug_joined, secret, sep, text};
+        debug(h, &self.endpoint);
+        sep(h);
+        text(h, &self.client_id);
+        sep(h);
+        if let Some(s) = &self.client_secret {
+            secret(h, s);
+        }
+        for part in [&self.scope, &self.audience, &self.resource] {
+            sep(h);
+            debug(h, part);
+        }
+        sep(h);
+        debug(h, &self.params);
+        sep(h);
+        match &self.grant {
+            // The grant's part was hashed in its Debug form (quoted and escaped).
+            Grant::ClientCredentials => debug_joined(h, &[]),
+            Grant::RefreshToken { seed } => debug_joined(h, &[seed.expose()]),
+            Grant::Password { username, password } => {
+                debug_joined(h, &[username, password.expose()])
+            }
+        }
+    }
+
     fn plan(&self) -> String {
         let auth = match self.auth {
             ClientAuth::ClientSecretPost => "client_secret_post",

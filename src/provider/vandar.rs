@@ -134,6 +134,21 @@ impl Provider for Vandar {
         s
     }
 
+    fn identity(&self, h: &mut sha2::Sha256) {
+        use super::identity::{secret, sep, text};
+        text(h, &self.base_url);
+        sep(h);
+        if let Some(l) = &self.login {
+            text(h, &l.mobile);
+            sep(h);
+            secret(h, &l.password);
+        }
+        sep(h);
+        if let Some(r) = &self.refresh_token {
+            secret(h, r);
+        }
+    }
+
     fn plan(&self) -> String {
         let login = |l: &Login| match self.login_version {
             LoginVersion::Auto => format!(
