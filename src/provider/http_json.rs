@@ -52,6 +52,28 @@ impl HttpJson {
             .map_err(|e| self.salvaging(e, &answer))
     }
 
+    /// Sends the refresh request; the API's own rejection of the token is a
+    /// `RefreshRejected`, which the caller answers with a login.
+    async fn refresh(
+        &self,
+        http: &HttpClient,
+        request: &Request,
+        current: &Secret,
+    ) -> Result<Fetched, Failure> {
+        let body = self.render(&request.body, Some(current));
+        let answer = http.post_json(&request.url, &body).await?;
+        if refresh_is_rejected(&answer) {
+            return Err(FetchError::RefreshRejected {
+                status: answer.status,
+                message: super::provider_message(&answer),
+                login_configured: true,
+            }
+            .into());
+        }
+        self.parse(&answer, "refresh")
+            .map_err(|e| self.salvaging(e, &answer))
+    }
+
     /// `error`, keeping a rotated refresh token the answer carries at its pointer.
     fn salvaging(&self, error: FetchError, answer: &Answer) -> Failure {
         match &self.refresh_token_pointer {
@@ -203,24 +225,8 @@ impl Provider for HttpJson {
         let (Some(request), Some(current)) = (&self.refresh, refresh_token) else {
             return self.login(http).await;
         };
-        let body = self.render(&request.body, Some(current));
-        let answer = http.post_json(&request.url, &body).await?;
-        if refresh_is_rejected(&answer) {
-            // The chain is dead; a login starts a new one.
-            let message = format!(
-                "HTTP {}: {}",
-                answer.status,
-                super::provider_message(&answer)
-            );
-            let mut fetched = self.login(http).await?;
-            fetched.refresh = match fetched.refresh {
-                RefreshUpdate::Rotated(next) => RefreshUpdate::Restarted { next, message },
-                _ => RefreshUpdate::Rejected { message },
-            };
-            return Ok(fetched);
-        }
-        self.parse(&answer, "refresh")
-            .map_err(|e| self.salvaging(e, &answer))
+        let login = move || self.login(http);
+        super::fallback::refresh_or_login(self.refresh(http, request, current), Some(login)).await
     }
 }
 

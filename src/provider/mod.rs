@@ -5,6 +5,7 @@
 //! (unit-tested and fuzzed), and an async `fetch` that builds the request.
 
 mod answer;
+pub mod fallback;
 pub mod http_json;
 pub mod identity;
 pub mod jwt;

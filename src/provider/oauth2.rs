@@ -265,31 +265,14 @@ impl Provider for OAuth2 {
                 )
                 .into()),
             },
-            Grant::Password { username, password } => {
-                if let Some(current) = refresh_token {
-                    match self.refresh(http, current).await {
-                        Err(Failure {
-                            error:
-                                FetchError::RefreshRejected {
-                                    status, message, ..
-                                },
-                            ..
-                        }) => {
-                            let mut f = self.login(http, username, password).await?;
-                            let message = format!("HTTP {status}: {message}");
-                            f.refresh = match f.refresh {
-                                RefreshUpdate::Rotated(next) => {
-                                    RefreshUpdate::Restarted { next, message }
-                                }
-                                _ => RefreshUpdate::Rejected { message },
-                            };
-                            return Ok(f);
-                        }
-                        other => return other,
-                    }
+            Grant::Password { username, password } => match refresh_token {
+                Some(current) => {
+                    let login = move || self.login(http, username, password);
+                    super::fallback::refresh_or_login(self.refresh(http, current), Some(login))
+                        .await
                 }
-                self.login(http, username, password).await
-            }
+                None => self.login(http, username, password).await,
+            },
         }
     }
 }

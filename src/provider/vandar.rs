@@ -91,6 +91,13 @@ impl Vandar {
         }
     }
 
+    async fn refresh(&self, http: &HttpClient, current: &Secret) -> Result<Fetched, Failure> {
+        let body = json!({"refreshtoken": current.expose()});
+        let answer = self.post(http, "/v3/refreshtoken", &body).await?;
+        parse_refresh(&answer, self.login.is_some())
+            .map_err(|e| Failure::salvaging(e, &answer, "/refresh_token"))
+    }
+
     async fn login(&self, http: &HttpClient, login: &Login) -> Result<Fetched, Failure> {
         let body = json!({"mobile": login.mobile, "password": login.password.expose()});
         if self.login_version != LoginVersion::V2 {
@@ -190,24 +197,8 @@ impl Provider for Vandar {
                 .into()),
             };
         };
-        let body = json!({"refreshtoken": current.expose()});
-        let answer = self.post(http, "/v3/refreshtoken", &body).await?;
-        match parse_refresh(&answer, self.login.is_some()) {
-            Err(FetchError::RefreshRejected {
-                status, message, ..
-            }) if self.login.is_some() => {
-                let login = self.login.as_ref().expect("checked above");
-                let mut fetched = self.login(http, login).await?;
-                let message = format!("HTTP {status}: {message}");
-                fetched.refresh = match fetched.refresh {
-                    RefreshUpdate::Rotated(next) => RefreshUpdate::Restarted { next, message },
-                    _ => RefreshUpdate::Rejected { message },
-                };
-                Ok(fetched)
-            }
-            Err(e) => Err(Failure::salvaging(e, &answer, "/refresh_token")),
-            Ok(f) => Ok(f),
-        }
+        let login = self.login.as_ref().map(|l| move || self.login(http, l));
+        super::fallback::refresh_or_login(self.refresh(http, current), login).await
     }
 }
 
