@@ -185,6 +185,24 @@ impl Provider for OAuth2 {
         s
     }
 
+    /// With client_secret_basic, the id and secret as they went in the Authorization header.
+    fn encoded_secrets(&self) -> Vec<Secret> {
+        use base64::Engine as _;
+        match &self.client_secret {
+            Some(secret) if self.auth == ClientAuth::ClientSecretBasic => {
+                let pair = format!(
+                    "{}:{}",
+                    form_encode(&self.client_id),
+                    form_encode(secret.expose())
+                );
+                vec![Secret::new(
+                    base64::engine::general_purpose::STANDARD.encode(pair),
+                )]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     fn identity(&self, h: &mut sha2::Sha256) {
         use super::identity::{debug, debug_joined, secret, sep, text};
         debug(h, &self.endpoint);
