@@ -601,15 +601,7 @@ fn chain_death(
     now: SystemTime,
 ) -> Option<String> {
     let lifetime = provider.refresh_token_lifetime()?;
-    let what_to_do = match provider {
-        ProviderConfig::Vandar(v) if v.login.is_some() => {
-            "tokend logs in with mobile + password, which starts a new chain"
-        }
-        _ => {
-            "create a new token in the provider's dashboard and put its refresh token in the \
-             config; with `mobile` + `password` configured tokend would log in instead"
-        }
-    };
+    let what_to_do = provider.dead_chain_remedy();
     let age = state
         .refresh_issued_at
         .and_then(|t| now.duration_since(t.0).ok());

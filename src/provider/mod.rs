@@ -78,6 +78,20 @@ impl ProviderConfig {
     }
 }
 
+/// The one `match` over the configured providers for dispatch: `each!(config, p => expr)`
+/// evaluates `expr` with `p` bound to whichever provider `config` holds.
+macro_rules! each {
+    ($config:expr, $p:ident => $body:expr) => {
+        match $config {
+            ProviderConfig::Vandar($p) => $body,
+            ProviderConfig::Saba($p) => $body,
+            ProviderConfig::Yavapteke($p) => $body,
+            ProviderConfig::OAuth2($p) => $body,
+            ProviderConfig::HttpJson($p) => $body,
+        }
+    };
+}
+
 /// What every provider does: fetch a token, given the current refresh token if the
 /// provider keeps a refresh chain.
 pub trait Provider {
@@ -97,6 +111,12 @@ pub trait Provider {
     /// How long a refresh token of this provider's chain lives, if the provider says.
     fn refresh_token_lifetime(&self) -> Option<Duration> {
         None
+    }
+
+    /// What happens, or what a person must do, once the refresh chain is dead, for the
+    /// message that explains why it died.
+    fn dead_chain_remedy(&self) -> &'static str {
+        "create a new token in the provider's dashboard and put its refresh token in the config"
     }
 
     /// A description of what the provider will be asked, for `check` (never a secret).
@@ -124,86 +144,42 @@ pub trait Provider {
 
 impl Provider for ProviderConfig {
     fn documented_lifetime(&self) -> Option<Duration> {
-        match self {
-            ProviderConfig::Vandar(p) => p.documented_lifetime(),
-            ProviderConfig::Saba(p) => p.documented_lifetime(),
-            ProviderConfig::Yavapteke(p) => p.documented_lifetime(),
-            ProviderConfig::OAuth2(p) => p.documented_lifetime(),
-            ProviderConfig::HttpJson(p) => p.documented_lifetime(),
-        }
+        each!(self, p => p.documented_lifetime())
     }
 
     fn uses_refresh_chain(&self) -> bool {
-        match self {
-            ProviderConfig::Vandar(p) => p.uses_refresh_chain(),
-            ProviderConfig::Saba(p) => p.uses_refresh_chain(),
-            ProviderConfig::Yavapteke(p) => p.uses_refresh_chain(),
-            ProviderConfig::OAuth2(p) => p.uses_refresh_chain(),
-            ProviderConfig::HttpJson(p) => p.uses_refresh_chain(),
-        }
+        each!(self, p => p.uses_refresh_chain())
     }
 
     fn refresh_seed(&self) -> Option<&Secret> {
-        match self {
-            ProviderConfig::Vandar(p) => p.refresh_seed(),
-            ProviderConfig::Saba(p) => p.refresh_seed(),
-            ProviderConfig::Yavapteke(p) => p.refresh_seed(),
-            ProviderConfig::OAuth2(p) => p.refresh_seed(),
-            ProviderConfig::HttpJson(p) => p.refresh_seed(),
-        }
+        each!(self, p => p.refresh_seed())
     }
 
     fn refresh_token_lifetime(&self) -> Option<Duration> {
-        match self {
-            ProviderConfig::Vandar(p) => p.refresh_token_lifetime(),
-            ProviderConfig::Saba(p) => p.refresh_token_lifetime(),
-            ProviderConfig::Yavapteke(p) => p.refresh_token_lifetime(),
-            ProviderConfig::OAuth2(p) => p.refresh_token_lifetime(),
-            ProviderConfig::HttpJson(p) => p.refresh_token_lifetime(),
-        }
+        each!(self, p => p.refresh_token_lifetime())
     }
 
     fn secrets(&self) -> Vec<&Secret> {
-        match self {
-            ProviderConfig::Vandar(p) => p.secrets(),
-            ProviderConfig::Saba(p) => p.secrets(),
-            ProviderConfig::Yavapteke(p) => p.secrets(),
-            ProviderConfig::OAuth2(p) => p.secrets(),
-            ProviderConfig::HttpJson(p) => p.secrets(),
-        }
+        each!(self, p => p.secrets())
     }
 
     fn encoded_secrets(&self) -> Vec<Secret> {
-        match self {
-            ProviderConfig::Vandar(p) => p.encoded_secrets(),
-            ProviderConfig::Saba(p) => p.encoded_secrets(),
-            ProviderConfig::Yavapteke(p) => p.encoded_secrets(),
-            ProviderConfig::OAuth2(p) => p.encoded_secrets(),
-            ProviderConfig::HttpJson(p) => p.encoded_secrets(),
-        }
+        each!(self, p => p.encoded_secrets())
     }
 
     /// The provider's name first, so that two providers' parts can never collide.
     fn identity(&self, h: &mut Sha256) {
         identity::text(h, self.kind().as_str());
         identity::sep(h);
-        match self {
-            ProviderConfig::Vandar(p) => p.identity(h),
-            ProviderConfig::Saba(p) => p.identity(h),
-            ProviderConfig::Yavapteke(p) => p.identity(h),
-            ProviderConfig::OAuth2(p) => p.identity(h),
-            ProviderConfig::HttpJson(p) => p.identity(h),
-        }
+        each!(self, p => p.identity(h))
+    }
+
+    fn dead_chain_remedy(&self) -> &'static str {
+        each!(self, p => p.dead_chain_remedy())
     }
 
     fn plan(&self) -> String {
-        match self {
-            ProviderConfig::Vandar(p) => p.plan(),
-            ProviderConfig::Saba(p) => p.plan(),
-            ProviderConfig::Yavapteke(p) => p.plan(),
-            ProviderConfig::OAuth2(p) => p.plan(),
-            ProviderConfig::HttpJson(p) => p.plan(),
-        }
+        each!(self, p => p.plan())
     }
 
     async fn fetch(
@@ -211,13 +187,7 @@ impl Provider for ProviderConfig {
         http: &HttpClient,
         refresh_token: Option<&Secret>,
     ) -> Result<Fetched, Failure> {
-        match self {
-            ProviderConfig::Vandar(p) => p.fetch(http, refresh_token).await,
-            ProviderConfig::Saba(p) => p.fetch(http, refresh_token).await,
-            ProviderConfig::Yavapteke(p) => p.fetch(http, refresh_token).await,
-            ProviderConfig::OAuth2(p) => p.fetch(http, refresh_token).await,
-            ProviderConfig::HttpJson(p) => p.fetch(http, refresh_token).await,
-        }
+        each!(self, p => p.fetch(http, refresh_token).await)
     }
 }
 

@@ -141,6 +141,15 @@ impl Provider for Vandar {
         s
     }
 
+    fn dead_chain_remedy(&self) -> &'static str {
+        if self.login.is_some() {
+            "tokend logs in with mobile + password, which starts a new chain"
+        } else {
+            "create a new token in the provider's dashboard and put its refresh token in the \
+             config; with `mobile` + `password` configured tokend would log in instead"
+        }
+    }
+
     fn identity(&self, h: &mut sha2::Sha256) {
         use super::identity::{secret, sep, text};
         text(h, &self.base_url);
