@@ -164,7 +164,8 @@ mod tests {
                 endpoint,
                 client_id: "client-1".into(),
                 client_secret: secret.map(s),
-                auth: crate::config::raw::ClientAuth::ClientSecretBasic,
+                // Not part of the identity; `Default` so this compiles wherever `ClientAuth` lives.
+                auth: Default::default(),
                 grant,
                 scope: extra.then(|| "read \"all\"".into()),
                 audience: extra.then(|| "https://api".into()),

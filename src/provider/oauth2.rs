@@ -368,6 +368,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_basic_auth_sends_the_secret_in_another_encoding() {
+        let client = |auth, secret: Option<&str>| OAuth2 {
+            endpoint: TokenEndpoint::Url("http://x/token".into()),
+            client_id: "id:1".into(),
+            client_secret: secret.map(Secret::new),
+            auth,
+            grant: Grant::ClientCredentials,
+            scope: None,
+            audience: None,
+            resource: None,
+            params: Vec::new(),
+        };
+        // RFC 6749 §2.3.1: form-encoded, then Base64 ("id%3A1:s%25+c" here).
+        let basic = client(ClientAuth::ClientSecretBasic, Some("s% c")).encoded_secrets();
+        assert_eq!(basic, [Secret::new("aWQlM0ExOnMlMjUrYw==")]);
+        assert!(
+            client(ClientAuth::ClientSecretPost, Some("s"))
+                .encoded_secrets()
+                .is_empty()
+        );
+        assert!(
+            client(ClientAuth::ClientSecretBasic, None)
+                .encoded_secrets()
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn yavapteke_example_answer() {
         let f = parse_token_response(
             &Answer::fake(
