@@ -14,7 +14,7 @@ use crate::net::HttpClients;
 use crate::output::OutputError;
 use crate::provider::{Failure, FetchError, Provider, ProviderConfig, RefreshUpdate, jwt};
 use crate::schedule;
-use crate::secret::{Secret, fingerprint};
+use crate::secret::Secret;
 use crate::state::{CredentialState, StateDir, StateError, StoredError, StoredToken, Timestamp};
 use crate::token::{self, Token};
 
@@ -220,7 +220,7 @@ impl Engine {
     /// login. State from another identity keeps nothing but the failure history.
     pub fn slot(&self, credential: Arc<Credential>) -> Slot {
         let name = credential.name.clone();
-        let identity = identity(&credential.provider);
+        let identity = crate::provider::identity::fingerprint(&credential.provider);
         let mut state = match self.state_dir.load(&name) {
             Ok(Some(s)) => s,
             Ok(None) => CredentialState::default(),
@@ -601,15 +601,7 @@ fn chain_death(
     now: SystemTime,
 ) -> Option<String> {
     let lifetime = provider.refresh_token_lifetime()?;
-    let what_to_do = match provider {
-        ProviderConfig::Vandar(v) if v.login.is_some() => {
-            "tokend logs in with mobile + password, which starts a new chain"
-        }
-        _ => {
-            "create a new token in the provider's dashboard and put its refresh token in the \
-             config; with `mobile` + `password` configured tokend would log in instead"
-        }
-    };
+    let what_to_do = provider.dead_chain_remedy();
     let age = state
         .refresh_issued_at
         .and_then(|t| now.duration_since(t.0).ok());
@@ -684,71 +676,11 @@ fn seed_to_send(provider: &ProviderConfig, state: &CredentialState) -> Option<St
     (state.refresh_seed.as_deref() != Some(fp.as_str())).then_some(fp)
 }
 
-/// Fingerprint of who a token is issued to and with which secrets: a change means the
-/// stored token must not be reused.
-fn identity(provider: &ProviderConfig) -> String {
-    let text = match provider {
-        ProviderConfig::Vandar(v) => format!(
-            "vandar|{}|{}|{}",
-            v.base_url,
-            v.login
-                .as_ref()
-                .map(|l| format!("{}|{}", l.mobile, l.password.expose()))
-                .unwrap_or_default(),
-            v.refresh_token
-                .as_ref()
-                .map(|r| r.expose())
-                .unwrap_or_default()
-        ),
-        ProviderConfig::Saba(s) => format!(
-            "saba|{}|{}|{}|{}|{}",
-            s.base_url,
-            s.username,
-            s.password.expose(),
-            s.virtual_number,
-            s.token_valid_days
-        ),
-        ProviderConfig::Yavapteke(y) => format!(
-            "yavapteke|{}|{}|{}",
-            y.token_url,
-            y.client_id,
-            y.client_secret.expose()
-        ),
-        ProviderConfig::OAuth2(o) => format!(
-            "oauth2|{:?}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
-            o.endpoint,
-            o.client_id,
-            o.client_secret.as_ref().map(|s| s.expose()).unwrap_or(""),
-            o.scope,
-            o.audience,
-            o.resource,
-            o.params,
-            match &o.grant {
-                crate::provider::oauth2::Grant::ClientCredentials => String::new(),
-                crate::provider::oauth2::Grant::RefreshToken { seed } => seed.expose().to_owned(),
-                crate::provider::oauth2::Grant::Password { username, password } =>
-                    format!("{username}|{}", password.expose()),
-            }
-        ),
-        ProviderConfig::HttpJson(h) => format!(
-            "http_json|{}|{}|{:?}|{}",
-            h.login.url,
-            h.login.body,
-            h.refresh.as_ref().map(|r| &r.url),
-            h.secrets
-                .iter()
-                .map(|(n, s)| format!("{n}={}", s.expose()))
-                .collect::<Vec<_>>()
-                .join("|")
-        ),
-    };
-    fingerprint(&text)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::provider::vandar::Vandar;
+    use crate::secret::fingerprint;
 
     fn vandar(seed: Option<&str>) -> ProviderConfig {
         ProviderConfig::Vandar(Vandar {

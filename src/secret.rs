@@ -37,8 +37,15 @@ impl Secret {
 
 /// The short fingerprint used in logs and state bookkeeping.
 pub fn fingerprint(value: &str) -> String {
-    let digest = Sha256::digest(value.as_bytes());
-    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+    short_fingerprint(Sha256::new_with_prefix(value.as_bytes()))
+}
+
+/// The short fingerprint of what was fed into `hasher`, for values hashed part by part.
+pub fn short_fingerprint(hasher: Sha256) -> String {
+    hasher.finalize()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl fmt::Debug for Secret {

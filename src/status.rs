@@ -216,22 +216,16 @@ pub fn collect(config: &Config, now: SystemTime) -> Vec<Entry> {
         .credentials
         .iter()
         .map(|c| {
-            let provider = provider_name(&c.provider);
+            let provider = c.provider.kind().as_str();
             let state = state::load(&config.state_dir, &c.name).map_err(|e| e.to_string());
             entry(&c.name, provider, state, now)
         })
         .collect()
 }
 
+/// Kept only for `daemon.rs`, which another change rewrites; use `kind().as_str()`.
 pub fn provider_name(p: &crate::provider::ProviderConfig) -> &'static str {
-    use crate::provider::ProviderConfig::*;
-    match p {
-        Vandar(_) => "vandar",
-        Saba(_) => "saba",
-        Yavapteke(_) => "yavapteke",
-        OAuth2(_) => "oauth2",
-        HttpJson(_) => "http_json",
-    }
+    p.kind().as_str()
 }
 
 /// A fixed-width table for people.

@@ -12,6 +12,8 @@ use serde::Deserialize;
 
 use crate::secret::SecretSource;
 use crate::units::{Dur, Mode, Share};
+// The provider list lives with the providers; the config names it here for `RawCredential`.
+pub use crate::provider::ProviderKind;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,29 +67,6 @@ pub struct RawRetry {
     pub max: Option<Dur>,
     /// Delay between attempts after a permanent error (rejected credentials).
     pub permanent: Option<Dur>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    Vandar,
-    Saba,
-    Yavapteke,
-    Oauth2,
-    #[serde(rename = "http_json")]
-    HttpJson,
-}
-
-impl ProviderKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Vandar => "vandar",
-            ProviderKind::Saba => "saba",
-            ProviderKind::Yavapteke => "yavapteke",
-            ProviderKind::Oauth2 => "oauth2",
-            ProviderKind::HttpJson => "http_json",
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,10 +3,172 @@
 //! telling a block page in front of an API from the API's own verdict; and keeping a rotated
 //! refresh token that arrives beside an unusable access token.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
-use super::{Answer, FetchError, body_kind};
+use super::FetchError;
 use crate::secret::Secret;
+
+/// An HTTP answer, body already read and capped.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub url: String,
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The body as JSON, or the reason it is not, phrased for an operator.
+    pub fn json(&self) -> Result<Value, FetchError> {
+        serde_json::from_slice(&self.body).map_err(|_| FetchError::BadAnswer {
+            status: self.status,
+            reason: format!("the body is not JSON ({})", body_kind(&self.body)),
+        })
+    }
+
+    /// The standard classification of a non-success status; `rejected` builds the error for
+    /// a 4xx that means "these credentials are wrong".
+    pub fn error(&self, message: String) -> FetchError {
+        match self.status {
+            408 | 425 | 429 | 500..=599 => FetchError::Unavailable {
+                url: self.url.clone(),
+                status: self.status,
+                message,
+                retry_after: self.retry_after,
+            },
+            300..=399 => FetchError::Misconfigured(format!(
+                "{} answered HTTP {} (a redirect); token requests are never redirected, so \
+                 point the URL at the final address",
+                self.url, self.status
+            )),
+            status => FetchError::Rejected { status, message },
+        }
+    }
+
+    /// A short, printable excerpt of an error body for the log: providers put their
+    /// reason there. Only used for non-2xx answers, which carry no token. Redacted before
+    /// anything else, so a secret straddling the cut cannot leave its head behind.
+    pub fn excerpt(&self) -> String {
+        let text = crate::redact::redact(&String::from_utf8_lossy(&self.body));
+        let clean = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        cut(&crate::util::escape_control(&clean), EXCERPT_CHARS)
+    }
+}
+
+/// An error body excerpt is cut here; a provider's own message fields get more room.
+const EXCERPT_CHARS: usize = 200;
+const MESSAGE_CHARS: usize = 500;
+
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() > max {
+        format!("{}…", text.chars().take(max).collect::<String>())
+    } else {
+        text.to_owned()
+    }
+}
+
+/// The provider's own explanation of an error answer: the usual JSON fields when the body
+/// is JSON, else a short excerpt of the body (Vandar's 401 body `{"unauthorized"}` is not JSON).
+/// Keys are matched case-insensitively (Saba's ASP.NET answers camelCase or PascalCase), and
+/// `errors` is shown as sentences, never as raw JSON: a list of strings or of Saba's
+/// `{message, code, field, url}` objects, or Laravel's `{field: [messages]}`.
+/// Redacted (see [`crate::redact`]) and with control characters escaped, then cut.
+pub fn provider_message(answer: &Answer) -> String {
+    let Ok(v) = serde_json::from_slice::<Value>(&answer.body) else {
+        return answer.excerpt();
+    };
+    let mut parts: Vec<String> = Vec::new();
+    // OAuth2 (`error`, `error_description`), Saba and Vandar (`message`, `error`), Django
+    // REST framework (`detail`).
+    for key in ["error", "error_description", "message", "detail"] {
+        if let Some(text) = get_ci(&v, key)
+            .and_then(Value::as_str)
+            .filter(|t| !t.trim().is_empty())
+        {
+            parts.push(one_line(text));
+        }
+    }
+    let errors = error_list(&v);
+    if !errors.is_empty() {
+        parts.push(errors.join("; "));
+    }
+    if parts.is_empty() {
+        answer.excerpt()
+    } else {
+        let text = crate::redact::redact(&parts.join(": "));
+        cut(&crate::util::escape_control(&text), MESSAGE_CHARS)
+    }
+}
+
+pub(crate) fn body_kind(body: &[u8]) -> String {
+    let trimmed = body.trim_ascii_start();
+    if trimmed.is_empty() {
+        "it is empty".into()
+    } else if trimmed.starts_with(b"<") {
+        "it looks like HTML".into()
+    } else if std::str::from_utf8(body).is_err() {
+        "it is not even UTF-8".into()
+    } else {
+        format!("{} bytes of text", body.len())
+    }
+}
+
+/// A string field reached by a path of keys, for parse functions.
+pub fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
+}
+
+/// `expires_in` as providers send it: a number, or sometimes a numeric string.
+pub fn expires_in(v: &Value) -> Option<Duration> {
+    let secs = match v.get("expires_in")? {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(1e10)))
+}
+
+/// Turns a raw token field into a validated secret, or a BadAnswer naming the field.
+pub fn token_field(answer: &Answer, v: &Value, path: &[&str]) -> Result<Secret, FetchError> {
+    let field = path.join(".");
+    let bad = |reason: String| FetchError::BadAnswer {
+        status: answer.status,
+        reason,
+    };
+    match path.iter().try_fold(v, |v, k| v.get(k)) {
+        None | Some(Value::Null) => Err(bad(format!("the answer has no `{field}`"))),
+        Some(Value::String(s)) => {
+            crate::token::validate_token(s).map_err(|e| bad(format!("`{field}`: {e}")))
+        }
+        Some(_) => Err(bad(format!("`{field}` is not a string"))),
+    }
+}
+
+#[cfg(test)]
+impl Answer {
+    /// An answer as parse functions see it, for unit tests.
+    pub fn fake(status: u16, body: &str) -> Answer {
+        Answer {
+            url: "http://127.0.0.1/token".into(),
+            status,
+            retry_after: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// `Retry-After` in its seconds form; the HTTP-date form is rare on token endpoints and is
+/// ignored (the backoff applies instead). Capped at a day so a bogus header cannot park us.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let secs: u64 = value.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(86_400)))
+}
 
 /// The entries of an `errors` member as one-line texts: `"message (code 4001)"` for Saba's
 /// objects, `"field: message"` for Laravel's map, strings as they are.
@@ -155,6 +317,80 @@ impl Failure {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn status_classification() {
+        assert!(Answer::fake(500, "").error(String::new()).is_transient());
+        assert!(Answer::fake(503, "").error(String::new()).is_transient());
+        assert!(Answer::fake(429, "").error(String::new()).is_transient());
+        assert!(!Answer::fake(400, "").error(String::new()).is_transient());
+        assert!(!Answer::fake(401, "").error(String::new()).is_transient());
+        assert!(!Answer::fake(302, "").error(String::new()).is_transient());
+    }
+
+    #[test]
+    fn non_json_is_described_not_parsed() {
+        let e = Answer::fake(200, "<html>502</html>").json().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unusable answer from provider (HTTP 200): the body is not JSON (it looks like HTML)"
+        );
+        assert!(
+            Answer::fake(200, "")
+                .json()
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
+    }
+
+    #[test]
+    fn excerpt_is_single_line_and_short() {
+        let a = Answer::fake(401, "{\"unauthorized\"}\n\r\t");
+        assert_eq!(a.excerpt(), "{\"unauthorized\"}");
+        assert_eq!(
+            Answer::fake(500, &"x".repeat(500))
+                .excerpt()
+                .chars()
+                .count(),
+            201
+        );
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("99999999"),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn expires_in_forms() {
+        let v: Value = serde_json::json!({"expires_in": 3600});
+        assert_eq!(expires_in(&v), Some(Duration::from_secs(3600)));
+        let v: Value = serde_json::json!({"expires_in": "60"});
+        assert_eq!(expires_in(&v), Some(Duration::from_secs(60)));
+        let v: Value = serde_json::json!({"expires_in": -5});
+        assert_eq!(expires_in(&v), None);
+    }
+
+    #[test]
+    fn token_field_errors_name_the_field() {
+        let a = Answer::fake(200, "");
+        let v = serde_json::json!({"data": {"token": 5}, "t": ""});
+        let e = token_field(&a, &v, &["data", "token"]).unwrap_err();
+        assert!(
+            e.to_string().contains("`data.token` is not a string"),
+            "{e}"
+        );
+        let e = token_field(&a, &v, &["t"]).unwrap_err();
+        assert!(e.to_string().contains("`t`: the token is empty"), "{e}");
+        let e = token_field(&a, &v, &["missing"]).unwrap_err();
+        assert!(e.to_string().contains("no `missing`"), "{e}");
+    }
 
     #[test]
     fn errors_in_every_shape_become_sentences() {

@@ -52,6 +52,28 @@ impl HttpJson {
             .map_err(|e| self.salvaging(e, &answer))
     }
 
+    /// Sends the refresh request; the API's own rejection of the token is a
+    /// `RefreshRejected`, which the caller answers with a login.
+    async fn refresh(
+        &self,
+        http: &HttpClient,
+        request: &Request,
+        current: &Secret,
+    ) -> Result<Fetched, Failure> {
+        let body = self.render(&request.body, Some(current));
+        let answer = http.post_json(&request.url, &body).await?;
+        if refresh_is_rejected(&answer) {
+            return Err(FetchError::RefreshRejected {
+                status: answer.status,
+                message: super::provider_message(&answer),
+                login_configured: true,
+            }
+            .into());
+        }
+        self.parse(&answer, "refresh")
+            .map_err(|e| self.salvaging(e, &answer))
+    }
+
     /// `error`, keeping a rotated refresh token the answer carries at its pointer.
     fn salvaging(&self, error: FetchError, answer: &Answer) -> Failure {
         match &self.refresh_token_pointer {
@@ -163,6 +185,24 @@ impl Provider for HttpJson {
         self.secrets.iter().map(|(_, s)| s).collect()
     }
 
+    fn identity(&self, h: &mut sha2::Sha256) {
+        use super::identity::{debug, display, secret, sep, text};
+        text(h, &self.login.url);
+        sep(h);
+        display(h, &self.login.body);
+        sep(h);
+        debug(h, self.refresh.as_ref().map(|r| &r.url));
+        sep(h);
+        for (i, (name, value)) in self.secrets.iter().enumerate() {
+            if i > 0 {
+                sep(h);
+            }
+            text(h, name);
+            text(h, "=");
+            secret(h, value);
+        }
+    }
+
     fn plan(&self) -> String {
         let refresh = match &self.refresh {
             Some(r) => format!(
@@ -185,24 +225,8 @@ impl Provider for HttpJson {
         let (Some(request), Some(current)) = (&self.refresh, refresh_token) else {
             return self.login(http).await;
         };
-        let body = self.render(&request.body, Some(current));
-        let answer = http.post_json(&request.url, &body).await?;
-        if refresh_is_rejected(&answer) {
-            // The chain is dead; a login starts a new one.
-            let message = format!(
-                "HTTP {}: {}",
-                answer.status,
-                super::provider_message(&answer)
-            );
-            let mut fetched = self.login(http).await?;
-            fetched.refresh = match fetched.refresh {
-                RefreshUpdate::Rotated(next) => RefreshUpdate::Restarted { next, message },
-                _ => RefreshUpdate::Rejected { message },
-            };
-            return Ok(fetched);
-        }
-        self.parse(&answer, "refresh")
-            .map_err(|e| self.salvaging(e, &answer))
+        let login = move || self.login(http);
+        super::fallback::refresh_or_login(self.refresh(http, request, current), Some(login)).await
     }
 }
 

@@ -194,6 +194,50 @@ impl Provider for OAuth2 {
         s
     }
 
+    /// With client_secret_basic, the id and secret as they went in the Authorization header.
+    fn encoded_secrets(&self) -> Vec<Secret> {
+        use base64::Engine as _;
+        match &self.client_secret {
+            Some(secret) if self.auth == ClientAuth::ClientSecretBasic => {
+                let pair = format!(
+                    "{}:{}",
+                    form_encode(&self.client_id),
+                    form_encode(secret.expose())
+                );
+                vec![Secret::new(
+                    base64::engine::general_purpose::STANDARD.encode(pair),
+                )]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn identity(&self, h: &mut sha2::Sha256) {
+        use super::identity::{debug, debug_joined, secret, sep, text};
+        debug(h, &self.endpoint);
+        sep(h);
+        text(h, &self.client_id);
+        sep(h);
+        if let Some(s) = &self.client_secret {
+            secret(h, s);
+        }
+        for part in [&self.scope, &self.audience, &self.resource] {
+            sep(h);
+            debug(h, part);
+        }
+        sep(h);
+        debug(h, &self.params);
+        sep(h);
+        match &self.grant {
+            // The grant's part was hashed in its Debug form (quoted and escaped).
+            Grant::ClientCredentials => debug_joined(h, &[]),
+            Grant::RefreshToken { seed } => debug_joined(h, &[seed.expose()]),
+            Grant::Password { username, password } => {
+                debug_joined(h, &[username, password.expose()])
+            }
+        }
+    }
+
     fn plan(&self) -> String {
         let auth = match self.auth {
             ClientAuth::ClientSecretPost => "client_secret_post",
@@ -248,31 +292,14 @@ impl Provider for OAuth2 {
                 )
                 .into()),
             },
-            Grant::Password { username, password } => {
-                if let Some(current) = refresh_token {
-                    match self.refresh(http, current).await {
-                        Err(Failure {
-                            error:
-                                FetchError::RefreshRejected {
-                                    status, message, ..
-                                },
-                            ..
-                        }) => {
-                            let mut f = self.login(http, username, password).await?;
-                            let message = format!("HTTP {status}: {message}");
-                            f.refresh = match f.refresh {
-                                RefreshUpdate::Rotated(next) => {
-                                    RefreshUpdate::Restarted { next, message }
-                                }
-                                _ => RefreshUpdate::Rejected { message },
-                            };
-                            return Ok(f);
-                        }
-                        other => return other,
-                    }
+            Grant::Password { username, password } => match refresh_token {
+                Some(current) => {
+                    let login = move || self.login(http, username, password);
+                    super::fallback::refresh_or_login(self.refresh(http, current), Some(login))
+                        .await
                 }
-                self.login(http, username, password).await
-            }
+                None => self.login(http, username, password).await,
+            },
         }
     }
 }
@@ -348,6 +375,34 @@ pub fn parse_token_response(answer: &Answer, flow: &'static str) -> Result<Fetch
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_basic_auth_sends_the_secret_in_another_encoding() {
+        let client = |auth, secret: Option<&str>| OAuth2 {
+            endpoint: TokenEndpoint::Url("http://x/token".into()),
+            client_id: "id:1".into(),
+            client_secret: secret.map(Secret::new),
+            auth,
+            grant: Grant::ClientCredentials,
+            scope: None,
+            audience: None,
+            resource: None,
+            params: Vec::new(),
+        };
+        // RFC 6749 §2.3.1: form-encoded, then Base64 ("id%3A1:s%25+c" here).
+        let basic = client(ClientAuth::ClientSecretBasic, Some("s% c")).encoded_secrets();
+        assert_eq!(basic, [Secret::new("aWQlM0ExOnMlMjUrYw==")]);
+        assert!(
+            client(ClientAuth::ClientSecretPost, Some("s"))
+                .encoded_secrets()
+                .is_empty()
+        );
+        assert!(
+            client(ClientAuth::ClientSecretBasic, None)
+                .encoded_secrets()
+                .is_empty()
+        );
+    }
 
     #[test]
     fn yavapteke_example_answer() {

@@ -40,6 +40,19 @@ impl Provider for Saba {
         vec![&self.password]
     }
 
+    fn identity(&self, h: &mut sha2::Sha256) {
+        use super::identity::{display, secret, sep, text};
+        text(h, &self.base_url);
+        sep(h);
+        text(h, &self.username);
+        sep(h);
+        secret(h, &self.password);
+        sep(h);
+        text(h, &self.virtual_number);
+        sep(h);
+        display(h, self.token_valid_days);
+    }
+
     fn plan(&self) -> String {
         format!(
             "saba at {}: authenticate as {} for virtual number {}, tokens valid {} day(s)",

@@ -91,6 +91,13 @@ impl Vandar {
         }
     }
 
+    async fn refresh(&self, http: &HttpClient, current: &Secret) -> Result<Fetched, Failure> {
+        let body = json!({"refreshtoken": current.expose()});
+        let answer = self.post(http, "/v3/refreshtoken", &body).await?;
+        parse_refresh(&answer, self.login.is_some())
+            .map_err(|e| Failure::salvaging(e, &answer, "/refresh_token"))
+    }
+
     async fn login(&self, http: &HttpClient, login: &Login) -> Result<Fetched, Failure> {
         let body = json!({"mobile": login.mobile, "password": login.password.expose()});
         if self.login_version != LoginVersion::V2 {
@@ -134,6 +141,30 @@ impl Provider for Vandar {
         s
     }
 
+    fn dead_chain_remedy(&self) -> &'static str {
+        if self.login.is_some() {
+            "tokend logs in with mobile + password, which starts a new chain"
+        } else {
+            "create a new token in the provider's dashboard and put its refresh token in the \
+             config; with `mobile` + `password` configured tokend would log in instead"
+        }
+    }
+
+    fn identity(&self, h: &mut sha2::Sha256) {
+        use super::identity::{secret, sep, text};
+        text(h, &self.base_url);
+        sep(h);
+        if let Some(l) = &self.login {
+            text(h, &l.mobile);
+            sep(h);
+            secret(h, &l.password);
+        }
+        sep(h);
+        if let Some(r) = &self.refresh_token {
+            secret(h, r);
+        }
+    }
+
     fn plan(&self) -> String {
         let login = |l: &Login| match self.login_version {
             LoginVersion::Auto => format!(
@@ -175,24 +206,8 @@ impl Provider for Vandar {
                 .into()),
             };
         };
-        let body = json!({"refreshtoken": current.expose()});
-        let answer = self.post(http, "/v3/refreshtoken", &body).await?;
-        match parse_refresh(&answer, self.login.is_some()) {
-            Err(FetchError::RefreshRejected {
-                status, message, ..
-            }) if self.login.is_some() => {
-                let login = self.login.as_ref().expect("checked above");
-                let mut fetched = self.login(http, login).await?;
-                let message = format!("HTTP {status}: {message}");
-                fetched.refresh = match fetched.refresh {
-                    RefreshUpdate::Rotated(next) => RefreshUpdate::Restarted { next, message },
-                    _ => RefreshUpdate::Rejected { message },
-                };
-                Ok(fetched)
-            }
-            Err(e) => Err(Failure::salvaging(e, &answer, "/refresh_token")),
-            Ok(f) => Ok(f),
-        }
+        let login = self.login.as_ref().map(|l| move || self.login(http, l));
+        super::fallback::refresh_or_login(self.refresh(http, current), login).await
     }
 }
 

@@ -29,6 +29,15 @@ impl Provider for Yavapteke {
         vec![&self.client_secret]
     }
 
+    fn identity(&self, h: &mut sha2::Sha256) {
+        use super::identity::{secret, sep, text};
+        text(h, &self.token_url);
+        sep(h);
+        text(h, &self.client_id);
+        sep(h);
+        secret(h, &self.client_secret);
+    }
+
     fn plan(&self) -> String {
         format!(
             "yavapteke at {}: client_credentials for client {} (secret sent as `{}`)",
