@@ -156,6 +156,9 @@ struct Supervisor {
     entries: HashMap<String, Entry>,
     queue: Deadlines,
     tasks: JoinSet<Done>,
+    /// Which credential each refresh task holds: a task that panics returns no `Done`, and
+    /// its credential must not stay silently unscheduled.
+    running: HashMap<tokio::task::Id, String>,
     /// A SIGHUP's config load runs off this loop and reports here.
     reloads: Channel<Result<Config, String>>,
     reloading: bool,
@@ -192,6 +195,7 @@ impl Supervisor {
             entries: HashMap::new(),
             queue: Deadlines::default(),
             tasks: JoinSet::new(),
+            running: HashMap::new(),
             reloads: mpsc::channel(1),
             reloading: false,
             reload_again: false,
@@ -228,10 +232,13 @@ impl Supervisor {
             let sleep = self.sleep_duration();
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
-                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     match done {
-                        Ok(done) => self.finish(done),
-                        Err(e) => tracing::error!(error = %e, "a refresh task crashed"),
+                        Ok((id, done)) => {
+                            self.running.remove(&id);
+                            self.finish(done);
+                        }
+                        Err(e) => self.crashed(e),
                     }
                 }
                 Some(loaded) = self.reloads.1.recv() => self.finish_reload(loaded),
@@ -380,11 +387,69 @@ impl Supervisor {
             }
             let force = std::mem::take(&mut entry.force);
             let engine = self.engine.clone();
-            self.tasks.spawn(async move {
+            let task_name = name.clone();
+            let handle = self.tasks.spawn(async move {
+                let name = task_name;
+                #[cfg(debug_assertions)]
+                test_fault::maybe_panic(&name);
                 let result = engine.ensure(&mut slot, force).await;
                 (name, slot, result)
             });
+            self.running.insert(handle.id(), name);
         }
+    }
+
+    /// A refresh task panicked (a bug): its slot went down with it. The credential gets a
+    /// fresh slot from the state on disk (what the task held in memory and had not saved is
+    /// lost, as in a crash of the process), counts as failed with the transient backoff, and
+    /// is scheduled again, so one bad path can neither stop its refreshes for good nor
+    /// become a retry loop; `/v1/status` and `/readyz` show the failure like any other.
+    fn crashed(&mut self, error: tokio::task::JoinError) {
+        let Some(name) = self.running.remove(&error.id()) else {
+            tracing::error!(error = %error, "a task of unknown origin crashed");
+            return;
+        };
+        if !error.is_panic() {
+            // Only shutdown aborts tasks, and it does not come back here.
+            return;
+        }
+        let Some(entry) = self.entries.get_mut(&name) else {
+            return;
+        };
+        let credential = match std::mem::replace(&mut entry.pending, Pending::None) {
+            Pending::Remove => {
+                self.entries.remove(&name);
+                self.observed.remove(&name);
+                events::removed(&name);
+                return;
+            }
+            Pending::Replace(credential) => credential,
+            Pending::None => entry.credential.clone(),
+        };
+        let mut slot = self.engine.slot(credential.clone());
+        let now = SystemTime::now();
+        let message = format!(
+            "the refresh of {name} panicked ({}); this is a bug in tokend, please report it with the log; retrying",
+            panic_message(error)
+        );
+        slot.state.failures = slot.state.failures.saturating_add(1);
+        let delay = crate::schedule::retry_delay(
+            slot.state.failures,
+            true,
+            None,
+            &credential.retry,
+            fastrand::f64(),
+        );
+        slot.state.next_attempt = Some(crate::state::Timestamp(now + delay));
+        slot.state.last_error = Some(crate::state::StoredError {
+            at: crate::state::Timestamp(now),
+            message: message.clone(),
+            transient: true,
+        });
+        events::refresh_panicked(&name, &message, slot.state.failures, delay);
+        entry.credential = credential;
+        entry.force = false;
+        self.settle(name, slot);
     }
 
     fn finish(&mut self, (name, slot, result): Done) {
@@ -405,7 +470,6 @@ impl Supervisor {
             }
             Pending::None => {}
         }
-        let now = SystemTime::now();
         entry.outputs_ok = match &result {
             Ok(_) => true,
             Err(RefreshError::Output { .. }) => false,
@@ -420,6 +484,15 @@ impl Supervisor {
         {
             events::outputs_restored(&name);
         }
+        self.settle(name, slot);
+    }
+
+    /// Puts a slot back after an attempt and schedules its next one.
+    fn settle(&mut self, name: String, slot: Slot) {
+        let Some(entry) = self.entries.get_mut(&name) else {
+            return;
+        };
+        let now = SystemTime::now();
         let next = if entry.force {
             now
         } else {
@@ -685,4 +758,27 @@ fn publish_view(
             next,
         },
     );
+}
+
+/// What a panicking task said, for the log and the status (panics carry a `&str` or a
+/// `String`; anything else is named as such).
+fn panic_message(error: tokio::task::JoinError) -> String {
+    let payload = error.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// A fault for the integration tests only (debug builds): the refresh task of the
+/// credential named by `TOKEND_TEST_PANIC_CREDENTIAL` panics, as a bug in a provider or the
+/// engine would, so the supervisor's recovery can be tested through the real binary.
+#[cfg(debug_assertions)]
+mod test_fault {
+    pub fn maybe_panic(credential: &str) {
+        if std::env::var_os("TOKEND_TEST_PANIC_CREDENTIAL").is_some_and(|v| v == credential) {
+            panic!("test fault: the refresh task of {credential} panicked on purpose");
+        }
+    }
 }

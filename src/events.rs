@@ -141,6 +141,17 @@ pub fn refresh_failed(
     }
 }
 
+/// A refresh task panicked; counted as `result="panic"` and logged at ERROR (a bug, never
+/// an operator's mistake), with the backoff it waits before the next attempt.
+pub fn refresh_panicked(credential: &str, error: &str, failures: u32, retry_in: Duration) {
+    metrics::get()
+        .refresh_total
+        .get_or_create(&result_label(credential, "panic"))
+        .inc();
+    let retry_in = human_duration(retry_in);
+    tracing::error!(credential, event = "panicked", error, failures, retry_in = %retry_in, "refresh task panicked; retrying");
+}
+
 pub fn chain_rejected(credential: &str, message: &str) {
     tracing::warn!(
         credential,

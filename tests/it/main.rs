@@ -24,3 +24,4 @@ mod providers;
 mod secrets;
 mod smoke;
 mod state;
+mod supervisor;
