@@ -6,9 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use futures_util::StreamExt;
-use signal_hook::consts::{SIGINT, SIGTERM};
-
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config, Secrets};
 use crate::engine::{Engine, Outcome, RefreshError};
@@ -278,7 +275,7 @@ type OnceTasks = tokio::task::JoinSet<(String, Option<Result<Outcome, RefreshErr
 /// period to finish and save: a rotated refresh token must reach the state file.
 async fn join_once(
     mut tasks: OnceTasks,
-    mut stop_signal: signal_hook_tokio::Signals,
+    mut stop_signal: crate::signals::Stop,
     stopping: &AtomicBool,
 ) -> Vec<String> {
     let mut failed = Vec::new();
@@ -289,8 +286,7 @@ async fn join_once(
                 Some(j) => j,
                 None => break,
             },
-            sig = stop_signal.next(), if grace.is_none() => {
-                let name = sig.map_or("a signal", signal_name);
+            name = stop_signal.recv(), if grace.is_none() => {
                 tracing::warn!(
                     in_flight = tasks.len(),
                     "{name}: starting nothing new; in-flight refreshes get {}s to finish and save",
@@ -378,16 +374,8 @@ async fn once_one(
 }
 
 /// SIGTERM (Kubernetes deleting an init container, CI cancelling a job) and SIGINT (Ctrl-C).
-fn stop_signals() -> std::io::Result<signal_hook_tokio::Signals> {
-    signal_hook_tokio::Signals::new([SIGTERM, SIGINT])
-}
-
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        SIGTERM => "SIGTERM",
-        SIGINT => "SIGINT",
-        _ => "a signal",
-    }
+fn stop_signals() -> std::io::Result<crate::signals::Stop> {
+    crate::signals::Stop::install()
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

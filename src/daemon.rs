@@ -10,8 +10,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_util::StreamExt;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -100,13 +98,13 @@ fn raise_fd_limit() -> u64 {
 /// SIGTERM: Kubernetes and systemd stop us with it. SIGINT: Ctrl-C. SIGHUP: reload, as
 /// `systemctl reload` sends. SIGUSR1: refresh everything now.
 fn forward_signals(tx: mpsc::Sender<Control>) -> std::io::Result<()> {
-    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
+    let mut signals = crate::signals::Daemon::install()?;
     tokio::spawn(async move {
-        while let Some(sig) = signals.next().await {
-            let control = match sig {
-                SIGHUP => Control::Reload,
-                SIGUSR1 => Control::RefreshAll,
-                _ => Control::Shutdown,
+        loop {
+            let control = match signals.recv().await {
+                crate::signals::Received::Reload => Control::Reload,
+                crate::signals::Received::RefreshAll => Control::RefreshAll,
+                crate::signals::Received::Stop => Control::Shutdown,
             };
             if tx.send(control).await.is_err() {
                 break;
@@ -118,8 +116,8 @@ fn forward_signals(tx: mpsc::Sender<Control>) -> std::io::Result<()> {
 
 /// Resolves on SIGTERM or SIGINT (for commands without a supervisor).
 pub async fn wait_for_termination() {
-    if let Ok(mut signals) = signal_hook_tokio::Signals::new([SIGTERM, SIGINT]) {
-        signals.next().await;
+    if let Ok(mut signals) = crate::signals::Stop::install() {
+        signals.recv().await;
     } else {
         let _ = tokio::signal::ctrl_c().await;
     }

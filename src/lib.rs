@@ -28,6 +28,7 @@ pub mod provider;
 pub mod redact;
 pub mod schedule;
 pub mod secret;
+mod signals;
 pub mod state;
 pub mod status;
 pub mod token;
