@@ -1,5 +1,6 @@
-//! One function per command of the command line, each returning the contract's exit code.
-//! Errors reach stderr as one sentence; logs (once the config is known) follow `log:`.
+//! One function per command of the command line. Each returns `Ok` or an [`Error`] that
+//! `main` prints and maps to the contract's exit code; logs (once the config is known)
+//! follow `log:`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,37 +10,27 @@ use std::time::{Duration, SystemTime};
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config, Secrets};
 use crate::engine::{Engine, Outcome, RefreshError};
+use crate::error::Error;
 use crate::provider::Provider;
 use crate::secret::{Environment, ProcessEnv};
 use crate::state::StateDir;
 use crate::{daemon, demo, emulator, logging, status};
 
-/// The exit codes of SPEC.md.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Exit {
-    Ok = 0,
-    Failed = 1,
-    BadConfig = 2,
-}
-
-pub async fn dispatch(cli: Cli) -> Exit {
+pub async fn dispatch(cli: Cli) -> Result<(), Error> {
     let path = cli.config.unwrap_or_else(config::default_path);
     match cli.command {
         Command::Check { offline } => check(&path, offline),
         Command::Once { force } => once(&path, force).await,
         Command::Status { json } => status_cmd(&path, json),
-        Command::Run => match load(&path, Secrets::Resolve) {
-            Ok(config) => {
-                logging::init(config.log.format, &config.log.level);
-                for p in crate::preflight::unwritable(&config) {
-                    tracing::error!("cannot write here, every refresh will fail: {p}");
-                }
-                report_orphans(&config);
-                daemon::run(path, config).await
+        Command::Run => {
+            let config = load(&path, Secrets::Resolve)?;
+            logging::init(config.log.format, &config.log.level);
+            for p in crate::preflight::unwritable(&config) {
+                tracing::error!("cannot write here, every refresh will fail: {p}");
             }
-            Err(code) => code,
-        },
+            report_orphans(&config);
+            daemon::run(path, config).await
+        }
         Command::Demo { dir } => demo::run(&dir).await,
         Command::Emulate { listen } => emulate(listen).await,
         Command::Completions { shell } => {
@@ -49,48 +40,36 @@ pub async fn dispatch(cli: Cli) -> Exit {
         }
         Command::Man => {
             let mut page = Vec::new();
-            match clap_mangen::Man::new(crate::cli::command()).render(&mut page) {
-                Ok(()) => print_bytes(&page),
-                Err(e) => {
-                    eprintln!("tokend: cannot render the man page: {e}");
-                    Exit::Failed
-                }
-            }
+            clap_mangen::Man::new(crate::cli::command())
+                .render(&mut page)
+                .map_err(Error::Man)?;
+            print_bytes(&page)
         }
     }
 }
 
 /// Writes generated text to stdout; a closed pipe (`| head`) is not an error worth a panic.
-fn print_bytes(bytes: &[u8]) -> Exit {
+fn print_bytes(bytes: &[u8]) -> Result<(), Error> {
     use std::io::Write;
     match std::io::stdout().write_all(bytes) {
-        Ok(()) => Exit::Ok,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Ok,
-        Err(e) => {
-            eprintln!("tokend: cannot write to stdout: {e}");
-            Exit::Failed
-        }
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::Stdout(e)),
     }
 }
 
-/// Loads the config or prints why not; `Err` carries exit code 2.
-pub fn load(path: &Path, secrets: Secrets) -> Result<Config, Exit> {
-    config::load_within(path, ProcessEnv, secrets).map_err(|e| {
-        eprintln!("tokend: {e}");
-        Exit::BadConfig
-    })
+/// Loads the config (and its secrets, unless skipped), with the load deadline.
+fn load(path: &Path, secrets: Secrets) -> Result<Config, Error> {
+    Ok(config::load_within(path, ProcessEnv, secrets)?)
 }
 
-fn check(path: &Path, offline: bool) -> Exit {
+fn check(path: &Path, offline: bool) -> Result<(), Error> {
     let secrets = if offline {
         Secrets::Skip
     } else {
         Secrets::Resolve
     };
-    let config = match load(path, secrets) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let config = load(path, secrets)?;
     for w in config.warnings.iter().chain(&exposure_warnings(&config)) {
         eprintln!("warning: {w}");
     }
@@ -110,7 +89,7 @@ fn check(path: &Path, offline: bool) -> Exit {
             "offline: no secret was read; run `tokend check` where the secrets are to check them too"
         );
     }
-    Exit::Ok
+    Ok(())
 }
 
 /// What other users or hosts could reach: endpoints beyond loopback and output directories
@@ -207,28 +186,13 @@ fn egress_line(c: &config::Credential, env: &dyn Environment) -> String {
     format!("  egress: {}\n", c.egress.describe(env))
 }
 
-async fn once(path: &Path, force: bool) -> Exit {
-    let config = match load(path, Secrets::Resolve) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+async fn once(path: &Path, force: bool) -> Result<(), Error> {
+    let config = load(path, Secrets::Resolve)?;
     logging::init(config.log.format, &config.log.level);
     // Installed before any request goes out: from here on SIGTERM/SIGINT never kill a
     // rotation in flight (an init container deleted, a CI job cancelled).
-    let stop_signal = match stop_signals() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("tokend: cannot install signal handlers: {e}");
-            return Exit::Failed;
-        }
-    };
-    let state_dir = match StateDir::open(&config.state_dir) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("tokend: {e}");
-            return Exit::Failed;
-        }
-    };
+    let stop_signal = crate::signals::Stop::install().map_err(Error::Signals)?;
+    let state_dir = StateDir::open(&config.state_dir)?;
     report_orphans(&config);
     let engine = Arc::new(Engine::new(state_dir));
     let stopping = Arc::new(AtomicBool::new(false));
@@ -252,19 +216,12 @@ async fn once(path: &Path, force: bool) -> Exit {
     }
     let failed = join_once(tasks, stop_signal, &stopping).await;
     if failed.is_empty() {
-        Exit::Ok
+        Ok(())
     } else {
-        for f in &failed {
-            eprintln!("tokend: {f}");
-        }
-        let total = config.credentials.len();
-        if failed.len() < total {
-            eprintln!(
-                "tokend: {} of {total} credentials failed; the others were written",
-                failed.len()
-            );
-        }
-        Exit::Failed
+        Err(Error::Refresh {
+            failed,
+            total: config.credentials.len(),
+        })
     }
 }
 
@@ -373,11 +330,6 @@ async fn once_one(
     result
 }
 
-/// SIGTERM (Kubernetes deleting an init container, CI cancelling a job) and SIGINT (Ctrl-C).
-fn stop_signals() -> std::io::Result<crate::signals::Stop> {
-    crate::signals::Stop::install()
-}
-
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -397,11 +349,8 @@ fn orphans(config: &Config) -> Vec<(String, std::path::PathBuf)> {
     crate::state::orphans(&config.state_dir, &names)
 }
 
-fn status_cmd(path: &Path, json: bool) -> Exit {
-    let config = match load(path, Secrets::Skip) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+fn status_cmd(path: &Path, json: bool) -> Result<(), Error> {
+    let config = load(path, Secrets::Skip)?;
     let now = SystemTime::now();
     let entries = status::collect(&config, now);
     if json {
@@ -416,26 +365,25 @@ fn status_cmd(path: &Path, json: bool) -> Exit {
         eprintln!("note: {}", crate::state::orphan_message(&name, &path));
     }
     if entries.iter().all(status::Entry::is_healthy) {
-        Exit::Ok
+        Ok(())
     } else {
-        Exit::Failed
+        Err(Error::Unhealthy)
     }
 }
 
-async fn emulate(listen: std::net::SocketAddr) -> Exit {
+async fn emulate(listen: std::net::SocketAddr) -> Result<(), Error> {
     logging::init(config::LogFormat::Text, "info");
-    let emu = match emulator::Emulator::start(listen, emulator::EmulatorConfig::default()).await {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("tokend: cannot listen on {listen}: {e}");
-            return Exit::Failed;
-        }
-    };
+    let emu = emulator::Emulator::start(listen, emulator::EmulatorConfig::default())
+        .await
+        .map_err(|source| Error::Listen {
+            addr: listen,
+            source,
+        })?;
     eprintln!(
         "tokend: provider emulators on {} (vandar /v2/login /v3/refreshtoken, saba /api/v1/user/authenticate, \
          yavapteke /YavaptekeAPI/connect/token, oauth2 /oauth2/token; control under /_emulator/); Ctrl-C stops",
         emu.url()
     );
-    daemon::wait_for_termination().await;
-    Exit::Ok
+    crate::signals::wait_for_termination().await;
+    Ok(())
 }

@@ -13,19 +13,18 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::commands::Exit;
 use crate::config::{self, Config, Credential, Secrets};
+use crate::control::Control;
 use crate::deadlines::{Deadlines, Now};
 use crate::engine::{Engine, Outcome, RefreshError, Slot};
+use crate::error::Error;
 use crate::events;
 use crate::notify::Notifier;
-use crate::observe::{Observed, View};
+use crate::observe::{MAX_SLEEP, Observed, View};
 use crate::secret::ProcessEnv;
 use crate::state::StateDir;
 use crate::status::provider_name;
 
-/// Longest the loop sleeps without looking at the wall clock.
-pub const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// In-flight refreshes get this long to finish on SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// At most this many refreshes talk to providers at once.
@@ -34,47 +33,31 @@ const MAX_CONCURRENT: usize = 64;
 /// was deleted or replaced. Thousands of credentials cost a few milliseconds per round.
 pub const OUTPUT_CHECK_EVERY: Duration = Duration::from_secs(10);
 
-/// What can happen to the daemon from outside: signals, and later the HTTP trigger.
-#[derive(Debug)]
-pub enum Control {
-    Shutdown,
-    Reload,
-    RefreshAll,
-    Refresh(String),
-}
-
-pub async fn run(config_path: PathBuf, config: Config) -> Exit {
-    let state_dir = match StateDir::open(&config.state_dir) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("tokend: {e}");
-            return Exit::Failed;
-        }
-    };
+pub async fn run(config_path: PathBuf, config: Config) -> Result<(), Error> {
+    let state_dir = StateDir::open(&config.state_dir)?;
     let (control_tx, control_rx) = mpsc::channel(64);
-    if let Err(e) = forward_signals(control_tx.clone()) {
-        eprintln!("tokend: cannot install signal handlers: {e}");
-        return Exit::Failed;
-    }
+    forward_signals(control_tx.clone()).map_err(Error::Signals)?;
     let nofile = raise_fd_limit();
     let observed = Arc::new(Observed::default());
     observed.beat();
-    if let Some(listen) = config.listen
-        && let Err(e) = crate::http::serve(
+    if let Some(listen) = config.listen {
+        crate::http::serve(
             listen,
             observed.clone(),
             control_tx.clone(),
             crate::http::max_connections(nofile),
         )
         .await
-    {
-        eprintln!("tokend: cannot listen on {listen}: {e}");
-        return Exit::Failed;
+        .map_err(|source| Error::Listen {
+            addr: listen,
+            source,
+        })?;
     }
     let engine = Arc::new(Engine::new(state_dir));
     Supervisor::new(engine, config_path, config, observed)
         .run(control_rx)
-        .await
+        .await;
+    Ok(())
 }
 
 /// Raises the soft descriptor limit to the hard one (systemd starts services at 1 024 soft,
@@ -112,15 +95,6 @@ fn forward_signals(tx: mpsc::Sender<Control>) -> std::io::Result<()> {
         }
     });
     Ok(())
-}
-
-/// Resolves on SIGTERM or SIGINT (for commands without a supervisor).
-pub async fn wait_for_termination() {
-    if let Ok(mut signals) = crate::signals::Stop::install() {
-        signals.recv().await;
-    } else {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 struct Entry {
@@ -214,7 +188,7 @@ impl Supervisor {
         s
     }
 
-    async fn run(mut self, mut control: mpsc::Receiver<Control>) -> Exit {
+    async fn run(mut self, mut control: mpsc::Receiver<Control>) {
         tracing::info!(
             credentials = self.entries.len(),
             config = %self.config_path.display(),
@@ -713,7 +687,7 @@ impl Supervisor {
 
     /// Start nothing new; give in-flight refreshes the grace period to land (a rotated
     /// refresh token must reach the state file), then stop.
-    async fn shutdown(mut self) -> Exit {
+    async fn shutdown(mut self) {
         let in_flight = self.tasks.len();
         self.notifier.stopping();
         tracing::info!(in_flight, "stopping");
@@ -730,7 +704,6 @@ impl Supervisor {
             self.tasks.abort_all();
         }
         tracing::info!("stopped");
-        Exit::Ok
     }
 }
 

@@ -29,6 +29,15 @@ impl Stop {
     }
 }
 
+/// Resolves on SIGTERM or SIGINT (for commands without a supervisor).
+pub async fn wait_for_termination() {
+    if let Ok(mut signals) = Stop::install() {
+        signals.recv().await;
+    } else {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 /// What the daemon does on a signal.
 pub enum Received {
     Stop,
