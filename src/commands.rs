@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::provider::Provider;
 use crate::secret::{Environment, ProcessEnv};
 use crate::state::StateDir;
-use crate::{daemon, demo, emulator, logging, status};
+use crate::{daemon, logging, status};
 
 pub async fn dispatch(cli: Cli) -> Result<(), Error> {
     let path = cli.config.unwrap_or_else(config::default_path);
@@ -31,7 +31,9 @@ pub async fn dispatch(cli: Cli) -> Result<(), Error> {
             report_orphans(&config);
             daemon::run(path, config).await
         }
-        Command::Demo { dir } => demo::run(&dir).await,
+        #[cfg(feature = "emulator")]
+        Command::Demo { dir } => crate::demo::run(&dir).await,
+        #[cfg(feature = "emulator")]
         Command::Emulate { listen } => emulate(listen).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
@@ -371,7 +373,9 @@ fn status_cmd(path: &Path, json: bool) -> Result<(), Error> {
     }
 }
 
+#[cfg(feature = "emulator")]
 async fn emulate(listen: std::net::SocketAddr) -> Result<(), Error> {
+    use crate::emulator;
     logging::init(config::LogFormat::Text, "info");
     let emu = emulator::Emulator::start(listen, emulator::EmulatorConfig::default())
         .await

@@ -11,7 +11,9 @@ pub mod config;
 mod control;
 pub mod daemon;
 pub mod deadlines;
+#[cfg(feature = "emulator")]
 pub mod demo;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod engine;
 pub mod error;

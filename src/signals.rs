@@ -30,6 +30,7 @@ impl Stop {
 }
 
 /// Resolves on SIGTERM or SIGINT (for commands without a supervisor).
+#[cfg(feature = "emulator")]
 pub async fn wait_for_termination() {
     if let Ok(mut signals) = Stop::install() {
         signals.recv().await;
