@@ -271,7 +271,7 @@ async fn join_once(
             }
         };
         match joined {
-            Ok((_, Some(Ok(Outcome::Current { .. } | Outcome::Refreshed { .. })))) => {}
+            Ok((_, Some(Ok(Outcome::Current { .. } | Outcome::Refreshed)))) => {}
             Ok((_, Some(Err(e)))) => failed.push(crate::util::escape_control(&e.to_string())),
             Ok((name, None)) => failed.push(format!(
                 "credential `{name}`: not attempted, tokend was told to stop"

@@ -1,5 +1,5 @@
 //! Every observable event of a credential's life, each in one function that writes the log
-//! line (and, later, updates the metric) together, so logs and metrics can never disagree.
+//! line and updates the metrics together, so logs and metrics can never disagree.
 //!
 //! Fields first, then a short sentence. ERROR means an operator must act.
 
