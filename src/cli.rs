@@ -55,6 +55,9 @@ pub enum Command {
         /// Address to listen on
         #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
         listen: std::net::SocketAddr,
+        /// YAML or JSON file of emulator settings (credentials, lifetimes, shapes, limits)
+        #[arg(long, value_name = "FILE")]
+        settings: Option<std::path::PathBuf>,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {

@@ -34,7 +34,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), Error> {
         #[cfg(feature = "emulator")]
         Command::Demo { dir } => crate::demo::run(&dir).await,
         #[cfg(feature = "emulator")]
-        Command::Emulate { listen } => emulate(listen).await,
+        Command::Emulate { listen, settings } => emulate(listen, settings.as_deref()).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut crate::cli::command(), "tokend", &mut script);
@@ -90,6 +90,17 @@ fn check(path: &Path, offline: bool) -> Result<(), Error> {
         println!(
             "offline: no secret was read; run `tokend check` where the secrets are to check them too"
         );
+    }
+    // The chains' ages from the state directory, if there is one: a chain that dies of age
+    // is best caught here, before the outage that kills it.
+    for e in status::collect(&config, SystemTime::now()) {
+        if let Some(line) = status::chain_line(&e) {
+            if e.chain.as_ref().is_some_and(|c| c.warning.is_some()) {
+                eprintln!("warning: credential `{}`: {line}", e.credential);
+            } else {
+                println!("{}: {line}", e.credential);
+            }
+        }
     }
     Ok(())
 }
@@ -374,17 +385,28 @@ fn status_cmd(path: &Path, json: bool) -> Result<(), Error> {
 }
 
 #[cfg(feature = "emulator")]
-async fn emulate(listen: std::net::SocketAddr) -> Result<(), Error> {
+async fn emulate(listen: std::net::SocketAddr, settings: Option<&Path>) -> Result<(), Error> {
     use crate::emulator;
     logging::init(config::LogFormat::Text, "info");
-    let emu = emulator::Emulator::start(listen, emulator::EmulatorConfig::default())
+    let settings = match settings {
+        None => emulator::EmulatorConfig::default(),
+        // YAML is a superset of JSON, so one parser reads both.
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| crate::util::io_reason(&e))
+            .and_then(|text| serde_yaml::from_str(&text).map_err(|e| e.to_string()))
+            .map_err(|reason| Error::EmulatorSettings {
+                path: path.to_path_buf(),
+                reason,
+            })?,
+    };
+    let emu = emulator::Emulator::start(listen, settings)
         .await
         .map_err(|source| Error::Listen {
             addr: listen,
             source,
         })?;
     eprintln!(
-        "tokend: provider emulators on {} (vandar /v2/login /v3/refreshtoken, saba /api/v1/user/authenticate, \
+        "tokend: provider emulators on {} (vandar /v3/login /v2/login /v3/refreshtoken, saba /api/v1/user/authenticate, \
          yavapteke /YavaptekeAPI/connect/token, oauth2 /oauth2/token; control under /_emulator/); Ctrl-C stops",
         emu.url()
     );

@@ -32,6 +32,10 @@ const MAX_CONCURRENT: usize = 64;
 /// How often every output is looked at (`stat`, no read) and put back from state when it
 /// was deleted or replaced. Thousands of credentials cost a few milliseconds per round.
 pub const OUTPUT_CHECK_EVERY: Duration = Duration::from_secs(10);
+/// At most about this many credentials' outputs are checked per round, in turns: a few
+/// hundred credentials are all checked every round, 10 000 each every ~4 minutes, so the
+/// idle cost stays a few hundred `stat`s per round whatever the number of credentials.
+const OUTPUT_CHECK_BATCH: usize = 512;
 
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), Error> {
     let state_dir = StateDir::open(&config.state_dir)?;
@@ -141,6 +145,8 @@ struct Supervisor {
     checks: Channel<Vec<(String, String)>>,
     checking: bool,
     next_check: Instant,
+    /// Which share of the credentials the next output check covers.
+    check_turn: usize,
     observed: Arc<Observed>,
     notifier: Notifier,
     ready_sent: bool,
@@ -174,6 +180,7 @@ impl Supervisor {
             checks: mpsc::channel(1),
             checking: false,
             next_check: Instant::now() + OUTPUT_CHECK_EVERY,
+            check_turn: 0,
             observed,
             notifier: Notifier::from_env(),
             ready_sent: false,
@@ -626,9 +633,13 @@ impl Supervisor {
         }
         self.next_check = Instant::now() + OUTPUT_CHECK_EVERY;
         let now = SystemTime::now();
+        let shares = self.entries.len().div_ceil(OUTPUT_CHECK_BATCH).max(1);
+        let turn = self.check_turn % shares;
+        self.check_turn = self.check_turn.wrapping_add(1);
         let settled: Vec<_> = self
             .entries
             .iter()
+            .filter(|(name, _)| share_of(name, shares) == turn)
             .filter(|(_, e)| e.outputs_ok)
             .filter_map(|(name, e)| {
                 let slot = e.slot.as_ref().filter(|s| s.state.failures == 0)?;
@@ -751,5 +762,42 @@ mod test_fault {
         if std::env::var_os("TOKEND_TEST_PANIC_CREDENTIAL").is_some_and(|v| v == credential) {
             panic!("test fault: the refresh task of {credential} panicked on purpose");
         }
+    }
+}
+
+/// Which of `shares` output-check turns a credential belongs to: stable across rounds and
+/// reloads (`DefaultHasher::new` has fixed keys), so every credential is checked once a cycle.
+fn share_of(name: &str, shares: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    if shares <= 1 {
+        return 0;
+    }
+    let mut h = std::hash::DefaultHasher::new();
+    name.hash(&mut h);
+    (h.finish() % shares as u64) as usize
+}
+
+#[cfg(test)]
+mod output_check_tests {
+    use super::*;
+
+    #[test]
+    fn every_credential_is_checked_once_a_cycle_in_batches_of_about_the_limit() {
+        let names: Vec<String> = (0..10_000).map(|i| format!("cred-{i}")).collect();
+        let shares = names.len().div_ceil(OUTPUT_CHECK_BATCH);
+        let mut per_turn = vec![0usize; shares];
+        for n in &names {
+            let turn = share_of(n, shares);
+            assert_eq!(turn, share_of(n, shares), "stable");
+            per_turn[turn] += 1;
+        }
+        assert_eq!(per_turn.iter().sum::<usize>(), names.len());
+        assert!(
+            per_turn
+                .iter()
+                .all(|&n| n > 0 && n < 2 * OUTPUT_CHECK_BATCH),
+            "{per_turn:?}"
+        );
+        assert_eq!(share_of("only", 1), 0);
     }
 }

@@ -12,7 +12,7 @@ use crate::events;
 use crate::hooks::HookContext;
 use crate::net::HttpClients;
 use crate::output::OutputError;
-use crate::provider::{FetchError, Provider, ProviderConfig, RefreshUpdate, jwt};
+use crate::provider::{Failure, FetchError, Provider, ProviderConfig, RefreshUpdate, jwt};
 use crate::schedule;
 use crate::secret::{Secret, fingerprint};
 use crate::state::{CredentialState, StateDir, StateError, StoredError, StoredToken, Timestamp};
@@ -39,6 +39,26 @@ pub enum RefreshError {
     },
     #[error("credential `{credential}`: {message}")]
     Client { credential: String, message: String },
+    /// The refresh chain died; `why` says what killed it (age, an outage) and what to do.
+    #[error("credential `{credential}`: {source}; {why}")]
+    ChainDied {
+        credential: String,
+        source: FetchError,
+        why: String,
+    },
+    /// A permanent failure is recorded in state and its retry time has not come: `once` must
+    /// not re-send a refused password faster than `retry.permanent` (an account lock-out).
+    #[error(
+        "credential `{credential}`: not tried again before {} (in {}): the last attempt was refused ({last_error}); \
+         fix the credential in the config (a changed secret or account is tried at once) or run `tokend once --force` to try now",
+        crate::util::rfc3339(*.until),
+        crate::util::human_duration(.until.duration_since(SystemTime::now()).unwrap_or_default())
+    )]
+    Held {
+        credential: String,
+        until: SystemTime,
+        last_error: String,
+    },
 }
 
 impl RefreshError {
@@ -50,7 +70,9 @@ impl RefreshError {
             RefreshError::BadToken { .. }
             | RefreshError::Output { .. }
             | RefreshError::State { .. } => true,
-            RefreshError::Client { .. } => false,
+            RefreshError::Client { .. }
+            | RefreshError::ChainDied { .. }
+            | RefreshError::Held { .. } => false,
         }
     }
 
@@ -116,6 +138,13 @@ impl Slot {
             &self.credential.refresh,
             self.draw,
         )
+    }
+
+    /// Until when a recorded permanent failure holds further attempts, if it does.
+    pub fn held_until(&self, now: SystemTime) -> Option<SystemTime> {
+        let error = self.state.last_error.as_ref()?;
+        let until = self.state.next_attempt?.0;
+        (self.state.failures > 0 && !error.transient && now < until).then_some(until)
     }
 
     /// State that is not on disk yet and holds a refresh token: losing it (a process that
@@ -220,6 +249,10 @@ impl Engine {
 
     /// Makes the credential's outputs hold a token that is not due for refresh: reuse the
     /// token in state when it is fresh (and `force` is false), else fetch a new one.
+    ///
+    /// A permanent failure recorded in state holds further fetches until its retry time
+    /// (across processes: repeated `once` runs honour it too) unless `force` is set; the
+    /// identity check in [`Engine::slot`] already lifted it if the credential changed.
     pub async fn ensure(&self, slot: &mut Slot, force: bool) -> Result<Outcome, RefreshError> {
         slot.force_pending |= force;
         let result = self.attempt(slot).await;
@@ -230,6 +263,8 @@ impl Engine {
                 events::refresh_succeeded(&slot.credential.name);
             }
             Ok(Outcome::Current { .. }) => {}
+            // Nothing was attempted: the recorded failure and its retry time stand.
+            Err(RefreshError::Held { .. }) => {}
             // Every failure, wherever it happened, is recorded and backed off the same way.
             Err(e) => self.record_failure(slot, e).await,
         }
@@ -258,6 +293,24 @@ impl Engine {
                 self.save(slot).await?;
             }
             return Ok(Outcome::Current { written });
+        }
+        if !slot.force_pending
+            && let Some(until) = slot.held_until(now)
+        {
+            // The outputs keep (or get back) the last token while the hold lasts.
+            if let Some(token) = slot.current_token(now) {
+                self.publish(&cred, &token).await?;
+            }
+            return Err(RefreshError::Held {
+                credential: cred.name.clone(),
+                until,
+                last_error: slot
+                    .state
+                    .last_error
+                    .as_ref()
+                    .map(|e| strip_credential(&e.message, &cred.name))
+                    .unwrap_or_default(),
+            });
         }
         self.refresh(slot, now).await
     }
@@ -296,16 +349,29 @@ impl Engine {
 
         let fetched = match result {
             Ok(f) => f,
-            Err(mut e) => {
-                e.redact(&redactor);
-                if matches!(e, FetchError::RefreshRejected { .. }) {
+            Err(Failure { mut error, rotated }) => {
+                error.redact(&redactor);
+                if let Some(next) = rotated.filter(|_| cred.provider.uses_refresh_chain()) {
+                    // The answer was unusable, but the provider rotated the chain: the token
+                    // sent is spent and this one is the only way on.
+                    self.keep_rotated(slot, next, seed_fp).await?;
+                } else if matches!(error, FetchError::RefreshRejected { .. }) {
+                    let why = chain_death(&cred.provider, &slot.state, started);
                     // Dead chain: never send that token again; a new seed restarts it.
                     slot.state.refresh_token = None;
+                    slot.state.refresh_issued_at = None;
                     slot.state.refresh_seed = seed_fp;
+                    if let Some(why) = why {
+                        return Err(RefreshError::ChainDied {
+                            credential: name.to_owned(),
+                            source: error,
+                            why,
+                        });
+                    }
                 }
                 return Err(RefreshError::Fetch {
                     credential: name.to_owned(),
-                    source: e,
+                    source: error,
                 });
             }
         };
@@ -314,13 +380,23 @@ impl Engine {
         match &fetched.refresh {
             RefreshUpdate::Rotated(next) if cred.provider.uses_refresh_chain() => {
                 slot.state.refresh_token = Some(next.clone());
+                slot.state.refresh_issued_at = Some(Timestamp(started));
                 slot.state.refresh_seed = seed_fp;
                 events::chain_rotated(name, &next.fingerprint());
             }
-            RefreshUpdate::Rejected { message } => {
-                slot.state.refresh_token = None;
+            RefreshUpdate::Restarted { next, message } if cred.provider.uses_refresh_chain() => {
+                let why = chain_death(&cred.provider, &slot.state, started);
+                slot.state.refresh_token = Some(next.clone());
+                slot.state.refresh_issued_at = Some(Timestamp(started));
                 slot.state.refresh_seed = seed_fp;
-                events::chain_rejected(name, message);
+                events::chain_restarted(name, &with_cause(message, why), &next.fingerprint());
+            }
+            RefreshUpdate::Rejected { message } | RefreshUpdate::Restarted { message, .. } => {
+                let why = chain_death(&cred.provider, &slot.state, started);
+                slot.state.refresh_token = None;
+                slot.state.refresh_issued_at = None;
+                slot.state.refresh_seed = seed_fp;
+                events::chain_rejected(name, &with_cause(message, why));
             }
             _ => {}
         }
@@ -438,6 +514,20 @@ impl Engine {
         Ok(written)
     }
 
+    /// Saves a rotated refresh token from an answer that was otherwise unusable.
+    async fn keep_rotated(
+        &self,
+        slot: &mut Slot,
+        next: Secret,
+        seed_fp: Option<String>,
+    ) -> Result<(), RefreshError> {
+        events::chain_rotated(&slot.credential.name, &next.fingerprint());
+        slot.state.refresh_token = Some(next);
+        slot.state.refresh_issued_at = Some(Timestamp(SystemTime::now()));
+        slot.state.refresh_seed = seed_fp;
+        self.save(slot).await
+    }
+
     async fn record_failure(&self, slot: &mut Slot, error: &RefreshError) {
         let now = SystemTime::now();
         slot.state.failures = slot.state.failures.saturating_add(1);
@@ -488,6 +578,63 @@ impl Engine {
             source,
         })
     }
+}
+
+/// Why a chain that was just rejected died, when its age explains it: the provider's refresh
+/// tokens expire (Vandar: 10 days), or the access token it came with expired first (Vandar
+/// refuses a refresh after that). `None` when nothing in state explains it.
+fn chain_death(
+    provider: &ProviderConfig,
+    state: &CredentialState,
+    now: SystemTime,
+) -> Option<String> {
+    let lifetime = provider.refresh_token_lifetime()?;
+    let what_to_do = match provider {
+        ProviderConfig::Vandar(v) if v.login.is_some() => {
+            "tokend logs in with mobile + password, which starts a new chain"
+        }
+        _ => {
+            "create a new token in the provider's dashboard and put its refresh token in the \
+             config; with `mobile` + `password` configured tokend would log in instead"
+        }
+    };
+    let age = state
+        .refresh_issued_at
+        .and_then(|t| now.duration_since(t.0).ok());
+    if let Some(age) = age.filter(|a| *a >= lifetime) {
+        return Some(format!(
+            "the chain's refresh token was {} old and lives {} (was tokend stopped, or the \
+             provider unreachable, that long?); {what_to_do}",
+            crate::util::human_duration(age),
+            crate::util::human_duration(lifetime)
+        ));
+    }
+    let token = state.token.as_ref()?;
+    if now >= token.expires_at.0 {
+        return Some(format!(
+            "the access token it came with expired at {} ({} ago), and a refresh is accepted \
+             only before that (was tokend stopped, or the provider unreachable, that long?); \
+             {what_to_do}",
+            crate::util::rfc3339(token.expires_at.0),
+            crate::util::human_duration(now.duration_since(token.expires_at.0).unwrap_or_default())
+        ));
+    }
+    None
+}
+
+fn with_cause(message: &str, why: Option<String>) -> String {
+    match why {
+        Some(why) => format!("{message}; {why}"),
+        None => message.to_owned(),
+    }
+}
+
+/// A stored error message without its leading "credential `x`: ".
+fn strip_credential(message: &str, credential: &str) -> String {
+    message
+        .strip_prefix(&format!("credential `{credential}`: "))
+        .unwrap_or(message)
+        .to_owned()
 }
 
 /// The refresh token to send, and the fingerprint of the configured seed it descends from.
@@ -596,6 +743,7 @@ mod tests {
             base_url: "http://x".into(),
             refresh_token: seed.map(Secret::new),
             login: None,
+            login_version: crate::provider::vandar::LoginVersion::V2,
         })
     }
 
@@ -633,6 +781,49 @@ mod tests {
             choose_refresh_token(&vandar(Some("new-seed")), &state, false).0,
             Some(Secret::new("new-seed"))
         );
+    }
+
+    #[test]
+    fn a_dead_chain_is_explained_by_its_age_or_its_expired_access_token() {
+        use crate::state::{StoredToken, Timestamp};
+        use std::time::Duration;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let day = Duration::from_secs(86_400);
+        let state = |issued: Option<Duration>, access_left: Option<i64>| CredentialState {
+            refresh_issued_at: issued.map(|a| Timestamp(now - a)),
+            token: access_left.map(|secs| StoredToken {
+                token: Secret::new("t"),
+                token_type: "Bearer".into(),
+                issued_at: Timestamp(now - day),
+                expires_at: Timestamp(if secs >= 0 {
+                    now + Duration::from_secs(secs as u64)
+                } else {
+                    now - Duration::from_secs(secs.unsigned_abs())
+                }),
+            }),
+            ..Default::default()
+        };
+        let cases = [
+            (
+                state(Some(11 * day), Some(3600)),
+                Some("11d old and lives 10d"),
+            ),
+            (state(Some(2 * day), Some(-3600)), Some("expired at")),
+            (state(None, Some(-60)), Some("expired at")),
+            (state(Some(2 * day), Some(3600)), None),
+            (state(None, None), None),
+        ];
+        for (st, want) in cases {
+            let why = chain_death(&vandar(Some("seed")), &st, now);
+            match want {
+                Some(w) => assert!(
+                    why.as_deref()
+                        .is_some_and(|t| t.contains(w) && t.contains("dashboard")),
+                    "{why:?}"
+                ),
+                None => assert_eq!(why, None),
+            }
+        }
     }
 
     #[test]

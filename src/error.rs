@@ -29,6 +29,10 @@ pub enum Error {
     Stdout(std::io::Error),
     #[error("cannot render the man page: {0}")]
     Man(std::io::Error),
+    /// `tokend emulate --settings FILE`: unreadable or not valid settings (exit 2, like a
+    /// bad config).
+    #[error("cannot use emulator settings `{}`: {reason}", path.display())]
+    EmulatorSettings { path: PathBuf, reason: String },
     #[error("cannot start the demo emulators: {0}")]
     DemoEmulators(std::io::Error),
     #[error("cannot prepare the demo directory `{}`: {source}", dir.display())]
@@ -55,7 +59,7 @@ impl Error {
     /// The exit code of SPEC.md "Exit codes".
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) => 2,
+            Error::Config(_) | Error::EmulatorSettings { .. } => 2,
             _ => 1,
         }
     }
@@ -132,6 +136,14 @@ mod tests {
                     "b failed",
                     "2 of 3 credentials failed; the others were written",
                 ],
+            ),
+            (
+                Error::EmulatorSettings {
+                    path: "/tmp/emu.yaml".into(),
+                    reason: "unknown field `x`".into(),
+                },
+                2,
+                vec!["cannot use emulator settings `/tmp/emu.yaml`: unknown field `x`"],
             ),
             (Error::Unhealthy, 1, vec![]),
             (Error::DemoDaemonExit, 1, vec![]),

@@ -161,6 +161,16 @@ pub fn chain_rejected(credential: &str, message: &str) {
     );
 }
 
+pub fn chain_restarted(credential: &str, message: &str, fingerprint: &str) {
+    tracing::warn!(
+        credential,
+        event = "chain_restarted",
+        error = message,
+        refresh_fingerprint = fingerprint,
+        "refresh token was rejected; logged in instead, which started a new refresh chain"
+    );
+}
+
 pub fn chain_rotated(credential: &str, fingerprint: &str) {
     tracing::debug!(
         credential,

@@ -6,9 +6,19 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 pub fn init(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Only ASCII reaches the parser: tracing-subscriber 0.3 panics slicing a directive at a
+    // non-ASCII character, and a typo in RUST_LOG must not stop the daemon.
+    let parse = |text: &str| {
+        text.is_ascii()
+            .then(|| EnvFilter::try_new(text).ok())
+            .flatten()
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| parse(&v))
+        .or_else(|| parse(level))
+        .unwrap_or_else(|| EnvFilter::new("info"));
     use std::io::IsTerminal;
     // Colours only for people: journald, `kubectl logs` and files get plain text.
     let builder = tracing_subscriber::fmt()

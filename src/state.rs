@@ -33,6 +33,11 @@ pub struct CredentialState {
     /// provides a different seed (a new dashboard token), the chain restarts from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_seed: Option<String>,
+    /// When the provider issued `refresh_token` (absent for a seed from the config, whose
+    /// age tokend cannot know): how old the chain is, for providers whose refresh tokens
+    /// expire (Vandar: 10 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_issued_at: Option<Timestamp>,
     /// Fingerprint of who the token was issued to (provider, URL, account); a token from
     /// another identity is never reused after a config change.
     #[serde(default, skip_serializing_if = "Option::is_none")]

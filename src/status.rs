@@ -1,7 +1,7 @@
 //! The per-credential status report shared by `tokend status` and `GET /v1/status`:
 //! built from state files only, never showing a token (a fingerprint at most).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -36,6 +36,75 @@ pub struct Entry {
     /// What the operator must do, when `health` is `needs_person`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// The age of the refresh chain, for providers whose refresh tokens expire (Vandar).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainAge>,
+}
+
+/// How old a refresh chain is and when it dies of age.
+#[derive(Debug, Serialize)]
+pub struct ChainAge {
+    /// When the current refresh token was issued; null for a seed from the config, whose
+    /// age tokend cannot know.
+    pub issued_at: Option<String>,
+    pub age_seconds: Option<u64>,
+    /// When the refresh token dies of age (issued + the provider's refresh-token lifetime).
+    pub expires_at: Option<String>,
+    /// Vandar refuses a refresh once the access token it came with has expired.
+    pub use_before: Option<String>,
+    /// Set when the chain is about to die, or has: what to do about it.
+    pub warning: Option<String>,
+}
+
+/// How long a provider's refresh tokens live (from `status`, which knows only its name).
+pub fn refresh_token_lifetime(provider: &str) -> Option<Duration> {
+    (provider == "vandar").then_some(crate::provider::vandar::REFRESH_TOKEN_LIFETIME)
+}
+
+/// Warn when less than this share of the refresh token's life is left: 3 of Vandar's 10 days,
+/// time enough for a person to fix an egress or a host before the chain dies.
+const WARN_SHARE: f64 = 0.3;
+
+/// The chain's age and, when it is close to dying (or dead), a warning. Pure: time is given.
+pub fn chain_age(
+    issued: Option<SystemTime>,
+    lifetime: Duration,
+    access_expires: Option<SystemTime>,
+    now: SystemTime,
+) -> ChainAge {
+    let expires = issued.map(|t| t + lifetime);
+    let days = lifetime.as_secs() / 86_400;
+    let warning = match (issued, expires) {
+        (Some(issued), Some(expires)) if now >= expires => Some(format!(
+            "the chain's refresh token was issued {} ago and refresh tokens live {days} days: it is dead; \
+             log in (mobile + password) or put a new dashboard token in the config",
+            human_duration(now.duration_since(issued).unwrap_or_default())
+        )),
+        (Some(_), Some(expires))
+            if expires.duration_since(now).unwrap_or_default() < lifetime.mul_f64(WARN_SHARE) =>
+        {
+            Some(format!(
+                "the chain's refresh token dies in {} (refresh tokens live {days} days) unless tokend refreshes before then",
+                human_duration(expires.duration_since(now).unwrap_or_default())
+            ))
+        }
+        _ => None,
+    };
+    let warning = warning.or_else(|| match access_expires {
+        Some(at) if now >= at => Some(format!(
+            "the access token expired {} ago, and a refresh is accepted only before that: the chain is probably dead; \
+             log in (mobile + password) or put a new dashboard token in the config",
+            human_duration(now.duration_since(at).unwrap_or_default())
+        )),
+        _ => None,
+    });
+    ChainAge {
+        issued_at: issued.map(rfc3339),
+        age_seconds: issued.map(|t| now.duration_since(t).unwrap_or_default().as_secs()),
+        expires_at: expires.map(rfc3339),
+        use_before: access_expires.map(rfc3339),
+        warning,
+    }
 }
 
 impl Entry {
@@ -89,6 +158,7 @@ pub fn entry(
         last_error: None,
         failures: 0,
         refresh_chain: false,
+        chain: None,
         health: "down",
         action: None,
     };
@@ -129,6 +199,14 @@ pub fn entry(
     e.last_error = s.last_error.map(|err| err.message);
     e.failures = s.failures;
     e.refresh_chain = s.refresh_token.is_some();
+    if let Some(lifetime) = refresh_token_lifetime(provider).filter(|_| e.refresh_chain) {
+        e.chain = Some(chain_age(
+            s.refresh_issued_at.map(|t| t.0),
+            lifetime,
+            s.token.as_ref().map(|t| t.expires_at.0),
+            now,
+        ));
+    }
     e
 }
 
@@ -194,11 +272,30 @@ pub fn table(entries: &[Entry], now: SystemTime) -> String {
         ));
     }
     for e in entries {
+        if let Some(line) = chain_line(e) {
+            out.push_str(&format!("{}: {line}\n", e.credential));
+        }
         if let Some(action) = &e.action {
             out.push_str(&format!("\n{} needs a person: {action}\n", e.credential));
         }
     }
     out
+}
+
+/// One line on a refresh chain's age for people (`status` and `check`), with its warning.
+pub fn chain_line(e: &Entry) -> Option<String> {
+    let c = e.chain.as_ref()?;
+    let age = match (c.age_seconds, &c.expires_at) {
+        (Some(age), Some(expires)) => format!(
+            "refresh chain {} old, its refresh token dies at {expires}",
+            human_duration(Duration::from_secs(age))
+        ),
+        _ => "refresh chain from the configured seed (its age is unknown)".to_owned(),
+    };
+    Some(match &c.warning {
+        Some(w) => format!("{age}; warning: {w}"),
+        None => age,
+    })
 }
 
 #[cfg(test)]
@@ -264,5 +361,42 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("the current token expires at"), "{text}");
+    }
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn chain_warnings_by_age() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let live = Some(now + DAY);
+        let cases: &[(Option<Duration>, Option<SystemTime>, Option<&str>)] = &[
+            (Some(DAY), live, None),
+            (Some(6 * DAY), live, None),
+            (
+                Some(7 * DAY + Duration::from_secs(3600)),
+                live,
+                Some("dies in 2d 23h"),
+            ),
+            (Some(10 * DAY), live, Some("it is dead")),
+            (
+                Some(DAY),
+                Some(now - 3600 * Duration::from_secs(1)),
+                Some("expired 1h ago"),
+            ),
+            (None, live, None),
+            (None, Some(now - DAY), Some("probably dead")),
+        ];
+        for (age, access, want) in cases {
+            let c = chain_age(age.map(|a| now - a), 10 * DAY, *access, now);
+            match want {
+                None => assert_eq!(c.warning, None, "{age:?}"),
+                Some(w) => assert!(
+                    c.warning.as_deref().is_some_and(|t| t.contains(w)),
+                    "{age:?}: {:?}",
+                    c.warning
+                ),
+            }
+            assert_eq!(c.age_seconds, age.map(|a| a.as_secs()));
+        }
     }
 }

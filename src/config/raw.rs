@@ -108,6 +108,8 @@ pub struct RawCredential {
     pub token_url: Option<String>,
     pub refresh_token: Option<SecretSource>,
     pub mobile: Option<String>,
+    /// Vandar: which login endpoint (`auto`, `v3`, `v2`).
+    pub login_version: Option<crate::provider::vandar::LoginVersion>,
     pub username: Option<String>,
     pub password: Option<SecretSource>,
     pub virtual_number: Option<String>,

@@ -210,7 +210,9 @@ fn valid_log_level(level: &str) -> bool {
     const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
     let is_directive = level.contains(['=', ',', ':', '[']);
     if is_directive {
-        tracing_subscriber::EnvFilter::try_new(level).is_ok()
+        // tracing-subscriber 0.3 panics slicing a directive at a non-ASCII character
+        // (found by fuzzing); a real filter is ASCII anyway.
+        level.is_ascii() && tracing_subscriber::EnvFilter::try_new(level).is_ok()
     } else {
         LEVELS.contains(&level.trim().to_ascii_lowercase().as_str())
     }
@@ -309,6 +311,7 @@ fn build_credential(
                 ),
                 refresh_token,
                 login,
+                login_version: rc.login_version.unwrap_or_default(),
             })
         }
         ProviderKind::Saba => {
@@ -675,9 +678,16 @@ fn check_provider_keys(rc: &RawCredential, ctx: &str, errors: &mut Errors) {
         ("token_pointer", rc.token_pointer.is_some()),
         ("refresh_token_pointer", rc.refresh_token_pointer.is_some()),
         ("expires_in_pointer", rc.expires_in_pointer.is_some()),
+        ("login_version", rc.login_version.is_some()),
     ];
     let allowed: &[&str] = match rc.provider {
-        ProviderKind::Vandar => &["base_url", "refresh_token", "mobile", "password"],
+        ProviderKind::Vandar => &[
+            "base_url",
+            "refresh_token",
+            "mobile",
+            "password",
+            "login_version",
+        ],
         ProviderKind::Saba => &[
             "base_url",
             "username",

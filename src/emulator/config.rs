@@ -23,6 +23,25 @@ pub struct EmulatorConfig {
     /// Lifetime of Vandar access tokens (JWT `exp` of both flows, `expires_in` of v3).
     #[serde(deserialize_with = "duration")]
     pub vandar_lifetime: Duration,
+    /// Lifetime of Vandar refresh tokens (docs.vandar.io: 10 days); an older one is 401.
+    #[serde(deserialize_with = "duration")]
+    pub vandar_refresh_lifetime: Duration,
+    /// A refresh token is refused (401) once the access token issued with it has expired:
+    /// docs.vandar.io says to renew before it does. Seeds have no such access token.
+    pub vandar_refresh_needs_live_access: bool,
+    /// Serve `POST /v3/login` (an OAuth pair whose refresh token starts a chain), as the
+    /// vendor's package uses today. `false`: only the seed's `/v2/login` exists (404).
+    pub vandar_v3_login: bool,
+    /// Vandar's throttle: at most this many POSTs per `vandar_post_window`, then 429 with
+    /// `Retry-After` (Laravel's throttle: the window starts with its first request). 0: off.
+    pub vandar_post_limit: u32,
+    #[serde(deserialize_with = "duration")]
+    pub vandar_post_window: Duration,
+    /// Saba Payamak answers in the seed's shape (PascalCase `data.Token`, a string
+    /// `status`, `errors` as strings) and matches request keys exactly, instead of the live
+    /// API's camelCase, numeric status, `{message, code, field, url}` errors and
+    /// case-insensitive request keys.
+    pub saba_seed_shape: bool,
     /// Saba Payamak: the accepted username.
     pub saba_username: String,
     /// Saba Payamak: the accepted password.
@@ -44,6 +63,9 @@ pub struct EmulatorConfig {
     pub oauth2_client_id: String,
     /// Generic OAuth2: the accepted `client_secret`.
     pub oauth2_client_secret: String,
+    /// Generic OAuth2 password grant: the accepted resource owner.
+    pub oauth2_username: String,
+    pub oauth2_password: String,
     /// Generic OAuth2: `expires_in` and JWT `exp` of issued tokens.
     #[serde(deserialize_with = "duration")]
     pub oauth2_lifetime: Duration,
@@ -57,6 +79,12 @@ impl Default for EmulatorConfig {
             vandar_refresh_seeds: vec!["def502seed".into()],
             // Both Vandar pages document five days.
             vandar_lifetime: Duration::from_secs(432_000),
+            vandar_refresh_lifetime: Duration::from_secs(10 * 86_400),
+            vandar_refresh_needs_live_access: true,
+            vandar_v3_login: true,
+            vandar_post_limit: 30,
+            vandar_post_window: Duration::from_secs(3),
+            saba_seed_shape: false,
             saba_username: "sabauser".into(),
             saba_password: "saba-pass".into(),
             saba_virtual_number: "30001234".into(),
@@ -66,6 +94,8 @@ impl Default for EmulatorConfig {
             yavapteke_lifetime: Duration::from_secs(3600),
             oauth2_client_id: "tokend".into(),
             oauth2_client_secret: "oauth-secret".into(),
+            oauth2_username: "alice".into(),
+            oauth2_password: "alice-pass".into(),
             oauth2_lifetime: Duration::from_secs(3600),
         }
     }

@@ -1,27 +1,36 @@
 //! Emulators of the providers' token APIs (Vandar, Saba Payamak, yaVapteke, generic OAuth2)
 //! on one loopback HTTP server, with injectable faults, for tests and `tokend emulate`.
 //!
-//! Routes (all on one port):
+//! By default they answer like the live APIs (PROVIDERS.md, "In reality"); the seed
+//! pages' shapes are switches in [`EmulatorConfig`]. Routes (all on one port):
 //!
 //! | route | imitates |
 //! |---|---|
-//! | `POST /v2/login` | Vandar login (JSON `mobile`, `password`) |
-//! | `POST /v3/refreshtoken` | Vandar refresh (JSON `refreshtoken`; single-use, rotating) |
-//! | `POST /api/v1/user/authenticate` | Saba Payamak (JSON `Username`, `Password`, `VirtualNumber`, `TokenValidDay`) |
+//! | `POST /v3/login` | Vandar login today (form or JSON `mobile`, `password`): an OAuth pair whose refresh token starts a chain; absent with `vandar_v3_login: false` |
+//! | `POST /v2/login` | Vandar login of 2020 (JSON or form `mobile`, `password`): `{status, data.token}` |
+//! | `POST /v3/refreshtoken` | Vandar refresh (`refreshtoken`; single-use, rotating, 10-day life, refused once the access token it came with expired) |
+//! | `POST /api/v1/user/authenticate` | Saba Payamak (keys in any case; camelCase answer with numeric `status` and `{message, code, field, url}` errors; `saba_seed_shape` for the documented shape) |
 //! | `POST /YavaptekeAPI/connect/token` | yaVapteke (form `client_id`, `client_secret` or `secret`, `grant_type`) |
-//! | `POST /oauth2/token` | generic OAuth2 client_credentials (form or HTTP Basic client auth) |
+//! | `POST /oauth2/token` | generic OAuth2: client_credentials, password, refresh_token (rotating, single-use) |
 //! | `GET /_emulator/stats` | [`Stats`] as JSON |
 //! | `POST /_emulator/faults` | `{"endpoint":"vandar_refresh","fault":{"kind":"status","code":500},"times":3}`; `"sticky":true` sets (or with `"fault":null` clears) the sticky fault instead |
 //! | `DELETE /_emulator/faults` | clears every queued and sticky fault |
-//! | `POST /_emulator/refresh_seeds` | `{"token":"..."}` becomes a valid Vandar refresh token |
+//! | `POST /_emulator/refresh_seeds` | `{"token":"..."}` becomes a valid refresh token (Vandar and OAuth2) |
+//!
+//! Every Vandar route counts against the throttle (`vandar_post_limit` per
+//! `vandar_post_window`, 30 per 3 s by default): over it, 429 with `Retry-After` and
+//! nothing spent. `/v2/login` and `/v3/login` are one endpoint (`vandar_login`) for faults and
+//! counters.
 //!
 //! Choices where the providers' documentation is silent:
 //! - Saba: a `TokenValidDay` outside 1..=365 (or missing, or not an integer) is HTTP 400 with
-//!   the error envelope; wrong username/password, or a `VirtualNumber` the account does not
-//!   own, is HTTP 401 with the envelope. A body not declared as JSON is 415.
+//!   the error envelope; wrong username/password is HTTP 401 with result code 4001, a
+//!   `VirtualNumber` the account does not own HTTP 401 with 4003. A body not declared as
+//!   JSON is 415.
+//! - Vandar v3 login: wrong credentials are Laravel's 422 `{message, errors}`.
 //! - yaVapteke: a missing `grant_type` is accepted (the documentation marks it optional).
 //!   A body not declared as a form, or a repeated parameter, is 400 `invalid_request`.
-//! - Faulted answers never change which refresh tokens are valid; see [`Fault`].
+//! - Faulted answers and what they spend: see [`Fault`].
 
 mod admin;
 mod config;
@@ -89,10 +98,12 @@ impl Endpoint {
 
 /// A misbehaviour injected into one answer of an endpoint.
 ///
-/// Faulted answers (`Status`, `Garbage`, `EmptyToken`, `Oversized`, `TokenWithWhitespace`,
-/// `Hang`) ignore the request's credentials and never change which refresh tokens are valid:
-/// a Vandar refresh token presented under them stays valid, and the `refresh_token` in a
-/// tampered 200 is one that will never be accepted. `Delay` and `Revoke` answer normally.
+/// `Status`, `BlockPage`, `Garbage` and `Hang` never reach the provider: they ignore the
+/// request and a refresh token presented under them stays valid. The tampered 200s
+/// (`EmptyToken`, `TokenWithWhitespace`, `TokenAsNumber`, `LongToken`, `Oversized`) are the
+/// provider's real work with the access token mangled: a valid refresh token presented is
+/// spent and the answer carries its valid successor (an invalid one gets a successor that is
+/// never accepted). `Delay` and `Revoke` answer normally.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Fault {
@@ -116,6 +127,13 @@ pub enum Fault {
     Oversized { bytes: usize },
     /// A 200 success body whose token has a space and a newline in the middle.
     TokenWithWhitespace,
+    /// A 200 success body whose token is a JSON number.
+    TokenAsNumber,
+    /// A 200 success body whose token is over 16 KiB long.
+    LongToken,
+    /// A block page of `code` from something in front of the API (geo-block, WAF, proxy):
+    /// HTML, or an empty body for 451. The API never sees the request.
+    BlockPage { code: u16 },
     /// Vandar refresh only (a no-op elsewhere): revoke every valid refresh token, then
     /// answer normally, which for the presented token is now a 401.
     Revoke,
@@ -133,6 +151,9 @@ impl Fault {
             Fault::EmptyToken => "empty_token",
             Fault::Oversized { .. } => "oversized",
             Fault::TokenWithWhitespace => "token_with_whitespace",
+            Fault::TokenAsNumber => "token_as_number",
+            Fault::LongToken => "long_token",
+            Fault::BlockPage { .. } => "block_page",
             Fault::Revoke => "revoke",
             Fault::Hang => "hang",
         }
@@ -154,12 +175,18 @@ pub struct EndpointStats {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     pub endpoints: BTreeMap<Endpoint, EndpointStats>,
-    /// v3 calls that presented an already consumed refresh token.
+    /// Refresh calls (Vandar v3, OAuth2) that presented an already consumed refresh token:
+    /// a replay, which a correct client never sends.
     pub reused_refresh_tokens: u64,
     /// v3 calls that presented a revoked (never consumed) refresh token.
     pub revoked_refresh_tokens_presented: u64,
     /// v3 calls that presented a token never issued or seeded, or none at all.
     pub unknown_refresh_tokens_presented: u64,
+    /// Refresh calls that presented a token past its lifetime, or whose access token had
+    /// expired (the token is spent by it).
+    pub expired_refresh_tokens_presented: u64,
+    /// Vandar requests answered 429 by the 30-per-3-s throttle.
+    pub vandar_throttled: u64,
     /// Refresh tokens currently valid (unconsumed, unrevoked).
     pub valid_refresh_tokens: usize,
     /// Tokens sent so far (see [`Emulator::issued_tokens`]).
@@ -183,7 +210,11 @@ pub struct Emulator {
 }
 
 fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if shared.config.vandar_v3_login {
+        router = router.route("/v3/login", post(serve::<vandar::LoginV3>));
+    }
+    router
         .route("/v2/login", post(serve::<vandar::Login>))
         .route("/v3/refreshtoken", post(serve::<vandar::Refresh>))
         .route(

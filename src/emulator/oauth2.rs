@@ -1,5 +1,7 @@
-//! A generic OAuth2 client_credentials token endpoint (RFC 6749 §4.4), with client
-//! authentication by form fields or by HTTP Basic over form-url-encoded id and secret.
+//! A generic OAuth2 token endpoint: the client_credentials (RFC 6749 §4.4), password (§4.3)
+//! and refresh_token (§6) grants, with client authentication by form fields or by HTTP Basic
+//! over form-url-encoded id and secret. Refresh tokens rotate and are single-use (a replay is
+//! `invalid_grant` and counted, as for Vandar).
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -17,6 +19,8 @@ pub(super) struct Token;
 pub(super) const POST: &str = "client_secret_post";
 pub(super) const BASIC: &str = "client_secret_basic";
 
+// One short-lived value per request: boxing the form would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Request {
     /// Not a form, or a parameter repeated.
     Malformed,
@@ -27,6 +31,9 @@ pub(super) enum Request {
         basic: Option<Option<(String, String)>>,
         client_id: Option<String>,
         client_secret: Option<String>,
+        refresh_token: Option<String>,
+        username: Option<String>,
+        password: Option<String>,
     },
 }
 
@@ -47,7 +54,12 @@ fn basic_credentials(headers: &HeaderMap) -> Option<Option<(String, String)>> {
 }
 
 impl Token {
-    fn body(config: &EmulatorConfig, token: &str, scope: Option<&str>) -> String {
+    fn body(
+        config: &EmulatorConfig,
+        token: impl serde::Serialize,
+        scope: Option<&str>,
+        refresh: Option<&str>,
+    ) -> String {
         let mut body = json!({
             "access_token": token,
             "expires_in": jwt::lifetime_secs(config.oauth2_lifetime),
@@ -56,7 +68,15 @@ impl Token {
         if let Some(scope) = scope {
             body["scope"] = scope.into();
         }
+        if let Some(refresh) = refresh {
+            body["refresh_token"] = refresh.into();
+        }
         body.to_string()
+    }
+
+    /// Spends a presented refresh token (single use; no expiry here).
+    fn redeem(state: &mut State, token: Option<&str>) -> bool {
+        state.redeem_refresh_token(token, None, false).is_ok()
     }
 
     fn invalid_client(basic_attempted: bool) -> Response {
@@ -85,13 +105,35 @@ impl Api for Token {
         if !content_type_is(headers, "application/x-www-form-urlencoded") {
             return Request::Malformed;
         }
-        match form_fields(body, ["grant_type", "scope", "client_id", "client_secret"]) {
-            Ok([grant_type, scope, client_id, client_secret]) => Request::Form {
+        let names = [
+            "grant_type",
+            "scope",
+            "client_id",
+            "client_secret",
+            "refresh_token",
+            "username",
+            "password",
+        ];
+        match form_fields(body, names) {
+            Ok(
+                [
+                    grant_type,
+                    scope,
+                    client_id,
+                    client_secret,
+                    refresh_token,
+                    username,
+                    password,
+                ],
+            ) => Request::Form {
                 grant_type,
                 scope,
                 basic: basic_credentials(headers),
                 client_id,
                 client_secret,
+                refresh_token,
+                username,
+                password,
             },
             Err(_) => Request::Malformed,
         }
@@ -126,6 +168,9 @@ impl Api for Token {
             basic,
             client_id,
             client_secret,
+            refresh_token,
+            username,
+            password,
         } = request
         else {
             return bad_request("invalid_request");
@@ -152,23 +197,66 @@ impl Api for Token {
         {
             return Self::invalid_client(basic_attempted);
         }
-        if grant_type != "client_credentials" {
-            return bad_request("unsupported_grant_type");
-        }
+        let refresh = match grant_type.as_str() {
+            "client_credentials" => None,
+            "password" => {
+                if username.as_deref() != Some(&config.oauth2_username)
+                    || password.as_deref() != Some(&config.oauth2_password)
+                {
+                    return bad_request("invalid_grant");
+                }
+                Some(state.issue_refresh_token(config.oauth2_lifetime))
+            }
+            "refresh_token" => {
+                if !Self::redeem(state, refresh_token.as_deref()) {
+                    return bad_request("invalid_grant");
+                }
+                Some(state.issue_refresh_token(config.oauth2_lifetime))
+            }
+            _ => return bad_request("unsupported_grant_type"),
+        };
         let token = state.issued(Self::mint(config));
         let scope = scope.as_deref().filter(|s| !s.is_empty());
-        reply(StatusCode::OK, Self::body(config, &token, scope), true)
+        reply(
+            StatusCode::OK,
+            Self::body(config, &token, scope, refresh.as_deref()),
+            true,
+        )
     }
 
     fn mint(config: &EmulatorConfig) -> String {
         jwt::jwt(&config.oauth2_client_id, config.oauth2_lifetime)
     }
 
-    fn success_body(config: &EmulatorConfig, state: &mut State, token: &str) -> String {
-        Self::body(config, token, state.last_oauth2_scope.as_deref())
+    /// A refresh grant spends a valid presented token and sends a valid successor; a
+    /// password grant starts a chain; client_credentials has none.
+    fn success_body(
+        config: &EmulatorConfig,
+        state: &mut State,
+        request: Option<&Request>,
+        token: serde_json::Value,
+    ) -> String {
+        let refresh = match request {
+            Some(Request::Form {
+                grant_type: Some(g),
+                refresh_token,
+                ..
+            }) if g == "refresh_token" => Some(if Self::redeem(state, refresh_token.as_deref()) {
+                state.issue_refresh_token(config.oauth2_lifetime)
+            } else {
+                state.issued(jwt::refresh_token())
+            }),
+            Some(Request::Form {
+                grant_type: Some(g),
+                ..
+            }) if g == "password" => Some(state.issue_refresh_token(config.oauth2_lifetime)),
+            _ => None,
+        };
+        let scope = state.last_oauth2_scope.clone();
+        Self::body(config, token, scope.as_deref(), refresh.as_deref())
     }
 
-    fn error_body(status: StatusCode) -> String {
+    fn error_body(_config: &EmulatorConfig, status: StatusCode) -> String {
         if status == StatusCode::UNAUTHORIZED {
             json!({
                 "error": "invalid_client",

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
@@ -60,6 +61,18 @@ pub(super) enum Rejection {
     Reused,
     Revoked,
     Unknown,
+    /// Older than the refresh-token lifetime, or presented after the access token it came
+    /// with expired (Vandar: renew before the access token runs out).
+    Expired,
+}
+
+/// One refresh token in the ledger.
+struct RefreshEntry {
+    seq: u64,
+    status: RefreshStatus,
+    issued: SystemTime,
+    /// When the access token issued beside it expires (`None` for seeds).
+    access_expires: Option<SystemTime>,
 }
 
 #[derive(Default)]
@@ -75,12 +88,16 @@ pub(super) struct State {
     endpoints: [EndpointState; Endpoint::ALL.len()],
     /// Every refresh token ever issued or seeded, with the order it appeared in, so that
     /// "reused" can be told from "unknown" and the valid ones listed oldest first.
-    refresh: HashMap<String, (u64, RefreshStatus)>,
+    refresh: HashMap<String, RefreshEntry>,
     next_refresh_seq: u64,
     issued: Vec<String>,
     reused: u64,
     revoked_presented: u64,
     unknown_presented: u64,
+    expired_presented: u64,
+    /// Vandar's throttle: the start of the current window and the POSTs counted in it.
+    vandar_window: Option<(Instant, u32)>,
+    vandar_throttled: u64,
     pub(super) last_saba_token_valid_day: Option<i64>,
     pub(super) last_yavapteke_secret_field: Option<&'static str>,
     pub(super) last_oauth2_auth: Option<&'static str>,
@@ -97,6 +114,11 @@ impl State {
         let ep = self.endpoint(endpoint);
         ep.requests += 1;
         ep.queue.pop_front().or_else(|| ep.sticky.clone())
+    }
+
+    /// Counts a request that no fault sees (one the throttle answered).
+    pub(super) fn count_request(&mut self, endpoint: Endpoint) {
+        self.endpoint(endpoint).requests += 1;
     }
 
     pub(super) fn count_success(&mut self, endpoint: Endpoint) {
@@ -140,32 +162,64 @@ impl State {
 
     /// Seeds are valid again even if they were consumed before: the test says so.
     pub(super) fn add_refresh_seed(&mut self, token: &str) {
-        let seq = self.next_refresh_seq;
-        self.next_refresh_seq += 1;
-        self.refresh
-            .insert(token.to_owned(), (seq, RefreshStatus::Valid));
+        self.add_refresh(token, None);
     }
 
-    /// Mints a refresh token that the next v3 call may redeem.
-    pub(super) fn issue_refresh_token(&mut self) -> String {
+    fn add_refresh(&mut self, token: &str, access_expires: Option<SystemTime>) {
+        let seq = self.next_refresh_seq;
+        self.next_refresh_seq += 1;
+        let entry = RefreshEntry {
+            seq,
+            status: RefreshStatus::Valid,
+            issued: SystemTime::now(),
+            access_expires,
+        };
+        self.refresh.insert(token.to_owned(), entry);
+    }
+
+    /// Mints a refresh token that the next refresh may redeem, issued beside an access
+    /// token that lives `access_lifetime`.
+    pub(super) fn issue_refresh_token(&mut self, access_lifetime: Duration) -> String {
         let token = self.issued(super::jwt::refresh_token());
-        self.add_refresh_seed(&token);
+        // The same whole second as the JWT `exp` minted beside it.
+        let expires = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(
+                super::jwt::unix_now() + super::jwt::lifetime_secs(access_lifetime),
+            );
+        self.add_refresh(&token, Some(expires));
         token
     }
 
     /// Single use: a valid token is consumed by being presented. No token at all counts as
-    /// an unknown one.
-    pub(super) fn redeem_refresh_token(&mut self, token: Option<&str>) -> Result<(), Rejection> {
+    /// an unknown one. With `lifetime`, a token older than that is expired; with
+    /// `needs_live_access`, so is one whose access token has expired.
+    pub(super) fn redeem_refresh_token(
+        &mut self,
+        token: Option<&str>,
+        lifetime: Option<Duration>,
+        needs_live_access: bool,
+    ) -> Result<(), Rejection> {
+        let now = SystemTime::now();
         let rejection = match token.and_then(|token| self.refresh.get_mut(token)) {
-            Some((_, status @ RefreshStatus::Valid)) => {
-                *status = RefreshStatus::Consumed;
-                return Ok(());
+            Some(entry) if entry.status == RefreshStatus::Valid => {
+                let too_old = lifetime
+                    .is_some_and(|l| now.duration_since(entry.issued).unwrap_or_default() >= l);
+                let access_dead =
+                    needs_live_access && entry.access_expires.is_some_and(|e| now >= e);
+                // Presenting it spends it either way: the server revokes what it refuses.
+                entry.status = RefreshStatus::Consumed;
+                if too_old || access_dead {
+                    self.expired_presented += 1;
+                    Rejection::Expired
+                } else {
+                    return Ok(());
+                }
             }
-            Some((_, RefreshStatus::Consumed)) => {
+            Some(entry) if entry.status == RefreshStatus::Consumed => {
                 self.reused += 1;
                 Rejection::Reused
             }
-            Some((_, RefreshStatus::Revoked)) => {
+            Some(_) => {
                 self.revoked_presented += 1;
                 Rejection::Revoked
             }
@@ -178,11 +232,31 @@ impl State {
     }
 
     pub(super) fn revoke_refresh_tokens(&mut self) {
-        for (_, status) in self.refresh.values_mut() {
-            if *status == RefreshStatus::Valid {
-                *status = RefreshStatus::Revoked;
+        for entry in self.refresh.values_mut() {
+            if entry.status == RefreshStatus::Valid {
+                entry.status = RefreshStatus::Revoked;
             }
         }
+    }
+
+    /// Laravel's throttle: `limit` requests per window that starts with the first request;
+    /// over it, how long until the window ends (the `Retry-After`). A limit of 0 is off.
+    pub(super) fn vandar_throttle(&mut self, limit: u32, window: Duration) -> Option<Duration> {
+        if limit == 0 {
+            return None;
+        }
+        let now = Instant::now();
+        let (start, count) = match self.vandar_window {
+            Some((start, count)) if now.duration_since(start) < window => (start, count),
+            _ => (now, 0),
+        };
+        if count >= limit {
+            self.vandar_throttled += 1;
+            self.vandar_window = Some((start, count));
+            return Some(window.saturating_sub(now.duration_since(start)));
+        }
+        self.vandar_window = Some((start, count + 1));
+        None
     }
 
     pub(super) fn reused_refresh_tokens(&self) -> u64 {
@@ -193,8 +267,8 @@ impl State {
         let mut valid: Vec<_> = self
             .refresh
             .iter()
-            .filter(|(_, (_, status))| *status == RefreshStatus::Valid)
-            .map(|(token, (seq, _))| (*seq, token.clone()))
+            .filter(|(_, e)| e.status == RefreshStatus::Valid)
+            .map(|(token, e)| (e.seq, token.clone()))
             .collect();
         valid.sort_unstable();
         valid.into_iter().map(|(_, token)| token).collect()
@@ -218,10 +292,12 @@ impl State {
             reused_refresh_tokens: self.reused,
             revoked_refresh_tokens_presented: self.revoked_presented,
             unknown_refresh_tokens_presented: self.unknown_presented,
+            expired_refresh_tokens_presented: self.expired_presented,
+            vandar_throttled: self.vandar_throttled,
             valid_refresh_tokens: self
                 .refresh
                 .values()
-                .filter(|(_, status)| *status == RefreshStatus::Valid)
+                .filter(|e| e.status == RefreshStatus::Valid)
                 .count(),
             issued_tokens: self.issued.len(),
             last_saba_token_valid_day: self.last_saba_token_valid_day,

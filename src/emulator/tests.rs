@@ -93,8 +93,17 @@ fn send(
     Ok(reply)
 }
 
+/// With `Accept: application/json`, as Vandar's docs ask of every client.
 fn post(emu: &Emulator, path: &str, content_type: &str, body: &str) -> Reply {
-    post_with(emu, path, &[("Content-Type", content_type)], body)
+    post_with(
+        emu,
+        path,
+        &[
+            ("Content-Type", content_type),
+            ("Accept", "application/json"),
+        ],
+        body,
+    )
 }
 
 fn post_with(emu: &Emulator, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
@@ -138,6 +147,15 @@ const OAUTH_OK: &str = "grant_type=client_credentials&client_id=tokend&client_se
 
 fn start() -> Emulator {
     Emulator::start_background(EmulatorConfig::default()).unwrap()
+}
+
+/// Saba in the seed's documented shape.
+fn seed_saba() -> Emulator {
+    Emulator::start_background(EmulatorConfig {
+        saba_seed_shape: true,
+        ..EmulatorConfig::default()
+    })
+    .unwrap()
 }
 
 fn claims(token: &str) -> Value {
@@ -253,7 +271,7 @@ fn revoke_fault_invalidates_every_refresh_token() {
 
 #[test]
 fn saba_answers_with_string_status_envelope() {
-    let emu = start();
+    let emu = seed_saba();
     let reply = saba(&emu, json!(15));
     assert_eq!(reply.status, 200);
     let body = reply.json();
@@ -279,13 +297,13 @@ fn saba_lifetime_cap_shortens_exp_only() {
     };
     let emu = Emulator::start_background(config).unwrap();
     let reply = saba(&emu, json!(365));
-    assert_remaining(reply.json()["data"]["Token"].as_str().unwrap(), 90);
+    assert_remaining(reply.json()["data"]["token"].as_str().unwrap(), 90);
     assert_eq!(emu.last_saba_token_valid_day(), Some(365));
 }
 
 #[test]
 fn saba_refuses_bad_token_valid_day_and_credentials() {
-    let emu = start();
+    let emu = seed_saba();
     for days in [json!(0), json!(366), json!("15"), Value::Null] {
         let reply = saba(&emu, days);
         assert_eq!(reply.status, 400);
@@ -482,7 +500,7 @@ fn oauth2_refuses_bad_clients_and_requests() {
         &emu,
         "/oauth2/token",
         FORM,
-        &OAUTH_OK.replace("client_credentials", "password"),
+        &OAUTH_OK.replace("client_credentials", "authorization_code"),
     );
     assert_eq!(
         (reply.status, reply.json()),
@@ -522,7 +540,7 @@ fn status_fault_sends_provider_typical_bodies() {
     let reply = saba(&emu, json!(30));
     assert_eq!(
         (reply.status, reply.json()["status"].clone()),
-        (503, json!("503"))
+        (503, json!(503))
     );
     let reply = yavapteke(&emu, YAV_OK);
     assert_eq!(
@@ -571,7 +589,7 @@ fn status_fault_with_custom_body_and_retry_after() {
 
 #[test]
 fn garbage_and_tampered_tokens() {
-    let emu = start();
+    let emu = seed_saba();
     emu.push_fault(Endpoint::Saba, Fault::Garbage, 1);
     emu.push_fault(Endpoint::Saba, Fault::EmptyToken, 1);
     emu.push_fault(Endpoint::Saba, Fault::TokenWithWhitespace, 1);
@@ -597,17 +615,218 @@ fn garbage_and_tampered_tokens() {
 }
 
 #[test]
-fn tampered_vandar_refresh_keeps_the_presented_token_valid() {
+fn saba_answers_like_the_live_api() {
     let emu = start();
+    // Request keys in any case (the vendor's SDKs send them lower case).
+    let body = json!({"username":"sabauser","password":"saba-pass","virtualNumber":"30001234","tokenValidDay":15});
+    let reply = post(&emu, "/api/v1/user/authenticate", JSON, &body.to_string());
+    assert_eq!(reply.status, 200);
+    let body = reply.json();
+    assert_eq!(body["status"], 200);
+    assert_eq!(body["errors"], Value::Null);
+    assert_eq!(body["data"]["virtualNumber"], "30001234");
+    assert!(body["data"].get("Token").is_none());
+    assert_remaining(body["data"]["token"].as_str().unwrap(), 15 * 86_400);
+
+    let wrong = json!({"Username":"sabauser","Password":"nope","VirtualNumber":"30001234","TokenValidDay":30});
+    let reply = post(&emu, "/api/v1/user/authenticate", JSON, &wrong.to_string());
+    assert_eq!(reply.status, 401);
+    let body = reply.json();
+    assert_eq!(body["status"], 401);
+    assert_eq!(
+        body["errors"],
+        json!([{"message": "Username or password is incorrect", "code": 4001, "field": "password", "url": null}])
+    );
+    let reply = saba(&emu, json!(0));
+    assert_eq!(reply.json()["errors"][0]["field"], "tokenValidDay");
+
+    // The seed shape does not see lower-case keys at all.
+    let seed = seed_saba();
+    let body = json!({"username":"sabauser","password":"saba-pass","virtualNumber":"30001234","tokenValidDay":15});
+    let reply = post(&seed, "/api/v1/user/authenticate", JSON, &body.to_string());
+    assert_eq!(reply.status, 400);
+}
+
+#[test]
+fn tampered_vandar_refresh_spends_the_presented_token_and_sends_a_valid_successor() {
+    let emu = start();
+    for fault in [
+        Fault::EmptyToken,
+        Fault::TokenAsNumber,
+        Fault::LongToken,
+        Fault::TokenWithWhitespace,
+    ] {
+        emu.push_fault(Endpoint::VandarRefresh, fault, 1);
+    }
+    let mut current = "def502seed".to_owned();
+    for want in [json!(""), json!(8_675_309)] {
+        let body = refresh(&emu, &current).json();
+        assert_eq!(body["access_token"], want);
+        let next = body["refresh_token"].as_str().unwrap().to_owned();
+        assert_eq!(emu.valid_refresh_tokens(), std::slice::from_ref(&next));
+        current = next;
+    }
+    let body = refresh(&emu, &current).json();
+    assert!(body["access_token"].as_str().unwrap().len() > 16 * 1024);
+    current = body["refresh_token"].as_str().unwrap().to_owned();
+    let body = refresh(&emu, &current).json();
+    assert!(body["access_token"].as_str().unwrap().contains(' '));
+    let previous = current;
+    current = body["refresh_token"].as_str().unwrap().to_owned();
+    // The spent one is a replay now; the successor works.
+    assert_eq!(refresh(&emu, &previous).status, 401);
+    assert_eq!(emu.reused_refresh_tokens(), 1);
+    assert_eq!(refresh(&emu, &current).status, 200);
+
+    // Presented an invalid token, a tampered answer's successor is never accepted.
     emu.push_fault(Endpoint::VandarRefresh, Fault::EmptyToken, 1);
-    let body = refresh(&emu, "def502seed").json();
-    assert_eq!(body["access_token"], "");
-    let bogus = body["refresh_token"].as_str().unwrap();
-    assert!(bogus.starts_with("def502"));
+    let bogus = refresh(&emu, "def502never").json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(refresh(&emu, &bogus).status, 401);
+}
+
+#[test]
+fn vandar_answers_html_errors_to_a_client_that_does_not_ask_for_json() {
+    let emu = start();
+    let body = json!({ "refreshtoken": "def502never" }).to_string();
+    let reply = post_with(&emu, "/v3/refreshtoken", &[("Content-Type", JSON)], &body);
+    assert_eq!(reply.status, 401);
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert_eq!(refresh(&emu, "def502never").text(), r#"{"unauthorized"}"#);
+}
+
+#[test]
+fn block_pages_never_reach_the_api() {
+    let emu = start();
+    for code in [403, 400, 451] {
+        emu.push_fault(Endpoint::VandarRefresh, Fault::BlockPage { code }, 1);
+    }
+    for code in [403, 400] {
+        let reply = refresh(&emu, "def502seed");
+        assert_eq!(reply.status, code);
+        assert!(
+            reply
+                .header("content-type")
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(reply.text().contains("<html>"));
+    }
+    let reply = refresh(&emu, "def502seed");
+    assert_eq!((reply.status, reply.text()), (451, ""));
     assert_eq!(emu.valid_refresh_tokens(), ["def502seed"]);
-    // A client that kept the tampered answer's refresh token is caught on its next call.
-    assert_eq!(refresh(&emu, bogus).status, 401);
-    assert_eq!(refresh(&emu, "def502seed").status, 200);
+}
+
+#[test]
+fn vandar_v3_login_starts_a_chain_from_json_or_form() {
+    let emu = start();
+    let json_body = json!({"mobile":"09123456789","password":"vandar-pass"}).to_string();
+    let reply = post(&emu, "/v3/login", JSON, &json_body);
+    assert_eq!(reply.status, 200);
+    let pair = reply.json();
+    assert_eq!(pair["token_type"], "Bearer");
+    let rt = pair["refresh_token"].as_str().unwrap();
+    assert_eq!(refresh(&emu, rt).status, 200);
+    let reply = post(
+        &emu,
+        "/v3/login",
+        FORM,
+        "mobile=09123456789&password=vandar-pass",
+    );
+    assert_eq!(reply.status, 200);
+    let reply = post(&emu, "/v3/login", FORM, "mobile=09123456789&password=nope");
+    assert_eq!(reply.status, 422);
+    assert!(reply.json()["errors"]["password"].is_array());
+    // The seed's API has no v3 login.
+    let old = Emulator::start_background(EmulatorConfig {
+        vandar_v3_login: false,
+        ..EmulatorConfig::default()
+    })
+    .unwrap();
+    assert_eq!(post(&old, "/v3/login", JSON, &json_body).status, 404);
+}
+
+#[test]
+fn vandar_throttles_posts_with_retry_after() {
+    let emu = Emulator::start_background(EmulatorConfig {
+        vandar_post_limit: 3,
+        vandar_post_window: Duration::from_secs(30),
+        ..EmulatorConfig::default()
+    })
+    .unwrap();
+    for _ in 0..3 {
+        assert_eq!(login(&emu, "09123456789", "vandar-pass").status, 200);
+    }
+    let reply = refresh(&emu, "def502seed");
+    assert_eq!(reply.status, 429);
+    let wait: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&wait), "{wait}");
+    // The throttled refresh spent nothing.
+    assert_eq!(emu.valid_refresh_tokens(), ["def502seed"]);
+    assert_eq!(emu.stats().vandar_throttled, 1);
+    // Saba is not Vandar.
+    assert_eq!(saba(&emu, json!(30)).status, 200);
+}
+
+#[test]
+fn vandar_refresh_tokens_expire() {
+    let emu = Emulator::start_background(EmulatorConfig {
+        vandar_lifetime: Duration::from_secs(1),
+        vandar_refresh_lifetime: Duration::from_secs(60),
+        ..EmulatorConfig::default()
+    })
+    .unwrap();
+    let rt = refresh(&emu, "def502seed").json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // After the access token it came with expired, the refresh token is refused.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(refresh(&emu, &rt).status, 401);
+    assert_eq!(emu.stats().expired_refresh_tokens_presented, 1);
+
+    let emu = Emulator::start_background(EmulatorConfig {
+        vandar_refresh_lifetime: Duration::from_millis(1),
+        ..EmulatorConfig::default()
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(refresh(&emu, "def502seed").status, 401);
+}
+
+#[test]
+fn oauth2_refresh_and_password_grants_rotate() {
+    let emu = start();
+    let reply = post(
+        &emu,
+        "/oauth2/token",
+        FORM,
+        "grant_type=password&username=alice&password=alice-pass&client_id=tokend&client_secret=oauth-secret",
+    );
+    assert_eq!(reply.status, 200);
+    let rt = reply.json()["refresh_token"].as_str().unwrap().to_owned();
+    let form = |rt: &str| {
+        format!(
+            "grant_type=refresh_token&refresh_token={rt}&client_id=tokend&client_secret=oauth-secret"
+        )
+    };
+    let reply = post(&emu, "/oauth2/token", FORM, &form(&rt));
+    assert_eq!(reply.status, 200);
+    let next = reply.json()["refresh_token"].as_str().unwrap().to_owned();
+    let reply = post(&emu, "/oauth2/token", FORM, &form(&rt));
+    assert_eq!(
+        (reply.status, reply.json()["error"].clone()),
+        (400, json!("invalid_grant"))
+    );
+    assert_eq!(emu.reused_refresh_tokens(), 1);
+    assert_eq!(post(&emu, "/oauth2/token", FORM, &form(&next)).status, 200);
 }
 
 #[test]
@@ -767,7 +986,11 @@ fn admin_endpoints_drive_faults_seeds_and_stats() {
 
 #[test]
 fn every_issued_token_is_unique() {
-    let emu = start();
+    let emu = Emulator::start_background(EmulatorConfig {
+        vandar_post_limit: 0,
+        ..EmulatorConfig::default()
+    })
+    .unwrap();
     for _ in 0..20 {
         assert_eq!(login(&emu, "09123456789", "vandar-pass").status, 200);
         assert_eq!(yavapteke(&emu, YAV_OK).status, 200);

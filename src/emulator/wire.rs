@@ -18,6 +18,8 @@ pub(super) trait Api: 'static {
     const ENDPOINT: Endpoint;
     /// OAuth2 token responses must not be cached (RFC 6749 §5.1).
     const NO_STORE: bool = false;
+    /// Counted against Vandar's POST throttle (`vandar_post_limit`).
+    const THROTTLED: bool = false;
     /// The request as far as the provider could make sense of it; parsing never fails, a
     /// malformed request is just one the answer will refuse.
     type Request: Send + 'static;
@@ -29,11 +31,19 @@ pub(super) trait Api: 'static {
     fn answer(config: &EmulatorConfig, state: &mut State, request: Self::Request) -> Response;
     /// A fresh access token of this provider's kind (not yet recorded as issued).
     fn mint(config: &EmulatorConfig) -> String;
-    /// A well-formed success body carrying `token` as the access token, for the faults that
-    /// tamper with the token. It must not change what the provider considers valid.
-    fn success_body(config: &EmulatorConfig, state: &mut State, token: &str) -> String;
+    /// A well-formed success body carrying `token` (any JSON value) as the access token, for
+    /// the faults that tamper with the token. With `request`, the server did its job and the
+    /// access token got mangled: a refresh flow spends the presented refresh token (if valid)
+    /// and sends a valid successor. Without it (or when the presented one was not valid) the
+    /// successor is one that is never accepted, and nothing changes.
+    fn success_body(
+        config: &EmulatorConfig,
+        state: &mut State,
+        request: Option<&Self::Request>,
+        token: serde_json::Value,
+    ) -> String;
     /// The body a provider would send with `status` when a `Status` fault names none.
-    fn error_body(status: StatusCode) -> String;
+    fn error_body(config: &EmulatorConfig, status: StatusCode) -> String;
 }
 
 /// The axum handler behind every emulated endpoint.
@@ -46,6 +56,17 @@ pub(super) async fn serve<A: Api>(
     let fault = {
         let mut state = shared.lock();
         A::observe(&request, &mut state);
+        let config = &shared.config;
+        let throttled = if A::THROTTLED {
+            state.vandar_throttle(config.vandar_post_limit, config.vandar_post_window)
+        } else {
+            None
+        };
+        if let Some(wait) = throttled {
+            state.count_request(A::ENDPOINT);
+            drop(state);
+            return too_many_attempts(wait);
+        }
         state.begin_request(A::ENDPOINT)
     };
     let kind = fault.as_ref().map_or("none", Fault::kind);
@@ -72,19 +93,36 @@ pub(super) async fn serve<A: Api>(
             code,
             body,
             retry_after,
-        }) => status_fault::<A>(code, body, retry_after),
+        }) => status_fault::<A>(&shared.config, code, body, retry_after),
+        Some(Fault::BlockPage { code }) => block_page(code),
         Some(Fault::Garbage) => garbage(),
-        Some(Fault::EmptyToken) => tampered::<A>(&shared, String::new(), None),
+        Some(Fault::EmptyToken) => tampered::<A>(&shared, Some(&request), "".into(), None),
         Some(Fault::TokenWithWhitespace) => {
             let token = shared
                 .lock()
                 .issued(jwt::with_whitespace(A::mint(&shared.config)));
-            tampered::<A>(&shared, token, None)
+            tampered::<A>(&shared, Some(&request), token.into(), None)
         }
+        Some(Fault::TokenAsNumber) => {
+            tampered::<A>(&shared, Some(&request), serde_json::json!(8_675_309), None)
+        }
+        Some(Fault::LongToken) => {
+            let token = format!("{}{}", A::mint(&shared.config), "x".repeat(LONG_TOKEN));
+            let token = shared.lock().issued(token);
+            tampered::<A>(&shared, Some(&request), token.into(), None)
+        }
+        // An oversized body is the transport's problem: the provider's state is untouched.
         Some(Fault::Oversized { bytes }) => {
             let token = shared.lock().issued(A::mint(&shared.config));
-            tampered::<A>(&shared, token, Some(bytes))
+            tampered::<A>(&shared, None, token.into(), Some(bytes))
         }
+    };
+    // Laravel renders its errors as HTML for a client that does not ask for JSON (Vandar's
+    // docs tell clients to send `Accept: application/json`).
+    let response = if A::THROTTLED && !response.status().is_success() && !accepts_json(&headers) {
+        laravel_html(response.status())
+    } else {
+        response
     };
     tracing::debug!(
         endpoint = A::ENDPOINT.as_str(),
@@ -104,8 +142,16 @@ fn answer<A: Api>(shared: &Shared, request: A::Request) -> Response {
     response
 }
 
-fn tampered<A: Api>(shared: &Shared, token: String, oversized: Option<usize>) -> Response {
-    let body = A::success_body(&shared.config, &mut shared.lock(), &token);
+/// Bytes appended to a minted token by [`Fault::LongToken`]: over tokend's 16 KiB cap.
+const LONG_TOKEN: usize = 17 * 1024;
+
+fn tampered<A: Api>(
+    shared: &Shared,
+    request: Option<&A::Request>,
+    token: serde_json::Value,
+    oversized: Option<usize>,
+) -> Response {
+    let body = A::success_body(&shared.config, &mut shared.lock(), request, token);
     let body = match oversized {
         Some(bytes) => pad(body, bytes),
         None => body,
@@ -139,7 +185,12 @@ fn pad(body: String, bytes: usize) -> String {
     }
 }
 
-fn status_fault<A: Api>(code: u16, body: Option<String>, retry_after: Option<u64>) -> Response {
+fn status_fault<A: Api>(
+    config: &EmulatorConfig,
+    code: u16,
+    body: Option<String>,
+    retry_after: Option<u64>,
+) -> Response {
     let status = match StatusCode::from_u16(code) {
         Ok(status) if (200..=599).contains(&code) => status,
         _ => {
@@ -152,13 +203,48 @@ fn status_fault<A: Api>(code: u16, body: Option<String>, retry_after: Option<u64
         // as Vandar does with its `{"unauthorized"}`.
         Some(body) if body.trim_start().starts_with('<') => html(status, body),
         Some(body) => json(status, body, false),
-        None => json(status, A::error_body(status), false),
+        None => json(status, A::error_body(config, status), false),
     };
     if let Some(secs) = retry_after {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    response
+}
+
+/// A page from something in front of the API (a geo-block, WAF or proxy): HTML for 403,
+/// 400 and the like, an empty body for 451 (as some filtering boxes send).
+fn block_page(code: u16) -> Response {
+    let status = StatusCode::from_u16(code)
+        .ok()
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .unwrap_or(StatusCode::FORBIDDEN);
+    if status == StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS {
+        return (status, "").into_response();
+    }
+    let reason = status.canonical_reason().unwrap_or("Blocked");
+    html(
+        status,
+        format!(
+            "<!DOCTYPE html>\r\n<html><head><title>{code} {reason}</title></head>\r\n<body>\
+             <h1>{code} {reason}</h1><p>Access from your region is not allowed.</p>\
+             <hr><center>firewall</center></body></html>\r\n"
+        ),
+    )
+}
+
+/// Vandar's throttle answer (Laravel's `ThrottleRequests`).
+fn too_many_attempts(wait: Duration) -> Response {
+    let mut response = json(
+        StatusCode::TOO_MANY_REQUESTS,
+        r#"{"message":"Too Many Attempts."}"#.to_owned(),
+        false,
+    );
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     response
 }
 
@@ -203,6 +289,32 @@ fn html(status: StatusCode, body: String) -> Response {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     response
+}
+
+/// Whether the request's `Accept` asks for JSON (`application/json` or `*/*+json` types).
+fn accepts_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.split(';').next().unwrap_or("").trim();
+            t.eq_ignore_ascii_case("application/json") || t.ends_with("+json")
+        })
+}
+
+/// Laravel's error page for a client that did not ask for JSON.
+fn laravel_html(status: StatusCode) -> Response {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    html(
+        status,
+        format!(
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><title>{reason}</title></head>\n\
+             <body><div class=\"code\">{}</div><div class=\"message\">{reason}</div></body></html>\n",
+            status.as_u16()
+        ),
+    )
 }
 
 /// Whether the request declared `essence` (e.g. `application/json`) as its media type.

@@ -40,7 +40,7 @@ pub(super) fn oauth_error_for(status: StatusCode) -> String {
 }
 
 impl Token {
-    fn body(config: &EmulatorConfig, token: &str) -> String {
+    fn body(config: &EmulatorConfig, token: impl serde::Serialize) -> String {
         json!({
             "access_token": token,
             "expires_in": jwt::lifetime_secs(config.yavapteke_lifetime),
@@ -109,11 +109,16 @@ impl Api for Token {
         jwt::opaque_uuid()
     }
 
-    fn success_body(config: &EmulatorConfig, _state: &mut State, token: &str) -> String {
+    fn success_body(
+        config: &EmulatorConfig,
+        _state: &mut State,
+        _request: Option<&Request>,
+        token: serde_json::Value,
+    ) -> String {
         Self::body(config, token)
     }
 
-    fn error_body(status: StatusCode) -> String {
+    fn error_body(_config: &EmulatorConfig, status: StatusCode) -> String {
         oauth_error_for(status)
     }
 }

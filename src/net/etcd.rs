@@ -9,6 +9,9 @@
 //! auth on, tokend logs in with a username and password; client certificates still
 //! secure the transport.
 //!
+//! Requests go straight to etcd, never through `HTTPS_PROXY` and friends (see
+//! [`EtcdClient::new`]).
+//!
 //! Failure semantics are the point of this module (see [`EtcdError`]). Endpoints are tried
 //! in turn, starting with the last one that answered, but only while the request was
 //! certainly **not sent** (connection refused, DNS, TLS, or a member without a leader).
@@ -187,6 +190,8 @@ const WATCH: Call = Call {
 enum Transport {
     NotSent(String),
     MaybeSent(String),
+    /// etcd answered, but more than `max_response_bytes`: every member would.
+    TooLarge(String),
 }
 
 impl EtcdClient {
@@ -228,7 +233,11 @@ impl EtcdClient {
             // "not sent" and the next endpoint is tried.
             .connect_timeout(opts.timeout / 2)
             .pool_idle_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // etcd is the cluster's own infrastructure: a proxy from the environment
+            // (meant for the providers) would add a hop that can swallow answers, and
+            // turn clean "not sent" failures into ambiguous ones.
+            .no_proxy();
         if let Some(path) = &opts.ca_file {
             let pem = read_file("ca_file", path).map_err(setup)?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
@@ -291,7 +300,7 @@ impl EtcdClient {
 
     // ------------------------------------------------------------ KV
 
-    /// One key, `None` if it does not exist; the header's revision is the store's.
+    /// One key (`kvs` empty if it does not exist); the header's revision is the store's.
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<RangeResponse, EtcdError> {
         self.call(RANGE, &wire::range_body(key.as_ref(), None))
             .await
@@ -543,7 +552,15 @@ impl EtcdClient {
                 Err(Transport::MaybeSent(reason)) if !call.write => {
                     last = format!("{endpoint}: {reason}")
                 }
-                Err(Transport::MaybeSent(reason)) => {
+                Err(Transport::TooLarge(reason)) if !call.write => {
+                    return failed(EtcdError::BadAnswer {
+                        endpoint: endpoint.clone(),
+                        op: call.name,
+                        reason: format!("{reason}; read fewer keys or raise the response limit"),
+                    });
+                }
+                // Answered, so applied or rejected; but which is lost with the answer.
+                Err(Transport::MaybeSent(reason) | Transport::TooLarge(reason)) => {
                     return failed(EtcdError::Ambiguous {
                         endpoint: endpoint.clone(),
                         op: call.name,
@@ -617,7 +634,7 @@ impl EtcdClient {
             let endpoint = &self.inner.endpoints[index];
             let request = match self.request(endpoint, WATCH, body, token) {
                 Ok(request) => request,
-                Err(Transport::NotSent(r) | Transport::MaybeSent(r)) => {
+                Err(Transport::NotSent(r) | Transport::MaybeSent(r) | Transport::TooLarge(r)) => {
                     return Err(Failed(EtcdError::BadAnswer {
                         endpoint: endpoint.clone(),
                         op: WATCH.name,
@@ -632,7 +649,9 @@ impl EtcdClient {
                     continue;
                 }
                 Ok(Err(e)) => {
-                    last = format!("{endpoint}: {}", root_cause(&e));
+                    let (Transport::NotSent(r) | Transport::MaybeSent(r) | Transport::TooLarge(r)) =
+                        self.hint(endpoint, transport(e));
+                    last = format!("{endpoint}: {r}");
                     continue;
                 }
                 Ok(Ok(response)) => response,
@@ -650,7 +669,9 @@ impl EtcdClient {
             }
             let raw = match tokio::time::timeout(timeout, self.read_capped(response)).await {
                 Ok(Ok(raw)) => raw,
-                Ok(Err(Transport::NotSent(r) | Transport::MaybeSent(r))) => {
+                Ok(Err(
+                    Transport::NotSent(r) | Transport::MaybeSent(r) | Transport::TooLarge(r),
+                )) => {
                     last = format!("{endpoint}: {r}");
                     continue;
                 }
@@ -701,8 +722,7 @@ impl EtcdClient {
             .map_err(|e| Transport::MaybeSent(root_cause(&e)))?
         {
             if raw.len() + chunk.len() > self.inner.max_bytes {
-                // The request was answered, so it was applied; but the answer is lost.
-                return Err(Transport::MaybeSent(format!(
+                return Err(Transport::TooLarge(format!(
                     "the answer is larger than {} KiB",
                     self.inner.max_bytes / 1024
                 )));
@@ -712,26 +732,12 @@ impl EtcdClient {
         Ok(raw)
     }
 
-    /// With TLS 1.3 a server that requires a client certificate rejects it only after the
-    /// handshake; the client then just sees the connection close.
     fn hint(&self, endpoint: &str, t: Transport) -> Transport {
-        let add = |reason: String| {
-            if endpoint.starts_with("https://")
-                && !self.inner.has_identity
-                && ["connection closed", "BadCertificate", "CertificateRequired"]
-                    .iter()
-                    .any(|sign| reason.contains(sign))
-            {
-                format!(
-                    "{reason}; if etcd runs with --client-cert-auth, configure cert_file and key_file"
-                )
-            } else {
-                reason
-            }
-        };
+        let has_identity = self.inner.has_identity;
         match t {
-            Transport::NotSent(r) => Transport::NotSent(add(r)),
-            Transport::MaybeSent(r) => Transport::MaybeSent(add(r)),
+            Transport::NotSent(r) => Transport::NotSent(tls_hint(endpoint, has_identity, r)),
+            Transport::MaybeSent(r) => Transport::MaybeSent(tls_hint(endpoint, has_identity, r)),
+            too_large @ Transport::TooLarge(_) => too_large,
         }
     }
 
@@ -834,6 +840,36 @@ fn parse<T: DeserializeOwned>(endpoint: &str, call: Call, raw: &[u8]) -> Result<
         op: call.name,
         reason: e.to_string(),
     })
+}
+
+/// Adds the likely fix to a TLS failure's text. With TLS 1.3 a server that requires a
+/// client certificate rejects its absence only after the handshake, so the client sees
+/// a closed connection or an alert, never a clear "certificate required".
+fn tls_hint(endpoint: &str, has_identity: bool, reason: String) -> String {
+    if !endpoint.starts_with("https://") {
+        return reason;
+    }
+    if reason.contains("invalid peer certificate") {
+        return format!(
+            "{reason}; check that ca_file holds the CA that signed etcd's certificate and that the endpoint's host is in it"
+        );
+    }
+    // Which of these the client sees is a race between its write and the server's close
+    // (a loaded machine turns "closed" into "reset").
+    let refused = [
+        "connection closed",
+        "onnection reset",
+        "roken pipe",
+        "unexpected EOF",
+        "BadCertificate",
+        "CertificateRequired",
+    ];
+    if !has_identity && refused.iter().any(|sign| reason.contains(sign)) {
+        return format!(
+            "{reason}; if etcd runs with --client-cert-auth, configure cert_file and key_file"
+        );
+    }
+    reason
 }
 
 /// reqwest's connect errors (refused, DNS, TLS handshake, connect timeout) happen before a
@@ -994,7 +1030,7 @@ mod tests {
                     op: "txn",
                     reason: "no answer within 2s".into(),
                 },
-                "etcd at http://e1:2379 gave no answer to txn (no answer within 2s); it may or may not have been applied, so read the key back before deciding",
+                "the outcome of txn at etcd http://e1:2379 is unknown (no answer within 2s); it may or may not have been applied, so read the key back before deciding",
             ),
             (
                 EtcdError::Compacted {
@@ -1007,6 +1043,42 @@ mod tests {
         for (error, want) in cases {
             let text = error.to_string();
             assert!(text.starts_with(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn tls_hint_table() {
+        let cases = [
+            (
+                "https://e:2379",
+                false,
+                "connection closed",
+                "configure cert_file and key_file",
+            ),
+            (
+                "https://e:2379",
+                false,
+                "received fatal alert: BadCertificate",
+                "configure cert_file",
+            ),
+            ("https://e:2379", true, "connection closed", ""),
+            ("http://e:2379", false, "connection closed", ""),
+            (
+                "https://e:2379",
+                true,
+                "invalid peer certificate: UnknownIssuer",
+                "check that ca_file holds the CA",
+            ),
+            ("https://e:2379", false, "Connection refused", ""),
+        ];
+        for (endpoint, identity, reason, want) in cases {
+            let got = tls_hint(endpoint, identity, reason.to_owned());
+            let added = got.strip_prefix(reason).unwrap();
+            if want.is_empty() {
+                assert_eq!(added, "", "{endpoint} {reason}");
+            } else {
+                assert!(added.contains(want), "{endpoint} {reason}: {got}");
+            }
         }
     }
 

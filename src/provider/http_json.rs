@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Answer, FetchError, Fetched, Provider, RefreshUpdate};
+use super::{Answer, Failure, FetchError, Fetched, Provider, RefreshUpdate};
 use crate::net::HttpClient;
 use crate::secret::Secret;
 
@@ -45,15 +45,27 @@ impl HttpJson {
         })
     }
 
-    async fn login(&self, http: &HttpClient) -> Result<Fetched, FetchError> {
+    async fn login(&self, http: &HttpClient) -> Result<Fetched, Failure> {
         let body = self.render(&self.login.body, None);
         let answer = http.post_json(&self.login.url, &body).await?;
         self.parse(&answer, "login")
+            .map_err(|e| self.salvaging(e, &answer))
+    }
+
+    /// `error`, keeping a rotated refresh token the answer carries at its pointer.
+    fn salvaging(&self, error: FetchError, answer: &Answer) -> Failure {
+        match &self.refresh_token_pointer {
+            Some(p) if self.uses_refresh_chain() => Failure::salvaging(error, answer, p),
+            _ => error.into(),
+        }
     }
 
     /// Reads the token, refresh token and lifetime at the configured pointers.
     pub fn parse(&self, answer: &Answer, flow: &'static str) -> Result<Fetched, FetchError> {
         if !answer.is_success() {
+            if super::is_block_page(answer) {
+                return Err(super::blocked(answer, "the API"));
+            }
             return Err(answer.error(super::provider_message(answer)));
         }
         let v = answer.json()?;
@@ -169,29 +181,36 @@ impl Provider for HttpJson {
         &self,
         http: &HttpClient,
         refresh_token: Option<&Secret>,
-    ) -> Result<Fetched, FetchError> {
+    ) -> Result<Fetched, Failure> {
         let (Some(request), Some(current)) = (&self.refresh, refresh_token) else {
             return self.login(http).await;
         };
         let body = self.render(&request.body, Some(current));
         let answer = http.post_json(&request.url, &body).await?;
-        match answer.status {
-            400 | 401 | 403 => {
-                // The chain is dead; a login starts a new one.
-                let message = format!(
-                    "HTTP {}: {}",
-                    answer.status,
-                    super::provider_message(&answer)
-                );
-                let mut fetched = self.login(http).await?;
-                if !matches!(fetched.refresh, RefreshUpdate::Rotated(_)) {
-                    fetched.refresh = RefreshUpdate::Rejected { message };
-                }
-                Ok(fetched)
-            }
-            _ => self.parse(&answer, "refresh"),
+        if refresh_is_rejected(&answer) {
+            // The chain is dead; a login starts a new one.
+            let message = format!(
+                "HTTP {}: {}",
+                answer.status,
+                super::provider_message(&answer)
+            );
+            let mut fetched = self.login(http).await?;
+            fetched.refresh = match fetched.refresh {
+                RefreshUpdate::Rotated(next) => RefreshUpdate::Restarted { next, message },
+                _ => RefreshUpdate::Rejected { message },
+            };
+            return Ok(fetched);
         }
+        self.parse(&answer, "refresh")
+            .map_err(|e| self.salvaging(e, &answer))
     }
+}
+
+/// The API's own verdict on a refresh token: 401, or a JSON 400/422. A 403/407/451 or a
+/// non-JSON 4xx is a block page in front of the API, which never saw the token.
+pub fn refresh_is_rejected(answer: &Answer) -> bool {
+    answer.status == 401
+        || (matches!(answer.status, 400 | 422) && super::is_json_object(&answer.body))
 }
 
 #[cfg(test)]
@@ -262,6 +281,32 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.to_string().contains("No active account found"), "{e}");
+    }
+
+    #[test]
+    fn only_the_apis_verdict_rejects_a_refresh() {
+        for (status, body, dead) in [
+            (401, "", true),
+            (401, "<html>401</html>", true),
+            (400, r#"{"detail":"token expired"}"#, true),
+            (
+                422,
+                r#"{"message":"invalid","errors":{"refresh":["bad"]}}"#,
+                true,
+            ),
+            (400, "<html>bad request</html>", false),
+            (403, r#"{"detail":"forbidden"}"#, false),
+            (403, "<html>forbidden</html>", false),
+            (451, "", false),
+            (429, r#"{"detail":"slow down"}"#, false),
+            (500, r#"{"detail":"oops"}"#, false),
+        ] {
+            assert_eq!(
+                refresh_is_rejected(&Answer::fake(status, body)),
+                dead,
+                "HTTP {status} {body}"
+            );
+        }
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! Each provider is two layers: a pure `parse_*` function from an [`Answer`] to a [`Fetched`]
 //! (unit-tested and fuzzed), and an async `fetch` that builds the request.
 
+mod answer;
 pub mod http_json;
 pub mod jwt;
+pub mod limit;
 pub mod oauth2;
 pub mod saba;
 pub mod vandar;
@@ -18,6 +20,10 @@ use serde_json::Value;
 
 use crate::net::HttpClient;
 use crate::secret::Secret;
+pub use answer::{
+    Failure, blocked, code_of, error_list, get_ci, is_block_page, is_json_object,
+    salvage_refresh_token,
+};
 
 /// A provider's configuration with secrets resolved: the closed set tokend speaks.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,6 +51,11 @@ pub trait Provider {
         None
     }
 
+    /// How long a refresh token of this provider's chain lives, if the provider says.
+    fn refresh_token_lifetime(&self) -> Option<Duration> {
+        None
+    }
+
     /// A description of what the provider will be asked, for `check` (never a secret).
     fn plan(&self) -> String;
 
@@ -55,7 +66,7 @@ pub trait Provider {
         &self,
         http: &HttpClient,
         refresh_token: Option<&Secret>,
-    ) -> impl Future<Output = Result<Fetched, FetchError>> + Send;
+    ) -> impl Future<Output = Result<Fetched, Failure>> + Send;
 }
 
 impl Provider for ProviderConfig {
@@ -89,6 +100,16 @@ impl Provider for ProviderConfig {
         }
     }
 
+    fn refresh_token_lifetime(&self) -> Option<Duration> {
+        match self {
+            ProviderConfig::Vandar(p) => p.refresh_token_lifetime(),
+            ProviderConfig::Saba(p) => p.refresh_token_lifetime(),
+            ProviderConfig::Yavapteke(p) => p.refresh_token_lifetime(),
+            ProviderConfig::OAuth2(p) => p.refresh_token_lifetime(),
+            ProviderConfig::HttpJson(p) => p.refresh_token_lifetime(),
+        }
+    }
+
     fn secrets(&self) -> Vec<&Secret> {
         match self {
             ProviderConfig::Vandar(p) => p.secrets(),
@@ -113,7 +134,7 @@ impl Provider for ProviderConfig {
         &self,
         http: &HttpClient,
         refresh_token: Option<&Secret>,
-    ) -> Result<Fetched, FetchError> {
+    ) -> Result<Fetched, Failure> {
         match self {
             ProviderConfig::Vandar(p) => p.fetch(http, refresh_token).await,
             ProviderConfig::Saba(p) => p.fetch(http, refresh_token).await,
@@ -146,6 +167,9 @@ pub enum RefreshUpdate {
     /// The refresh token was rejected and the fetch fell back to a login: the chain is dead
     /// and must not be used again until the configuration provides a new seed.
     Rejected { message: String },
+    /// The refresh token was rejected and the login that followed started a new chain
+    /// (Vandar's v3 login, OAuth2's password grant): `next` replaces the dead chain.
+    Restarted { next: Secret, message: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -304,6 +328,9 @@ fn cut(text: &str, max: usize) -> String {
 
 /// The provider's own explanation of an error answer: the usual JSON fields when the body
 /// is JSON, else a short excerpt of the body (Vandar's 401 body `{"unauthorized"}` is not JSON).
+/// Keys are matched case-insensitively (Saba's ASP.NET answers camelCase or PascalCase), and
+/// `errors` is shown as sentences, never as raw JSON: a list of strings or of Saba's
+/// `{message, code, field, url}` objects, or Laravel's `{field: [messages]}`.
 /// Redacted (see [`crate::redact`]) and with control characters escaped, then cut.
 pub fn provider_message(answer: &Answer) -> String {
     let Ok(v) = serde_json::from_slice::<Value>(&answer.body) else {
@@ -313,22 +340,16 @@ pub fn provider_message(answer: &Answer) -> String {
     // OAuth2 (`error`, `error_description`), Saba and Vandar (`message`, `error`), Django
     // REST framework (`detail`).
     for key in ["error", "error_description", "message", "detail"] {
-        if let Some(text) = v.get(key).and_then(Value::as_str).filter(|t| !t.is_empty()) {
-            parts.push(text.to_owned());
+        if let Some(text) = get_ci(&v, key)
+            .and_then(Value::as_str)
+            .filter(|t| !t.trim().is_empty())
+        {
+            parts.push(answer::one_line(text));
         }
     }
-    if let Some(errors) = v.get("errors").and_then(Value::as_array) {
-        let texts: Vec<String> = errors
-            .iter()
-            .map(|e| {
-                e.as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| e.to_string())
-            })
-            .collect();
-        if !texts.is_empty() {
-            parts.push(texts.join("; "));
-        }
+    let errors = error_list(&v);
+    if !errors.is_empty() {
+        parts.push(errors.join("; "));
     }
     if parts.is_empty() {
         answer.excerpt()
@@ -364,7 +385,7 @@ pub fn redactor(
     crate::redact::Redactor::new(secrets, composites)
 }
 
-fn body_kind(body: &[u8]) -> String {
+pub(crate) fn body_kind(body: &[u8]) -> String {
     let trimmed = body.trim_ascii_start();
     if trimmed.is_empty() {
         "it is empty".into()

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Answer, FetchError, Fetched, Provider, RefreshUpdate};
+use super::{Answer, Failure, FetchError, Fetched, Provider, RefreshUpdate};
 use crate::config::raw::ClientAuth;
 use crate::net::HttpClient;
 use crate::secret::Secret;
@@ -74,12 +74,7 @@ impl OAuth2 {
     }
 
     /// Posts `grant`'s own parameters plus the common ones, authenticating the client.
-    async fn post(
-        &self,
-        http: &HttpClient,
-        grant: &[(&str, &str)],
-        flow: &'static str,
-    ) -> Result<Fetched, FetchError> {
+    async fn post(&self, http: &HttpClient, grant: &[(&str, &str)]) -> Result<Answer, FetchError> {
         let url = self.token_url(http).await?;
         let mut form: Vec<(&str, &str)> = grant.to_vec();
         for (key, value) in [
@@ -115,33 +110,53 @@ impl OAuth2 {
                 http.post_form(&url, &form, None).await?
             }
         };
-        parse_token_response(&answer, flow)
+        Ok(answer)
     }
 
-    async fn refresh(&self, http: &HttpClient, current: &Secret) -> Result<Fetched, FetchError> {
+    /// Posts a grant and reads the answer; a refresh token in an answer whose access token
+    /// is unusable is still handed back, since the server may have rotated the chain.
+    async fn grant(
+        &self,
+        http: &HttpClient,
+        grant: &[(&str, &str)],
+        flow: &'static str,
+    ) -> Result<Fetched, Failure> {
+        let answer = self.post(http, grant).await?;
+        parse_token_response(&answer, flow)
+            .map_err(|e| Failure::salvaging(e, &answer, "/refresh_token"))
+    }
+
+    async fn refresh(&self, http: &HttpClient, current: &Secret) -> Result<Fetched, Failure> {
         let grant = [
             ("grant_type", "refresh_token"),
             ("refresh_token", current.expose()),
         ];
-        match self.post(http, &grant, "refresh").await {
-            Err(FetchError::Rejected { status, message })
-                if is_rejected_grant(status, &message) =>
-            {
-                Err(FetchError::RefreshRejected {
-                    status,
-                    message,
-                    login_configured: matches!(self.grant, Grant::Password { .. }),
-                })
+        let answer = self.post(http, &grant).await?;
+        if !answer.is_success() && is_rejected_grant(&answer) {
+            return Err(FetchError::RefreshRejected {
+                status: answer.status,
+                message: super::provider_message(&answer),
+                login_configured: matches!(self.grant, Grant::Password { .. }),
             }
-            other => other,
+            .into());
         }
+        parse_token_response(&answer, "refresh")
+            .map_err(|e| Failure::salvaging(e, &answer, "/refresh_token"))
     }
 }
 
-/// `invalid_grant` (RFC 6749 §5.2) is how servers say a refresh token is dead; some answer
-/// 401 instead.
-fn is_rejected_grant(status: u16, message: &str) -> bool {
-    message.starts_with("invalid_grant") || status == 401
+/// Only the token endpoint's own verdict ends a chain: `invalid_grant` (RFC 6749 §5.2), or a
+/// 401 with a JSON error body (some servers say it that way). A 400/403 page from a proxy
+/// or firewall in front of the server is not a verdict.
+fn is_rejected_grant(answer: &Answer) -> bool {
+    let error = oauth_error(answer);
+    error.as_deref() == Some("invalid_grant") || (answer.status == 401 && error.is_some())
+}
+
+/// The RFC 6749 §5.2 `error` code of a JSON error body.
+fn oauth_error(answer: &Answer) -> Option<String> {
+    let v: Value = serde_json::from_slice(&answer.body).ok()?;
+    super::get_ci(&v, "error")?.as_str().map(str::to_owned)
 }
 
 impl Provider for OAuth2 {
@@ -200,16 +215,17 @@ impl Provider for OAuth2 {
         &self,
         http: &HttpClient,
         refresh_token: Option<&Secret>,
-    ) -> Result<Fetched, FetchError> {
+    ) -> Result<Fetched, Failure> {
         match &self.grant {
             Grant::ClientCredentials => {
                 let mut f = self
-                    .post(
+                    .grant(
                         http,
                         &[("grant_type", "client_credentials")],
                         "client_credentials",
                     )
-                    .await?;
+                    .await
+                    .map_err(|f| Failure::from(f.error))?;
                 // RFC 6749 §4.4.3: no refresh token here; ignore one if a server sends it.
                 f.refresh = RefreshUpdate::Unchanged;
                 Ok(f)
@@ -220,20 +236,27 @@ impl Provider for OAuth2 {
                     "the refresh token chain was rejected and this credential has no other way \
                      to get a token; put a new refresh token in the config"
                         .into(),
-                )),
+                )
+                .into()),
             },
             Grant::Password { username, password } => {
                 if let Some(current) = refresh_token {
                     match self.refresh(http, current).await {
-                        Err(FetchError::RefreshRejected {
-                            status, message, ..
+                        Err(Failure {
+                            error:
+                                FetchError::RefreshRejected {
+                                    status, message, ..
+                                },
+                            ..
                         }) => {
                             let mut f = self.login(http, username, password).await?;
-                            if !matches!(f.refresh, RefreshUpdate::Rotated(_)) {
-                                f.refresh = RefreshUpdate::Rejected {
-                                    message: format!("HTTP {status}: {message}"),
-                                };
-                            }
+                            let message = format!("HTTP {status}: {message}");
+                            f.refresh = match f.refresh {
+                                RefreshUpdate::Rotated(next) => {
+                                    RefreshUpdate::Restarted { next, message }
+                                }
+                                _ => RefreshUpdate::Rejected { message },
+                            };
                             return Ok(f);
                         }
                         other => return other,
@@ -251,13 +274,13 @@ impl OAuth2 {
         http: &HttpClient,
         username: &str,
         password: &Secret,
-    ) -> Result<Fetched, FetchError> {
+    ) -> Result<Fetched, Failure> {
         let grant = [
             ("grant_type", "password"),
             ("username", username),
             ("password", password.expose()),
         ];
-        self.post(http, &grant, "password").await
+        self.grant(http, &grant, "password").await
     }
 }
 
@@ -286,6 +309,11 @@ pub fn parse_discovery(answer: &Answer) -> Result<String, FetchError> {
 /// `refresh_token`) or §5.2 error body (`error`, `error_description`).
 pub fn parse_token_response(answer: &Answer, flow: &'static str) -> Result<Fetched, FetchError> {
     if !answer.is_success() {
+        // A 403 with an RFC 6749 error body (`unauthorized_client`) is the server's verdict;
+        // without one it is a page from something in front of the server.
+        if super::is_block_page(answer) && oauth_error(answer).is_none() {
+            return Err(super::blocked(answer, "the token endpoint"));
+        }
         return Err(answer.error(super::provider_message(answer)));
     }
     let v = answer.json()?;
@@ -359,13 +387,51 @@ mod tests {
     }
 
     #[test]
-    fn invalid_grant_means_a_dead_refresh_token() {
-        assert!(is_rejected_grant(400, "invalid_grant: token expired"));
-        assert!(is_rejected_grant(401, "unauthorized"));
-        assert!(!is_rejected_grant(
-            400,
-            "invalid_request: missing parameter"
-        ));
+    fn only_the_servers_own_verdict_ends_a_chain() {
+        let cases = [
+            (
+                400,
+                r#"{"error":"invalid_grant","error_description":"expired"}"#,
+                true,
+            ),
+            (401, r#"{"error":"invalid_client"}"#, true),
+            (401, r#"{"error":"invalid_grant"}"#, true),
+            (400, r#"{"error":"invalid_request"}"#, false),
+            (401, "unauthorized", false),
+            (401, "<html>401</html>", false),
+            (403, r#"{"error":"invalid_grant"}"#, true),
+            (403, "<html>forbidden</html>", false),
+            (400, "<html>bad request</html>", false),
+            (451, "", false),
+        ];
+        for (status, body, dead) in cases {
+            assert_eq!(
+                is_rejected_grant(&Answer::fake(status, body)),
+                dead,
+                "HTTP {status} {body}"
+            );
+        }
+    }
+
+    #[test]
+    fn block_pages_are_transient() {
+        for (status, body) in [
+            (403, "<html>no</html>"),
+            (400, "<h1>x</h1>"),
+            (451, ""),
+            (407, ""),
+        ] {
+            let e = parse_token_response(&Answer::fake(status, body), "refresh").unwrap_err();
+            assert!(e.is_transient(), "HTTP {status}: {e}");
+            assert!(e.to_string().contains("blocked before reaching"), "{e}");
+        }
+        // The server's own 403 stays a verdict.
+        let e = parse_token_response(
+            &Answer::fake(403, r#"{"error":"unauthorized_client"}"#),
+            "client_credentials",
+        )
+        .unwrap_err();
+        assert!(!e.is_transient(), "{e}");
     }
 
     #[test]

@@ -1,17 +1,33 @@
 //! Vandar (payments, Iran): the v3 refresh chain with single-use rotating refresh tokens,
-//! the v2 mobile + password login, and the fallback from a rejected chain to login.
+//! the mobile + password login (v3, answering a fresh chain, or the 2020 v2 shape), and the
+//! fallback from a rejected chain to login.
+//!
+//! Reality (PROVIDERS.md, "In reality") shapes three rules here. Only a definitive answer of
+//! the API ends a chain: 401, or a JSON 400/422 about the token; a 403/407/451, an HTML page
+//! or an empty 4xx comes from a geo-block, WAF or proxy in front of it, and the refresh token
+//! it never saw is kept. A rotated refresh token is kept even when the access token beside
+//! it is unusable. And every POST goes through a per-host limiter, because Vandar answers
+//! more than 30 POSTs in 3 s with 429.
 
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Answer, FetchError, Fetched, Provider, RefreshUpdate};
+use super::limit;
+use super::{Answer, Failure, FetchError, Fetched, Provider, RefreshUpdate};
 use crate::net::HttpClient;
 use crate::secret::Secret;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.vandar.io";
 /// "The token lives five days" (seed 001); v3 also says `expires_in: 432000`.
 pub const DOCUMENTED_LIFETIME: Duration = Duration::from_secs(5 * 86_400);
+/// docs.vandar.io: a refresh token lives ten days (and must be used before the access
+/// token it came with expires).
+pub const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(10 * 86_400);
+
+/// The longest `Retry-After` a fetch waits out itself before sending again.
+const MAX_THROTTLE_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Vandar {
@@ -19,6 +35,7 @@ pub struct Vandar {
     /// The dashboard-issued refresh token that seeds the chain; later ones live in state.
     pub refresh_token: Option<Secret>,
     pub login: Option<Login>,
+    pub login_version: LoginVersion,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -27,14 +44,68 @@ pub struct Login {
     pub password: Secret,
 }
 
+/// Which login endpoint to use (`login_version:` in the config).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoginVersion {
+    /// `/v3/login`, falling back to `/v2/login` when v3 answers 404, 405 or 410.
+    #[default]
+    Auto,
+    /// `/v3/login` only: an OAuth pair whose refresh token seeds the chain.
+    V3,
+    /// `/v2/login` only: `{status, data.token}`, no refresh token (the 2020 API).
+    V2,
+}
+
 impl Vandar {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url.trim_end_matches('/'))
     }
 
-    async fn login(&self, http: &HttpClient, login: &Login) -> Result<Fetched, FetchError> {
+    /// Every POST to Vandar waits its turn in the per-host limiter, and a 429 pauses the
+    /// host for its `Retry-After`. The throttle answers before the API looks at the body, so
+    /// a throttled request spent nothing and is sent again (twice at most) once the pause
+    /// is over; a longer pause is left to the retry schedule.
+    async fn post(
+        &self,
+        http: &HttpClient,
+        path: &str,
+        body: &Value,
+    ) -> Result<Answer, FetchError> {
+        let url = self.url(path);
+        let host = limit::host_of(&url);
+        let mut throttled = 0;
+        loop {
+            limit::vandar().acquire(&host).await;
+            let answer = http.post_json(&url, body).await?;
+            if answer.status != 429 {
+                return Ok(answer);
+            }
+            let pause = answer.retry_after.unwrap_or(Duration::from_secs(3));
+            limit::vandar().pause(&host, pause);
+            throttled += 1;
+            if throttled > 2 || pause > MAX_THROTTLE_WAIT {
+                return Ok(answer);
+            }
+            tracing::debug!(url, retry_in = ?pause, "vandar throttled the request; sending it again");
+        }
+    }
+
+    async fn login(&self, http: &HttpClient, login: &Login) -> Result<Fetched, Failure> {
         let body = json!({"mobile": login.mobile, "password": login.password.expose()});
-        parse_login(&http.post_json(&self.url("/v2/login"), &body).await?)
+        if self.login_version != LoginVersion::V2 {
+            let answer = self.post(http, "/v3/login", &body).await?;
+            let retired = matches!(answer.status, 404 | 405 | 410);
+            if !(retired && self.login_version == LoginVersion::Auto) {
+                return parse_login_v3(&answer)
+                    .map_err(|e| Failure::salvaging(e, &answer, "/refresh_token"));
+            }
+            tracing::debug!(
+                status = answer.status,
+                "vandar /v3/login is not there; trying /v2/login"
+            );
+        }
+        Ok(parse_login(&self.post(http, "/v2/login", &body).await?)?)
     }
 }
 
@@ -43,12 +114,18 @@ impl Provider for Vandar {
         Some(DOCUMENTED_LIFETIME)
     }
 
+    /// A chain is kept whenever one can exist: seeded from the config, or started by a v3
+    /// login.
     fn uses_refresh_chain(&self) -> bool {
-        self.refresh_token.is_some()
+        self.refresh_token.is_some() || self.login_version != LoginVersion::V2
     }
 
     fn refresh_seed(&self) -> Option<&Secret> {
         self.refresh_token.as_ref()
+    }
+
+    fn refresh_token_lifetime(&self) -> Option<Duration> {
+        Some(REFRESH_TOKEN_LIFETIME)
     }
 
     fn secrets(&self) -> Vec<&Secret> {
@@ -58,13 +135,24 @@ impl Provider for Vandar {
     }
 
     fn plan(&self) -> String {
-        let flows = match (&self.refresh_token, &self.login) {
-            (Some(_), Some(l)) => format!(
-                "v3 refresh chain, falling back to v2 login as {} when the chain is rejected",
+        let login = |l: &Login| match self.login_version {
+            LoginVersion::Auto => format!(
+                "login as {} (/v3/login, whose refresh token starts a new chain; /v2/login if v3 is gone)",
                 l.mobile
             ),
+            LoginVersion::V3 => format!(
+                "login as {} (/v3/login, whose refresh token starts a new chain)",
+                l.mobile
+            ),
+            LoginVersion::V2 => format!("login as {} (/v2/login)", l.mobile),
+        };
+        let flows = match (&self.refresh_token, &self.login) {
+            (Some(_), Some(l)) => format!(
+                "v3 refresh chain, falling back to {} when the chain is rejected",
+                login(l)
+            ),
             (Some(_), None) => "v3 refresh chain (no login fallback configured)".to_owned(),
-            (None, Some(l)) => format!("v2 login as {}", l.mobile),
+            (None, Some(l)) => login(l),
             (None, None) => "nothing (no refresh token, no login)".to_owned(),
         };
         format!("vandar at {}: {flows}", self.base_url)
@@ -74,7 +162,7 @@ impl Provider for Vandar {
         &self,
         http: &HttpClient,
         refresh_token: Option<&Secret>,
-    ) -> Result<Fetched, FetchError> {
+    ) -> Result<Fetched, Failure> {
         let Some(current) = refresh_token else {
             return match &self.login {
                 Some(login) => self.login(http, login).await,
@@ -83,23 +171,27 @@ impl Provider for Vandar {
                      to log in with; create a new token in the Vandar dashboard and put its \
                      refresh token in the config"
                         .into(),
-                )),
+                )
+                .into()),
             };
         };
         let body = json!({"refreshtoken": current.expose()});
-        let answer = http.post_json(&self.url("/v3/refreshtoken"), &body).await?;
+        let answer = self.post(http, "/v3/refreshtoken", &body).await?;
         match parse_refresh(&answer, self.login.is_some()) {
             Err(FetchError::RefreshRejected {
                 status, message, ..
             }) if self.login.is_some() => {
                 let login = self.login.as_ref().expect("checked above");
                 let mut fetched = self.login(http, login).await?;
-                fetched.refresh = RefreshUpdate::Rejected {
-                    message: format!("HTTP {status}: {message}"),
+                let message = format!("HTTP {status}: {message}");
+                fetched.refresh = match fetched.refresh {
+                    RefreshUpdate::Rotated(next) => RefreshUpdate::Restarted { next, message },
+                    _ => RefreshUpdate::Rejected { message },
                 };
                 Ok(fetched)
             }
-            other => other,
+            Err(e) => Err(Failure::salvaging(e, &answer, "/refresh_token")),
+            Ok(f) => Ok(f),
         }
     }
 }
@@ -107,6 +199,9 @@ impl Provider for Vandar {
 /// v2 login answer: `{"status": 1, "data": {"token": ...}}`; failures carry `error`.
 pub fn parse_login(answer: &Answer) -> Result<Fetched, FetchError> {
     if !answer.is_success() {
+        if super::is_block_page(answer) {
+            return Err(super::blocked(answer, "Vandar"));
+        }
         return Err(answer.error(super::provider_message(answer)));
     }
     let v = answer.json()?;
@@ -127,6 +222,24 @@ pub fn parse_login(answer: &Answer) -> Result<Fetched, FetchError> {
     })
 }
 
+/// v3 login answer: an OAuth pair `{token_type, expires_in, access_token, refresh_token}`
+/// whose refresh token starts a chain. Wrong credentials are a JSON 4xx (Laravel's 422
+/// `{message, errors}` or a 400/401 with `message`).
+pub fn parse_login_v3(answer: &Answer) -> Result<Fetched, FetchError> {
+    if !answer.is_success() {
+        if super::is_block_page(answer) {
+            return Err(super::blocked(answer, "Vandar"));
+        }
+        return Err(answer.error(super::provider_message(answer)));
+    }
+    let mut f = parse_pair(answer, "login")?;
+    if matches!(f.refresh, RefreshUpdate::Rejected { .. }) {
+        // A login without a refresh token is simply not a chain.
+        f.refresh = RefreshUpdate::Unchanged;
+    }
+    Ok(f)
+}
+
 fn status_is_one(v: &Value) -> bool {
     match v.get("status") {
         Some(Value::Number(n)) => n.as_f64() == Some(1.0),
@@ -136,22 +249,65 @@ fn status_is_one(v: &Value) -> bool {
     }
 }
 
-/// v3 refresh answer: an OAuth2-shaped body with a **new** refresh token. A rejection is
-/// 401 with the non-JSON body `{"unauthorized"}`.
+/// v3 refresh answer: an OAuth2-shaped body with a **new** refresh token. Only the API's own
+/// verdict ends the chain: 401 (documented body `{"unauthorized"}`, not JSON), or a JSON
+/// 400/422 about the token. Block pages, 429 and 5xx keep it.
 pub fn parse_refresh(answer: &Answer, login_configured: bool) -> Result<Fetched, FetchError> {
+    let rejected = || FetchError::RefreshRejected {
+        status: answer.status,
+        message: super::provider_message(answer),
+        login_configured,
+    };
     match answer.status {
-        400 | 401 | 403 => {
-            return Err(FetchError::RefreshRejected {
+        200..=299 => parse_pair(answer, "refresh"),
+        401 => Err(rejected()),
+        400 | 422 if about_the_token(answer) => Err(rejected()),
+        404 | 405 | 410 if super::is_json_object(&answer.body) => {
+            Err(FetchError::Misconfigured(format!(
+                "{} answered HTTP {}: the refresh endpoint is gone (is `base_url` right?); \
+                 the refresh token is kept",
+                answer.url, answer.status
+            )))
+        }
+        _ if super::is_block_page(answer) => Err(super::blocked(answer, "Vandar")),
+        400..=499 if !matches!(answer.status, 408 | 425 | 429) => {
+            // The API answered, but not about the token: nothing says the chain is dead.
+            Err(FetchError::Unavailable {
+                url: answer.url.clone(),
                 status: answer.status,
-                message: super::provider_message(answer),
-                login_configured,
-            });
+                message: format!(
+                    "{}; not a verdict on the refresh token, which is kept",
+                    super::provider_message(answer)
+                ),
+                retry_after: answer.retry_after,
+            })
         }
-        s if !(200..300).contains(&s) => {
-            return Err(answer.error(super::provider_message(answer)));
-        }
-        _ => {}
+        _ => Err(answer.error(super::provider_message(answer))),
     }
+}
+
+/// Whether a JSON 400/422 speaks about the refresh token (OAuth's `invalid_grant` and
+/// `invalid_request`, or Laravel's message or validation errors naming the token).
+fn about_the_token(answer: &Answer) -> bool {
+    let Ok(v @ Value::Object(_)) = serde_json::from_slice::<Value>(&answer.body) else {
+        return false;
+    };
+    if matches!(
+        super::get_ci(&v, "error").and_then(Value::as_str),
+        Some("invalid_grant" | "invalid_request")
+    ) {
+        return true;
+    }
+    super::provider_message(answer)
+        .to_lowercase()
+        .contains("token")
+        || super::get_ci(&v, "errors")
+            .and_then(Value::as_object)
+            .is_some_and(|e| e.keys().any(|k| k.to_lowercase().contains("token")))
+}
+
+/// `{token_type, expires_in, access_token, refresh_token}`, as both v3 calls answer.
+fn parse_pair(answer: &Answer, flow: &'static str) -> Result<Fetched, FetchError> {
     let v = answer.json()?;
     let token = super::token_field(answer, &v, &["access_token"])?;
     let refresh = match v.get("refresh_token") {
@@ -171,7 +327,7 @@ pub fn parse_refresh(answer: &Answer, login_configured: bool) -> Result<Fetched,
             .to_owned(),
         expires_in: super::expires_in(&v),
         refresh,
-        flow: "refresh",
+        flow,
     })
 }
 

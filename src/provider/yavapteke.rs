@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{FetchError, Fetched, Provider, oauth2};
+use super::{Failure, Fetched, Provider, oauth2};
 use crate::net::HttpClient;
 use crate::secret::Secret;
 
@@ -36,7 +36,7 @@ impl Provider for Yavapteke {
         )
     }
 
-    async fn fetch(&self, http: &HttpClient, _: Option<&Secret>) -> Result<Fetched, FetchError> {
+    async fn fetch(&self, http: &HttpClient, _: Option<&Secret>) -> Result<Fetched, Failure> {
         let form = [
             ("grant_type", "client_credentials"),
             ("client_id", self.client_id.as_str()),
@@ -46,6 +46,6 @@ impl Provider for Yavapteke {
             ),
         ];
         let answer = http.post_form(&self.token_url, &form, None).await?;
-        oauth2::parse_token_response(&answer, "client_credentials")
+        Ok(oauth2::parse_token_response(&answer, "client_credentials")?)
     }
 }

@@ -19,14 +19,6 @@ const S: Duration = Duration::from_secs(1);
 /// what an unbounded read of /dev/zero or 300 MB of hook output would take.
 const AS_LIMIT: &str = "--as=4000000000";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `tokend ARGS` under `prlimit LIMITS`, with the harness's clean environment.
 fn limited(env: &Env, limits: &[&str], args: &[&str]) -> Command {
     let mut cmd = Command::new("prlimit");
@@ -77,28 +69,6 @@ fn run_within(cmd: &mut Command, timeout: Duration) -> Option<Run> {
         stdout,
         stderr,
     })
-}
-
-/// A minimal HTTP/1.1 GET: (status, body); (0, "") when nothing answers in 5 s.
-fn http(port: u16, path: &str) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), 2 * S)
-    else {
-        return (0, String::new());
-    };
-    s.set_read_timeout(Some(5 * S)).unwrap();
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    );
-    let mut raw = String::new();
-    let _ = s.read_to_string(&mut raw);
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, body.to_owned())
 }
 
 fn state_token(env: &Env, credential: &str) -> Option<String> {
@@ -194,7 +164,7 @@ fn an_idle_connection_flood_leaves_refreshes_working_and_slow_headers_are_cut() 
     // 128 descriptors, soft and hard: the flood below is ten times that.
     let _d = env.daemon_with(&mut limited(&env, &["--nofile=128:128"], &["run"]));
     assert!(
-        wait_for(10 * S, || http(port, "/readyz").0 == 200),
+        wait_for(10 * S, || http(port, "GET", "/readyz").0 == 200),
         "not ready:\n{}",
         env.read("daemon.log")
     );
@@ -247,7 +217,7 @@ fn an_idle_connection_flood_leaves_refreshes_working_and_slow_headers_are_cut() 
 
     drop(flood);
     assert!(
-        wait_for(20 * S, || http(port, "/healthz").0 == 200),
+        wait_for(20 * S, || http(port, "GET", "/healthz").0 == 200),
         "/healthz does not answer after the flood ended:\n{}",
         env.read("daemon.log")
     );
@@ -664,10 +634,10 @@ credentials:
         ("unwritable", "output_error"),
     ];
     let ok = wait_for(10 * S, || {
-        let text = http(port, "/metrics").1;
+        let text = http(port, "GET", "/metrics").1;
         want.iter().all(|(c, r)| metric(&text, c, r) >= 1.0)
     });
-    let text = http(port, "/metrics").1;
+    let text = http(port, "GET", "/metrics").1;
     assert!(ok, "missing failure counts:\n{text}\n{}", d.log());
     // One result per attempt: a failure is never also counted as a success, not even a
     // fetch that succeeded before its output could not be written.
@@ -694,7 +664,7 @@ fn a_rejected_chain_without_login_is_unhealthy_while_its_token_is_still_valid() 
     .unwrap();
     let d = env.daemon();
     assert!(
-        wait_for(10 * S, || http(port, "/readyz").0 == 200),
+        wait_for(10 * S, || http(port, "GET", "/readyz").0 == 200),
         "{}",
         d.log()
     );
@@ -719,14 +689,14 @@ fn a_rejected_chain_without_login_is_unhealthy_while_its_token_is_still_valid() 
     assert_eq!(entries[0]["token"], "valid", "{entries}");
     assert_eq!(entries[0]["health"], "needs_person", "{entries}");
 
-    let (_, status) = http(port, "/v1/status");
+    let (_, status) = http(port, "GET", "/v1/status");
     assert!(status.contains("\"needs_person\""), "{status}");
-    let metrics = http(port, "/metrics").1;
+    let metrics = http(port, "GET", "/metrics").1;
     assert!(
         metrics.contains("tokend_credential_needs_person{credential=\"vandar-main\"} 1"),
         "{metrics}"
     );
-    let (code, body) = http(port, "/readyz");
+    let (code, body) = http(port, "GET", "/readyz");
     // The token still works: readiness stays, and says what is coming.
     assert_eq!(code, 200, "{body}");
     assert!(
@@ -754,7 +724,7 @@ fn a_deleted_or_altered_output_is_restored_from_state() {
     .unwrap();
     let d = env.daemon();
     assert!(
-        wait_for(10 * S, || http(port, "/readyz").0 == 200),
+        wait_for(10 * S, || http(port, "GET", "/readyz").0 == 200),
         "{}",
         d.log()
     );
@@ -770,20 +740,25 @@ fn a_deleted_or_altered_output_is_restored_from_state() {
     );
 
     // Something in its way: not ready, and saying which output, until it is restored.
-    std::fs::remove_file(&out).unwrap();
-    std::fs::create_dir(&out).unwrap();
+    // The periodic check may restore the file between the two calls: try again then.
+    while {
+        let _ = std::fs::remove_file(&out);
+        std::fs::create_dir(&out).is_err()
+    } {}
     assert!(
         wait_for(25 * S, || {
-            let (code, body) = http(port, "/readyz");
+            let (code, body) = http(port, "GET", "/readyz");
             code == 503 && body.contains("pharmacy")
         }),
         "/readyz still says ready with the output missing:\n{}",
         d.log()
     );
     std::fs::remove_dir(&out).unwrap();
+    // Writing into the obstacle failed a few times meanwhile: the retry backoff (capped at
+    // retry.max) decides when the next write comes.
     assert!(
-        wait_for(15 * S, || env.read("out/pharmacy.token") == token
-            && http(port, "/readyz").0 == 200),
+        wait_for(40 * S, || env.read("out/pharmacy.token") == token
+            && http(port, "GET", "/readyz").0 == 200),
         "not restored after the obstacle went away:\n{}",
         d.log()
     );

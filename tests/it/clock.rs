@@ -46,11 +46,6 @@ fn set_offset(file: &Path, offset: &str) {
     std::fs::rename(&tmp, file).unwrap();
 }
 
-fn parse_time(s: &str) -> SystemTime {
-    humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
-        .unwrap_or_else(|e| panic!("not an RFC 3339 time: {s:?}: {e}"))
-}
-
 /// `(token, issued_at)` from the credential's state file, in tokend's (faked) time.
 fn state_token(env: &Env) -> Option<(String, SystemTime)> {
     let state = env.state("pharmacy");

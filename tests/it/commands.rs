@@ -5,15 +5,6 @@ use std::time::{Duration, SystemTime};
 
 use crate::harness::*;
 
-fn total_requests(env: &Env) -> u64 {
-    Endpoint::ALL.iter().map(|ep| env.emu.requests(*ep)).sum()
-}
-
-fn parse_time(text: &str) -> SystemTime {
-    humantime::parse_rfc3339_weak(text.trim_end_matches('Z'))
-        .unwrap_or_else(|e| panic!("`{text}` is not RFC 3339: {e}"))
-}
-
 #[track_caller]
 fn status_json(env: &Env, code: i32) -> Vec<serde_json::Value> {
     let r = env.run(&["status", "--json"]);
@@ -118,7 +109,7 @@ fn check_prints_the_plan_and_touches_nothing() {
         );
     }
     // check validates; it neither fetches nor writes.
-    assert_eq!(total_requests(&env), 0);
+    assert_eq!(env.total_requests(), 0);
     assert!(!env.path("out").exists());
 }
 
@@ -171,7 +162,7 @@ fn status_without_state_is_missing_and_exit_1() {
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0]["credential"], "pharmacy");
     assert_eq!(entries[0]["token"], "missing");
-    assert_eq!(total_requests(&env), 0, "status never fetches");
+    assert_eq!(env.total_requests(), 0, "status never fetches");
 }
 
 #[test]
@@ -539,7 +530,7 @@ fn check_offline_validates_without_reading_any_secret() {
         "{}",
         offline.stderr
     );
-    assert_eq!(total_requests(&env), 0);
+    assert_eq!(env.total_requests(), 0);
 
     env.config("credentials:\n  - name: x\n    provider: nope\n");
     let bad = env.run(&["check", "--offline"]);
@@ -589,4 +580,28 @@ fn an_output_on_a_read_only_mount_is_named_before_the_first_refresh() {
         "run did not name the read-only output at start:\n{}",
         d.log()
     );
+}
+
+/// Found by fuzzing the config: tracing-subscriber panics slicing this filter directive at
+/// a non-ASCII character (byte 43). In `log.level` it is a config error; in RUST_LOG it is
+/// ignored (the config's level applies) rather than a crash at start.
+#[test]
+fn a_non_ascii_log_filter_is_refused_or_ignored_never_a_panic() {
+    const FILTER: &str = " permanentin_pointeexpires_in \u{5d0}vtputs\u{fffd}\u{fffd}[ { fi*e: /run/ { file: /run/token : { refresormat: env";
+    let env = Env::new();
+    yavapteke_config(&env, "");
+    let mut cmd = env.tokend(&["once"]);
+    cmd.env("RUST_LOG", FILTER);
+    let r = Run::from(cmd.output().unwrap());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let text = std::fs::read_to_string(env.path("config.yaml")).unwrap();
+    std::fs::write(
+        env.path("config.yaml"),
+        format!("log: {{ level: \"{FILTER}\" }}\n{text}"),
+    )
+    .unwrap();
+    let r = env.run(&["check"]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("log.level"), "{}", r.stderr);
 }

@@ -77,11 +77,6 @@ fn all_secrets(env: &Env) {
     env.secret("saba", "saba-pass\n");
 }
 
-fn parse_time(s: &str) -> SystemTime {
-    humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
-        .unwrap_or_else(|e| panic!("not an RFC 3339 time: {s:?}: {e}"))
-}
-
 /// `(token, issued_at, expires_at)` of the token in a credential's state file, with the
 /// state file's millisecond precision.
 fn state_token(env: &Env, credential: &str) -> Option<(String, SystemTime, SystemTime)> {

@@ -155,7 +155,7 @@ async fn etcd_txn_fenced_by_leader_create_revision_fails_once_the_lease_expired(
     while Instant::now() < kept_until {
         let ttl = etcd.lease_keepalive(lease.id).await.unwrap();
         assert!(ttl > 0, "a kept-alive lease reported TTL {ttl}");
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let claimed = fenced_claim(state_rev).await.unwrap();
     assert!(claimed.succeeded, "the leader's fenced claim: {claimed:?}");
@@ -311,6 +311,62 @@ async fn etcd_three_members_killing_the_first_keeps_reads_and_txns_working() {
 }
 
 #[tokio::test]
+async fn etcd_a_whole_cluster_restart_keeps_the_data_and_clients_reconnect() {
+    let mut cluster = EtcdCluster::start(3);
+    let etcd = client(cluster.endpoints(), Duration::from_secs(3));
+    let key = "/tokend/g1/state/c";
+    let rev = etcd.put(key, "v", 0).await.unwrap();
+
+    cluster.restart_member(1);
+    cluster.kill_all();
+    let e = etcd.get(key).await.unwrap_err();
+    assert!(matches!(e, EtcdError::Unreachable { .. }), "{e:?}");
+    cluster.start_all();
+    eventually(
+        Duration::from_secs(20),
+        "reads after a full restart",
+        || async { etcd.get(key).await.is_ok() },
+    )
+    .await;
+    let kv = &etcd.get(key).await.unwrap().kvs[0];
+    assert_eq!((kv.value.as_slice(), kv.mod_revision), (&b"v"[..], rev));
+    assert!(cas(&etcd, key, rev, "w").await.unwrap().succeeded);
+}
+
+#[tokio::test]
+async fn etcd_a_paused_member_costs_reads_one_deadline_and_makes_writes_ambiguous() {
+    let cluster = EtcdCluster::start(3);
+    let key = "/tokend/g1/state/c";
+    let rev = client(cluster.endpoints(), Duration::from_secs(3))
+        .put(key, "v", 0)
+        .await
+        .unwrap();
+    let paused = (0..3).find(|&i| cluster.leader() != Some(i)).unwrap();
+    let other = (0..3).find(|&i| i != paused).unwrap();
+    cluster.pause_member(paused, true);
+
+    // The kernel still accepts connections for a stopped process: requests go out and
+    // nothing comes back. A read moves on after the deadline; a write cannot.
+    let timeout = Duration::from_secs(1);
+    let ordered = || {
+        client(
+            vec![cluster.endpoint(paused), cluster.endpoint(other)],
+            timeout,
+        )
+    };
+    let t = Instant::now();
+    let kvs = ordered().get(key).await.unwrap().kvs;
+    assert_eq!(kvs[0].value, b"v");
+    let took = t.elapsed();
+    assert!(took >= timeout && took < timeout * 3, "read took {took:?}");
+    let t = Instant::now();
+    let e = cas(&ordered(), key, rev, "w").await.unwrap_err();
+    assert!(matches!(e, EtcdError::Ambiguous { .. }), "{e:?}");
+    assert!(t.elapsed() < timeout * 3, "write took {:?}", t.elapsed());
+    cluster.pause_member(paused, false);
+}
+
+#[tokio::test]
 async fn etcd_partition_through_a_proxy_fails_fast_and_typed() {
     let cluster = EtcdCluster::start(1);
     let proxy = TcpProxy::start(cluster.client_addr(0));
@@ -437,7 +493,7 @@ async fn etcd_auth_right_password_works_wrong_one_fails_clearly_and_tokens_renew
     // A token taken after the client's own expires no earlier, so wait for that one,
     // probing less often than the TTL (each use renews a simple token).
     tokend::net::install_crypto_provider();
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let login = http
         .post(format!("{}/v3/auth/authenticate", cluster.endpoint(0)))
         .body(r#"{"name":"tokend","password":"tokend-pw-canary"}"#)
@@ -466,8 +522,55 @@ async fn etcd_auth_right_password_works_wrong_one_fails_clearly_and_tokens_renew
         },
     )
     .await;
+    // First a watch (its expired-token answer comes inside the stream), then a read.
+    let mut watch = good.watch("/tokend/g1/state/c", None, rev).await.unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("a watch event with a renewed token")
+        .unwrap();
+    assert_eq!(batch.events[0].kv.value, b"v");
     let kvs = good.get("/tokend/g1/state/c").await.unwrap().kvs;
     assert_eq!(kvs[0].value, b"w");
+}
+
+#[tokio::test]
+async fn etcd_answers_beyond_the_size_cap_are_refused_not_retried() {
+    let cluster = EtcdCluster::start(1);
+    let etcd = client(cluster.endpoints(), Duration::from_secs(5));
+    let big = "x".repeat(1500);
+    for i in 0..2 {
+        etcd.put(format!("/tokend/g1/state/c{i}"), &big, 0)
+            .await
+            .unwrap();
+    }
+    let mut opts = EtcdOptions::new(cluster.endpoints());
+    opts.max_response_bytes = 4096;
+    let capped = EtcdClient::new(opts).unwrap();
+    assert_eq!(
+        capped.get("/tokend/g1/state/c0").await.unwrap().kvs.len(),
+        1
+    );
+    let e = capped.range_prefix("/tokend/g1/state/").await.unwrap_err();
+    assert!(matches!(e, EtcdError::BadAnswer { .. }), "{e:?}");
+    assert!(e.to_string().contains("larger than 4 KiB"), "{e}");
+    // A write whose answer is cut off may have been applied: ambiguous.
+    let small = capped
+        .txn(&[], &[Op::put("/tokend/g1/state/c2", "v", 0)], &[])
+        .await;
+    assert!(small.is_ok(), "a small txn answer fits: {small:?}");
+    let e = capped
+        .txn(
+            &[],
+            &[
+                Op::range("/tokend/g1/state/c0"),
+                Op::range("/tokend/g1/state/c1"),
+                Op::range("/tokend/g1/state/c0"),
+            ],
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, EtcdError::Ambiguous { .. }), "{e:?}");
 }
 
 #[tokio::test]
@@ -531,7 +634,10 @@ async fn etcd_over_tls_with_a_ca_file_and_a_client_certificate() {
         .await
         .unwrap_err();
     assert!(matches!(e, EtcdError::Unreachable { .. }), "{e:?}");
-    assert!(e.to_string().contains("certificate"), "{e}");
+    assert!(
+        e.to_string().contains("check that ca_file holds the CA"),
+        "{e}"
+    );
 
     // Without a client certificate, etcd (--client-cert-auth) closes the connection
     // after the TLS 1.3 handshake, which looks like any closed connection; the text

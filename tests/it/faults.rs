@@ -514,6 +514,9 @@ fn kill_9_at_random_moments_keeps_outputs_whole_and_the_chain_alive() {
     let env = vandar_env(
         EmulatorConfig {
             vandar_lifetime: Duration::from_secs(2),
+            // Kills every few hundred ms can keep a 2 s token from being refreshed in time;
+            // a chain that dies of that is not the kill window this test measures.
+            vandar_refresh_needs_live_access: false,
             ..Default::default()
         },
         false,
@@ -575,19 +578,36 @@ fn kill_9_at_random_moments_keeps_outputs_whole_and_the_chain_alive() {
     });
 
     // After the last kill the chain must still work: one more daemon refreshes normally.
-    let before = env.emu.successes(Endpoint::VandarRefresh);
-    let mut d = env.daemon();
-    assert!(
-        wait_for(Duration::from_secs(6), || env
-            .emu
-            .successes(Endpoint::VandarRefresh)
-            > before
-            && env.read("out/vandar.token") == last_issued_access(&env)),
-        "the chain did not continue after the last kill:\n{}",
-        d.log()
-    );
-    d.kill();
-    canary.add("final daemon log", d.log());
+    // A break caused by the last kill only shows now (the daemon presents the lost token);
+    // it is counted like the others, and a reseeded chain must then work.
+    for attempt in 0.. {
+        let before = env.emu.successes(Endpoint::VandarRefresh);
+        let mut d = env.daemon();
+        let continued = || {
+            env.emu.successes(Endpoint::VandarRefresh) > before
+                && env.read("out/vandar.token") == last_issued_access(&env)
+        };
+        wait_for(Duration::from_secs(6), || {
+            continued() || chain_breaks(&env) > breaks
+        });
+        d.kill();
+        canary.add("final daemon log", d.log());
+        if continued() {
+            break;
+        }
+        assert!(
+            attempt == 0 && chain_breaks(&env) > breaks,
+            "the chain did not continue after the last kill:\n{}",
+            d.log()
+        );
+        breaks = chain_breaks(&env);
+        seeds += 1;
+        let seed = format!("{VANDAR_SEED}-{seeds}");
+        env.emu.add_refresh_seed(&seed);
+        env.secret("vrt", &format!("{seed}\n"));
+        canary.secret(&seed);
+        eprintln!("the last kill broke the chain (total {breaks}); reseeded");
+    }
     breaks = breaks.max(chain_breaks(&env));
 
     let refreshes = env.emu.successes(Endpoint::VandarRefresh);
@@ -672,7 +692,15 @@ fn kill_inside_the_window(env: &Env, canary: &mut Canary) -> bool {
 
 #[test]
 fn a_kill_inside_the_window_breaks_the_chain_and_login_recovers_it() {
-    let env = vandar_env(EmulatorConfig::default(), true, "");
+    // The seed's API: the login that recovers is /v2/login, which starts no new chain.
+    let env = vandar_env(
+        EmulatorConfig {
+            vandar_v3_login: false,
+            ..EmulatorConfig::default()
+        },
+        true,
+        "",
+    );
     let mut canary = Canary::new(&[VANDAR_PASSWORD, VANDAR_SEED]);
     // The kill races tokend's own save; a few tries make the demonstration certain.
     let broke = (0..10).any(|_| kill_inside_the_window(&env, &mut canary));
@@ -941,8 +969,7 @@ fn a_full_filesystem_keeps_the_old_token_until_space_is_freed() {
     let env = yav_env(EmulatorConfig::default(), &outputs_in("full"), "");
     // ENOSPC needs a small filesystem; without mount there is no portable way to get one.
     let Some(_fs) = Tmpfs::mount(&env.path("full"), "64k") else {
-        eprintln!("skipped: mounting a tmpfs is not permitted here");
-        return;
+        panic!("this test needs `mount -t tmpfs`: run the tests as root, as CI does");
     };
     let filler = std::cell::RefCell::new(None);
     let mut canary = output_disk_fault(
@@ -1079,8 +1106,7 @@ fn a_state_file_corrupted_while_running_is_rewritten_and_the_chain_continues() {
 fn full_state_directory(check_order: bool, check_recovery: bool) {
     let env = vandar_env(EmulatorConfig::default(), false, "");
     let Some(_fs) = Tmpfs::mount(&env.path("state"), "64k") else {
-        eprintln!("skipped: mounting a tmpfs is not permitted here");
-        return;
+        panic!("this test needs `mount -t tmpfs`: run the tests as root, as CI does");
     };
     let mut canary = Canary::new(&[VANDAR_PASSWORD, VANDAR_SEED]);
     let mut d = env.daemon();
@@ -1627,7 +1653,7 @@ pub(crate) fn self_signed(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     match out {
         Ok(o) if o.status.success() => Some((cert, key)),
         other => {
-            eprintln!("skipped: openssl cannot make a certificate: {other:?}");
+            eprintln!("openssl cannot make a certificate: {other:?}");
             None
         }
     }
@@ -1651,7 +1677,7 @@ impl TlsServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| eprintln!("skipped: cannot run python3: {e}"))
+            .map_err(|e| eprintln!("cannot run python3: {e}"))
             .ok()?;
         let mut line = String::new();
         let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -1661,7 +1687,7 @@ impl TlsServer {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                eprintln!("skipped: the TLS server did not start");
+                eprintln!("the TLS server did not start");
                 None
             }
         }
@@ -1682,13 +1708,9 @@ fn an_untrusted_certificate_is_refused_and_ca_file_trusts_it() {
         "      - file: {dir}/out/pharmacy.token\n",
         "",
     );
-    let Some((cert, key)) = self_signed(env.dir.path()) else {
-        return;
-    };
+    let (cert, key) = self_signed(env.dir.path()).expect("openssl for a test certificate");
     let token = format!("tls-{:016x}", fastrand::u64(..));
-    let Some(server) = TlsServer::start(&cert, &key, &token) else {
-        return;
-    };
+    let server = TlsServer::start(&cert, &key, &token).expect("python3 for the TLS server");
     let mut canary = Canary::new(&[YAV_SECRET, &token]);
     let url = format!(
         "https://127.0.0.1:{}/YavaptekeAPI/connect/token",

@@ -346,3 +346,50 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
+
+/// A free loopback port (bound, then released: good enough for a test's own listener).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A minimal HTTP/1.1 request to 127.0.0.1: (status, body); (0, "") when nothing answers.
+/// Bodies may be chunked; the tests only search them, so chunk sizes do no harm.
+pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    use std::io::Write;
+    use std::net::{SocketAddr, TcpStream};
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_owned())
+}
+
+/// An RFC 3339 time as tokend writes it (state files, JSON outputs, status).
+pub fn parse_time(text: &str) -> std::time::SystemTime {
+    humantime::parse_rfc3339_weak(text.trim_end_matches('Z'))
+        .unwrap_or_else(|e| panic!("`{text}` is not RFC 3339: {e}"))
+}
+
+impl Env {
+    /// Requests the emulator received, all endpoints together.
+    pub fn total_requests(&self) -> u64 {
+        Endpoint::ALL.iter().map(|ep| self.emu.requests(*ep)).sum()
+    }
+}

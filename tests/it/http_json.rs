@@ -5,7 +5,11 @@ use crate::harness::*;
 
 #[test]
 fn vandar_login_and_saba_authenticate_as_http_json() {
-    let env = Env::new();
+    // The documented (seed) shapes: `data.Token` in PascalCase.
+    let env = Env::with(EmulatorConfig {
+        saba_seed_shape: true,
+        ..EmulatorConfig::default()
+    });
     env.secret("vandar", "vandar-pass\n");
     env.secret("saba", "saba-pass\n");
     env.config(

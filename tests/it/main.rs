@@ -21,6 +21,7 @@ mod interop;
 mod notify;
 mod outputs;
 mod providers;
+mod reality;
 mod secrets;
 mod smoke;
 mod state;

@@ -148,8 +148,9 @@ impl Cred {
             Kind::VandarChain => format!(
                 "    provider: vandar\n    base_url: {{url}}\n    refresh_token: {secret}\n"
             ),
+            // The v2 login of the seed: no chain, one login per token.
             Kind::VandarLogin => format!(
-                "    provider: vandar\n    base_url: {{url}}\n    mobile: \"09123456789\"\n    password: {secret}\n"
+                "    provider: vandar\n    base_url: {{url}}\n    mobile: \"09123456789\"\n    password: {secret}\n    login_version: v2\n"
             ),
             Kind::Saba => format!(
                 "    provider: saba\n    base_url: {{url}}\n    username: sabauser\n    password: {secret}\n    virtual_number: \"30001234\"\n"
@@ -489,7 +490,11 @@ fn a_token_with_whitespace_is_refused() {
 }
 
 fn vandar_chain_env(with_login: bool) -> Env {
-    let env = Env::new();
+    vandar_chain_env_with(with_login, EmulatorConfig::default())
+}
+
+fn vandar_chain_env_with(with_login: bool, config: EmulatorConfig) -> Env {
+    let env = Env::with(config);
     let cred = if with_login {
         env.secret("vandar-password", "vandar-pass\n");
         Kind::VandarChain.cred().extra(
@@ -568,7 +573,14 @@ fn vandar_rotation_sends_the_latest_refresh_token_across_processes() {
 
 #[test]
 fn vandar_falls_back_to_login_and_never_resends_the_dead_refresh_token() {
-    let env = vandar_chain_env(true);
+    // The seed's API: only /v2/login, which starts no chain.
+    let env = vandar_chain_env_with(
+        true,
+        EmulatorConfig {
+            vandar_v3_login: false,
+            ..EmulatorConfig::default()
+        },
+    );
     env.run(&["once"]).assert_code(0);
     assert_eq!(env.emu.successes(Endpoint::VandarRefresh), 1);
 

@@ -119,10 +119,6 @@ fn assert_no_canary(env: &Env, what: &str, text: &str) {
     }
 }
 
-fn total_requests(env: &Env) -> u64 {
-    Endpoint::ALL.iter().map(|ep| env.emu.requests(*ep)).sum()
-}
-
 #[test]
 fn no_secret_or_token_in_any_command_output() {
     let env = Env::with(canary_emulator());
@@ -449,7 +445,7 @@ fn missing_secret_file_is_exit_2_naming_path_and_credential() {
         d.log()
     );
     // The other credentials are not fetched either: a bad config changes nothing.
-    assert_eq!(total_requests(&env), 0);
+    assert_eq!(env.total_requests(), 0);
 }
 
 #[test]

@@ -7,10 +7,6 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-fn total_requests(env: &Env) -> u64 {
-    Endpoint::ALL.iter().map(|&e| env.emu.requests(e)).sum()
-}
-
 fn oauth2_config(env: &Env, token_url: &str, scope: &str) {
     env.secret("idp", "oauth-secret\n");
     env.config(&format!(
@@ -139,21 +135,21 @@ fn a_fresh_token_in_state_is_reused_and_restored_to_outputs() {
     oauth2_config(&env, "{url}/oauth2/token", "read");
     env.run(&["once"]).assert_code(0);
     let token = env.read("out/idp.token");
-    assert_eq!(total_requests(&env), 1);
+    assert_eq!(env.total_requests(), 1);
 
     // Deleted outputs come back from state, without asking the provider.
     std::fs::remove_file(env.path("out/idp.token")).unwrap();
     std::fs::remove_dir_all(env.path("out/idp")).unwrap();
     let r = env.run(&["once"]);
     r.assert_code(0);
-    assert_eq!(total_requests(&env), 1, "{}", r.stderr);
+    assert_eq!(env.total_requests(), 1, "{}", r.stderr);
     assert_eq!(env.read("out/idp.token"), token);
     assert_eq!(env.read("out/idp/token"), token);
 
     // So does an output someone overwrote.
     std::fs::write(env.path("out/idp.token"), "stale").unwrap();
     env.run(&["once"]).assert_code(0);
-    assert_eq!(total_requests(&env), 1);
+    assert_eq!(env.total_requests(), 1);
     assert_eq!(env.read("out/idp.token"), token);
     assert_eq!(mode(&env.path("out/idp.token")), 0o600);
 
@@ -164,7 +160,7 @@ fn a_fresh_token_in_state_is_reused_and_restored_to_outputs() {
             .as_str();
     std::fs::write(env.path("config.yaml"), config).unwrap();
     env.run(&["once"]).assert_code(0);
-    assert_eq!(total_requests(&env), 1);
+    assert_eq!(env.total_requests(), 1);
     assert!(
         env.read("out/added.env")
             .starts_with(&format!("IDP_TOKEN={token}\n")),

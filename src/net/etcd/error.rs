@@ -19,9 +19,9 @@ pub enum EtcdError {
         endpoints: String,
         reason: String,
     },
-    /// Possibly applied: the request went out and no answer came back in time.
+    /// Possibly applied: the request went out and no readable answer came back in time.
     #[error(
-        "etcd at {endpoint} gave no answer to {op} ({reason}); it may or may not have been applied, so read the key back before deciding"
+        "the outcome of {op} at etcd {endpoint} is unknown ({reason}); it may or may not have been applied, so read the key back before deciding"
     )]
     Ambiguous {
         endpoint: String,
