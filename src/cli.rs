@@ -1,7 +1,6 @@
 //! The command line, as clap definitions: one place that also feeds `--help`, shell
 //! completions and the man page.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -44,16 +43,18 @@ pub enum Command {
         json: bool,
     },
     /// Run the daemon against built-in provider emulators with short token lifetimes
+    #[cfg(feature = "emulator")]
     Demo {
         /// Where the demo writes its config, state and tokens
         #[arg(long, default_value = "./tokend-demo", value_name = "DIR")]
         dir: PathBuf,
     },
     /// Serve only the provider emulators, for your own integration tests
+    #[cfg(feature = "emulator")]
     Emulate {
         /// Address to listen on
         #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
-        listen: SocketAddr,
+        listen: std::net::SocketAddr,
         /// YAML or JSON file of emulator settings (credentials, lifetimes, shapes, limits)
         #[arg(long, value_name = "FILE")]
         settings: Option<std::path::PathBuf>,

@@ -1,49 +1,39 @@
-//! One function per command of the command line, each returning the contract's exit code.
-//! Errors reach stderr as one sentence; logs (once the config is known) follow `log:`.
+//! One function per command of the command line. Each returns `Ok` or an [`Error`] that
+//! `main` prints and maps to the contract's exit code; logs (once the config is known)
+//! follow `log:`.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use futures_util::StreamExt;
-use signal_hook::consts::{SIGINT, SIGTERM};
-
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config, Secrets};
 use crate::engine::{Engine, Outcome, RefreshError};
+use crate::error::Error;
 use crate::provider::Provider;
 use crate::secret::{Environment, ProcessEnv};
 use crate::state::StateDir;
-use crate::{daemon, demo, emulator, logging, status};
+use crate::{daemon, logging, status};
 
-/// The exit codes of SPEC.md.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Exit {
-    Ok = 0,
-    Failed = 1,
-    BadConfig = 2,
-}
-
-pub async fn dispatch(cli: Cli) -> Exit {
+pub async fn dispatch(cli: Cli) -> Result<(), Error> {
     let path = cli.config.unwrap_or_else(config::default_path);
     match cli.command {
         Command::Check { offline } => check(&path, offline),
         Command::Once { force } => once(&path, force).await,
         Command::Status { json } => status_cmd(&path, json),
-        Command::Run => match load(&path, Secrets::Resolve) {
-            Ok(config) => {
-                logging::init(config.log.format, &config.log.level);
-                for p in crate::preflight::unwritable(&config) {
-                    tracing::error!("cannot write here, every refresh will fail: {p}");
-                }
-                report_orphans(&config);
-                daemon::run(path, config).await
+        Command::Run => {
+            let config = load(&path, Secrets::Resolve)?;
+            logging::init(config.log.format, &config.log.level);
+            for p in crate::preflight::unwritable(&config) {
+                tracing::error!("cannot write here, every refresh will fail: {p}");
             }
-            Err(code) => code,
-        },
-        Command::Demo { dir } => demo::run(&dir).await,
+            report_orphans(&config);
+            daemon::run(path, config).await
+        }
+        #[cfg(feature = "emulator")]
+        Command::Demo { dir } => crate::demo::run(&dir).await,
+        #[cfg(feature = "emulator")]
         Command::Emulate { listen, settings } => emulate(listen, settings.as_deref()).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
@@ -52,48 +42,36 @@ pub async fn dispatch(cli: Cli) -> Exit {
         }
         Command::Man => {
             let mut page = Vec::new();
-            match clap_mangen::Man::new(crate::cli::command()).render(&mut page) {
-                Ok(()) => print_bytes(&page),
-                Err(e) => {
-                    eprintln!("tokend: cannot render the man page: {e}");
-                    Exit::Failed
-                }
-            }
+            clap_mangen::Man::new(crate::cli::command())
+                .render(&mut page)
+                .map_err(Error::Man)?;
+            print_bytes(&page)
         }
     }
 }
 
 /// Writes generated text to stdout; a closed pipe (`| head`) is not an error worth a panic.
-fn print_bytes(bytes: &[u8]) -> Exit {
+fn print_bytes(bytes: &[u8]) -> Result<(), Error> {
     use std::io::Write;
     match std::io::stdout().write_all(bytes) {
-        Ok(()) => Exit::Ok,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Ok,
-        Err(e) => {
-            eprintln!("tokend: cannot write to stdout: {e}");
-            Exit::Failed
-        }
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::Stdout(e)),
     }
 }
 
-/// Loads the config or prints why not; `Err` carries exit code 2.
-pub fn load(path: &Path, secrets: Secrets) -> Result<Config, Exit> {
-    config::load_within(path, ProcessEnv, secrets).map_err(|e| {
-        eprintln!("tokend: {e}");
-        Exit::BadConfig
-    })
+/// Loads the config (and its secrets, unless skipped), with the load deadline.
+fn load(path: &Path, secrets: Secrets) -> Result<Config, Error> {
+    Ok(config::load_within(path, ProcessEnv, secrets)?)
 }
 
-fn check(path: &Path, offline: bool) -> Exit {
+fn check(path: &Path, offline: bool) -> Result<(), Error> {
     let secrets = if offline {
         Secrets::Skip
     } else {
         Secrets::Resolve
     };
-    let config = match load(path, secrets) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let config = load(path, secrets)?;
     for w in config.warnings.iter().chain(&exposure_warnings(&config)) {
         eprintln!("warning: {w}");
     }
@@ -124,7 +102,7 @@ fn check(path: &Path, offline: bool) -> Exit {
             }
         }
     }
-    Exit::Ok
+    Ok(())
 }
 
 /// What other users or hosts could reach: endpoints beyond loopback and output directories
@@ -221,28 +199,13 @@ fn egress_line(c: &config::Credential, env: &dyn Environment) -> String {
     format!("  egress: {}\n", c.egress.describe(env))
 }
 
-async fn once(path: &Path, force: bool) -> Exit {
-    let config = match load(path, Secrets::Resolve) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+async fn once(path: &Path, force: bool) -> Result<(), Error> {
+    let config = load(path, Secrets::Resolve)?;
     logging::init(config.log.format, &config.log.level);
     // Installed before any request goes out: from here on SIGTERM/SIGINT never kill a
     // rotation in flight (an init container deleted, a CI job cancelled).
-    let stop_signal = match stop_signals() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("tokend: cannot install signal handlers: {e}");
-            return Exit::Failed;
-        }
-    };
-    let state_dir = match StateDir::open(&config.state_dir) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("tokend: {e}");
-            return Exit::Failed;
-        }
-    };
+    let stop_signal = crate::signals::Stop::install().map_err(Error::Signals)?;
+    let state_dir = StateDir::open(&config.state_dir)?;
     report_orphans(&config);
     let engine = Arc::new(Engine::new(state_dir));
     let stopping = Arc::new(AtomicBool::new(false));
@@ -266,19 +229,12 @@ async fn once(path: &Path, force: bool) -> Exit {
     }
     let failed = join_once(tasks, stop_signal, &stopping).await;
     if failed.is_empty() {
-        Exit::Ok
+        Ok(())
     } else {
-        for f in &failed {
-            eprintln!("tokend: {f}");
-        }
-        let total = config.credentials.len();
-        if failed.len() < total {
-            eprintln!(
-                "tokend: {} of {total} credentials failed; the others were written",
-                failed.len()
-            );
-        }
-        Exit::Failed
+        Err(Error::Refresh {
+            failed,
+            total: config.credentials.len(),
+        })
     }
 }
 
@@ -289,7 +245,7 @@ type OnceTasks = tokio::task::JoinSet<(String, Option<Result<Outcome, RefreshErr
 /// period to finish and save: a rotated refresh token must reach the state file.
 async fn join_once(
     mut tasks: OnceTasks,
-    mut stop_signal: signal_hook_tokio::Signals,
+    mut stop_signal: crate::signals::Stop,
     stopping: &AtomicBool,
 ) -> Vec<String> {
     let mut failed = Vec::new();
@@ -300,8 +256,7 @@ async fn join_once(
                 Some(j) => j,
                 None => break,
             },
-            sig = stop_signal.next(), if grace.is_none() => {
-                let name = sig.map_or("a signal", signal_name);
+            name = stop_signal.recv(), if grace.is_none() => {
                 tracing::warn!(
                     in_flight = tasks.len(),
                     "{name}: starting nothing new; in-flight refreshes get {}s to finish and save",
@@ -327,7 +282,7 @@ async fn join_once(
             }
         };
         match joined {
-            Ok((_, Some(Ok(Outcome::Current { .. } | Outcome::Refreshed { .. })))) => {}
+            Ok((_, Some(Ok(Outcome::Current { .. } | Outcome::Refreshed)))) => {}
             Ok((_, Some(Err(e)))) => failed.push(crate::util::escape_control(&e.to_string())),
             Ok((name, None)) => failed.push(format!(
                 "credential `{name}`: not attempted, tokend was told to stop"
@@ -388,19 +343,6 @@ async fn once_one(
     result
 }
 
-/// SIGTERM (Kubernetes deleting an init container, CI cancelling a job) and SIGINT (Ctrl-C).
-fn stop_signals() -> std::io::Result<signal_hook_tokio::Signals> {
-    signal_hook_tokio::Signals::new([SIGTERM, SIGINT])
-}
-
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        SIGTERM => "SIGTERM",
-        SIGINT => "SIGINT",
-        _ => "a signal",
-    }
-}
-
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -420,11 +362,8 @@ fn orphans(config: &Config) -> Vec<(String, std::path::PathBuf)> {
     crate::state::orphans(&config.state_dir, &names)
 }
 
-fn status_cmd(path: &Path, json: bool) -> Exit {
-    let config = match load(path, Secrets::Skip) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+fn status_cmd(path: &Path, json: bool) -> Result<(), Error> {
+    let config = load(path, Secrets::Skip)?;
     let now = SystemTime::now();
     let entries = status::collect(&config, now);
     if json {
@@ -439,43 +378,38 @@ fn status_cmd(path: &Path, json: bool) -> Exit {
         eprintln!("note: {}", crate::state::orphan_message(&name, &path));
     }
     if entries.iter().all(status::Entry::is_healthy) {
-        Exit::Ok
+        Ok(())
     } else {
-        Exit::Failed
+        Err(Error::Unhealthy)
     }
 }
 
-async fn emulate(listen: std::net::SocketAddr, settings: Option<&Path>) -> Exit {
+#[cfg(feature = "emulator")]
+async fn emulate(listen: std::net::SocketAddr, settings: Option<&Path>) -> Result<(), Error> {
+    use crate::emulator;
     logging::init(config::LogFormat::Text, "info");
     let settings = match settings {
         None => emulator::EmulatorConfig::default(),
         // YAML is a superset of JSON, so one parser reads both.
-        Some(path) => match std::fs::read_to_string(path)
+        Some(path) => std::fs::read_to_string(path)
             .map_err(|e| crate::util::io_reason(&e))
             .and_then(|text| serde_yaml::from_str(&text).map_err(|e| e.to_string()))
-        {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!(
-                    "tokend: cannot use emulator settings `{}`: {e}",
-                    path.display()
-                );
-                return Exit::BadConfig;
-            }
-        },
+            .map_err(|reason| Error::EmulatorSettings {
+                path: path.to_path_buf(),
+                reason,
+            })?,
     };
-    let emu = match emulator::Emulator::start(listen, settings).await {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("tokend: cannot listen on {listen}: {e}");
-            return Exit::Failed;
-        }
-    };
+    let emu = emulator::Emulator::start(listen, settings)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: listen,
+            source,
+        })?;
     eprintln!(
         "tokend: provider emulators on {} (vandar /v3/login /v2/login /v3/refreshtoken, saba /api/v1/user/authenticate, \
          yavapteke /YavaptekeAPI/connect/token, oauth2 /oauth2/token; control under /_emulator/); Ctrl-C stops",
         emu.url()
     );
-    daemon::wait_for_termination().await;
-    Exit::Ok
+    crate::signals::wait_for_termination().await;
+    Ok(())
 }

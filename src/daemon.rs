@@ -10,24 +10,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_util::StreamExt;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::commands::Exit;
 use crate::config::{self, Config, Credential, Secrets};
+use crate::control::Control;
 use crate::deadlines::{Deadlines, Now};
 use crate::engine::{Engine, Outcome, RefreshError, Slot};
+use crate::error::Error;
 use crate::events;
 use crate::notify::Notifier;
-use crate::observe::{Observed, View};
+use crate::observe::{MAX_SLEEP, Observed, View};
 use crate::secret::ProcessEnv;
 use crate::state::StateDir;
 use crate::status::provider_name;
 
-/// Longest the loop sleeps without looking at the wall clock.
-pub const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// In-flight refreshes get this long to finish on SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// At most this many refreshes talk to providers at once.
@@ -40,47 +37,31 @@ pub const OUTPUT_CHECK_EVERY: Duration = Duration::from_secs(10);
 /// idle cost stays a few hundred `stat`s per round whatever the number of credentials.
 const OUTPUT_CHECK_BATCH: usize = 512;
 
-/// What can happen to the daemon from outside: signals, and later the HTTP trigger.
-#[derive(Debug)]
-pub enum Control {
-    Shutdown,
-    Reload,
-    RefreshAll,
-    Refresh(String),
-}
-
-pub async fn run(config_path: PathBuf, config: Config) -> Exit {
-    let state_dir = match StateDir::open(&config.state_dir) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("tokend: {e}");
-            return Exit::Failed;
-        }
-    };
+pub async fn run(config_path: PathBuf, config: Config) -> Result<(), Error> {
+    let state_dir = StateDir::open(&config.state_dir)?;
     let (control_tx, control_rx) = mpsc::channel(64);
-    if let Err(e) = forward_signals(control_tx.clone()) {
-        eprintln!("tokend: cannot install signal handlers: {e}");
-        return Exit::Failed;
-    }
+    forward_signals(control_tx.clone()).map_err(Error::Signals)?;
     let nofile = raise_fd_limit();
     let observed = Arc::new(Observed::default());
     observed.beat();
-    if let Some(listen) = config.listen
-        && let Err(e) = crate::http::serve(
+    if let Some(listen) = config.listen {
+        crate::http::serve(
             listen,
             observed.clone(),
             control_tx.clone(),
             crate::http::max_connections(nofile),
         )
         .await
-    {
-        eprintln!("tokend: cannot listen on {listen}: {e}");
-        return Exit::Failed;
+        .map_err(|source| Error::Listen {
+            addr: listen,
+            source,
+        })?;
     }
     let engine = Arc::new(Engine::new(state_dir));
     Supervisor::new(engine, config_path, config, observed)
         .run(control_rx)
-        .await
+        .await;
+    Ok(())
 }
 
 /// Raises the soft descriptor limit to the hard one (systemd starts services at 1 024 soft,
@@ -104,13 +85,13 @@ fn raise_fd_limit() -> u64 {
 /// SIGTERM: Kubernetes and systemd stop us with it. SIGINT: Ctrl-C. SIGHUP: reload, as
 /// `systemctl reload` sends. SIGUSR1: refresh everything now.
 fn forward_signals(tx: mpsc::Sender<Control>) -> std::io::Result<()> {
-    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
+    let mut signals = crate::signals::Daemon::install()?;
     tokio::spawn(async move {
-        while let Some(sig) = signals.next().await {
-            let control = match sig {
-                SIGHUP => Control::Reload,
-                SIGUSR1 => Control::RefreshAll,
-                _ => Control::Shutdown,
+        loop {
+            let control = match signals.recv().await {
+                crate::signals::Received::Reload => Control::Reload,
+                crate::signals::Received::RefreshAll => Control::RefreshAll,
+                crate::signals::Received::Stop => Control::Shutdown,
             };
             if tx.send(control).await.is_err() {
                 break;
@@ -118,15 +99,6 @@ fn forward_signals(tx: mpsc::Sender<Control>) -> std::io::Result<()> {
         }
     });
     Ok(())
-}
-
-/// Resolves on SIGTERM or SIGINT (for commands without a supervisor).
-pub async fn wait_for_termination() {
-    if let Ok(mut signals) = signal_hook_tokio::Signals::new([SIGTERM, SIGINT]) {
-        signals.next().await;
-    } else {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 struct Entry {
@@ -160,6 +132,9 @@ struct Supervisor {
     entries: HashMap<String, Entry>,
     queue: Deadlines,
     tasks: JoinSet<Done>,
+    /// Which credential each refresh task holds: a task that panics returns no `Done`, and
+    /// its credential must not stay silently unscheduled.
+    running: HashMap<tokio::task::Id, String>,
     /// A SIGHUP's config load runs off this loop and reports here.
     reloads: Channel<Result<Config, String>>,
     reloading: bool,
@@ -198,6 +173,7 @@ impl Supervisor {
             entries: HashMap::new(),
             queue: Deadlines::default(),
             tasks: JoinSet::new(),
+            running: HashMap::new(),
             reloads: mpsc::channel(1),
             reloading: false,
             reload_again: false,
@@ -219,7 +195,7 @@ impl Supervisor {
         s
     }
 
-    async fn run(mut self, mut control: mpsc::Receiver<Control>) -> Exit {
+    async fn run(mut self, mut control: mpsc::Receiver<Control>) {
         tracing::info!(
             credentials = self.entries.len(),
             config = %self.config_path.display(),
@@ -235,10 +211,13 @@ impl Supervisor {
             let sleep = self.sleep_duration();
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
-                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     match done {
-                        Ok(done) => self.finish(done),
-                        Err(e) => tracing::error!(error = %e, "a refresh task crashed"),
+                        Ok((id, done)) => {
+                            self.running.remove(&id);
+                            self.finish(done);
+                        }
+                        Err(e) => self.crashed(e),
                     }
                 }
                 Some(loaded) = self.reloads.1.recv() => self.finish_reload(loaded),
@@ -387,11 +366,69 @@ impl Supervisor {
             }
             let force = std::mem::take(&mut entry.force);
             let engine = self.engine.clone();
-            self.tasks.spawn(async move {
+            let task_name = name.clone();
+            let handle = self.tasks.spawn(async move {
+                let name = task_name;
+                #[cfg(debug_assertions)]
+                test_fault::maybe_panic(&name);
                 let result = engine.ensure(&mut slot, force).await;
                 (name, slot, result)
             });
+            self.running.insert(handle.id(), name);
         }
+    }
+
+    /// A refresh task panicked (a bug): its slot went down with it. The credential gets a
+    /// fresh slot from the state on disk (what the task held in memory and had not saved is
+    /// lost, as in a crash of the process), counts as failed with the transient backoff, and
+    /// is scheduled again, so one bad path can neither stop its refreshes for good nor
+    /// become a retry loop; `/v1/status` and `/readyz` show the failure like any other.
+    fn crashed(&mut self, error: tokio::task::JoinError) {
+        let Some(name) = self.running.remove(&error.id()) else {
+            tracing::error!(error = %error, "a task of unknown origin crashed");
+            return;
+        };
+        if !error.is_panic() {
+            // Only shutdown aborts tasks, and it does not come back here.
+            return;
+        }
+        let Some(entry) = self.entries.get_mut(&name) else {
+            return;
+        };
+        let credential = match std::mem::replace(&mut entry.pending, Pending::None) {
+            Pending::Remove => {
+                self.entries.remove(&name);
+                self.observed.remove(&name);
+                events::removed(&name);
+                return;
+            }
+            Pending::Replace(credential) => credential,
+            Pending::None => entry.credential.clone(),
+        };
+        let mut slot = self.engine.slot(credential.clone());
+        let now = SystemTime::now();
+        let message = format!(
+            "the refresh of {name} panicked ({}); this is a bug in tokend, please report it with the log; retrying",
+            panic_message(error)
+        );
+        slot.state.failures = slot.state.failures.saturating_add(1);
+        let delay = crate::schedule::retry_delay(
+            slot.state.failures,
+            true,
+            None,
+            &credential.retry,
+            fastrand::f64(),
+        );
+        slot.state.next_attempt = Some(crate::state::Timestamp(now + delay));
+        slot.state.last_error = Some(crate::state::StoredError {
+            at: crate::state::Timestamp(now),
+            message: message.clone(),
+            transient: true,
+        });
+        events::refresh_panicked(&name, &message, slot.state.failures, delay);
+        entry.credential = credential;
+        entry.force = false;
+        self.settle(name, slot);
     }
 
     fn finish(&mut self, (name, slot, result): Done) {
@@ -412,7 +449,6 @@ impl Supervisor {
             }
             Pending::None => {}
         }
-        let now = SystemTime::now();
         entry.outputs_ok = match &result {
             Ok(_) => true,
             Err(RefreshError::Output { .. }) => false,
@@ -427,6 +463,15 @@ impl Supervisor {
         {
             events::outputs_restored(&name);
         }
+        self.settle(name, slot);
+    }
+
+    /// Puts a slot back after an attempt and schedules its next one.
+    fn settle(&mut self, name: String, slot: Slot) {
+        let Some(entry) = self.entries.get_mut(&name) else {
+            return;
+        };
+        let now = SystemTime::now();
         let next = if entry.force {
             now
         } else {
@@ -653,7 +698,7 @@ impl Supervisor {
 
     /// Start nothing new; give in-flight refreshes the grace period to land (a rotated
     /// refresh token must reach the state file), then stop.
-    async fn shutdown(mut self) -> Exit {
+    async fn shutdown(mut self) {
         let in_flight = self.tasks.len();
         self.notifier.stopping();
         tracing::info!(in_flight, "stopping");
@@ -670,7 +715,6 @@ impl Supervisor {
             self.tasks.abort_all();
         }
         tracing::info!("stopped");
-        Exit::Ok
     }
 }
 
@@ -696,6 +740,29 @@ fn publish_view(
             next,
         },
     );
+}
+
+/// What a panicking task said, for the log and the status (panics carry a `&str` or a
+/// `String`; anything else is named as such).
+fn panic_message(error: tokio::task::JoinError) -> String {
+    let payload = error.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// A fault for the integration tests only (debug builds): the refresh task of the
+/// credential named by `TOKEND_TEST_PANIC_CREDENTIAL` panics, as a bug in a provider or the
+/// engine would, so the supervisor's recovery can be tested through the real binary.
+#[cfg(debug_assertions)]
+mod test_fault {
+    pub fn maybe_panic(credential: &str) {
+        if std::env::var_os("TOKEND_TEST_PANIC_CREDENTIAL").is_some_and(|v| v == credential) {
+            panic!("test fault: the refresh task of {credential} panicked on purpose");
+        }
+    }
 }
 
 /// Which of `shares` output-check turns a credential belongs to: stable across rounds and

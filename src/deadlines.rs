@@ -54,10 +54,12 @@ impl Deadlines {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_name.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }

@@ -14,15 +14,15 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-use crate::commands::Exit;
 use crate::config;
 use crate::emulator::{Emulator, EmulatorConfig, Endpoint, Fault};
+use crate::error::Error;
 use crate::logging;
 
 /// How long the narrator waits for any one thing before saying it did not happen.
 const STEP: Duration = Duration::from_secs(60);
 
-pub async fn run(dir: &Path) -> Exit {
+pub async fn run(dir: &Path) -> Result<(), Error> {
     logging::init(config::LogFormat::Text, "info");
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let emulator_config = EmulatorConfig {
@@ -33,39 +33,26 @@ pub async fn run(dir: &Path) -> Exit {
         yavapteke_lifetime: Duration::from_secs(15),
         ..EmulatorConfig::default()
     };
-    let emulator = match Emulator::start(
+    let emulator = Emulator::start(
         "127.0.0.1:0".parse().expect("literal address"),
         emulator_config.clone(),
     )
     .await
-    {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("tokend: cannot start the demo emulators: {e}");
-            return Exit::Failed;
-        }
-    };
+    .map_err(Error::DemoEmulators)?;
     // Each run starts new emulators that know nothing of the last run's refresh tokens.
     let _ = std::fs::remove_dir_all(dir.join("state"));
     let _ = std::fs::remove_dir_all(dir.join("out"));
-    let config_path = match write_demo_files(&dir, &emulator, &emulator_config) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!(
-                "tokend: cannot prepare the demo directory `{}`: {e}",
-                dir.display()
-            );
-            return Exit::Failed;
-        }
-    };
-    if let Err(e) = config::load(
+    let config_path =
+        write_demo_files(&dir, &emulator, &emulator_config).map_err(|source| Error::DemoDir {
+            dir: dir.clone(),
+            source,
+        })?;
+    config::load(
         &config_path,
         &crate::secret::ProcessEnv,
         config::Secrets::Resolve,
-    ) {
-        eprintln!("tokend: the demo config is invalid (a bug): {e}");
-        return Exit::Failed;
-    }
+    )
+    .map_err(Error::DemoConfig)?;
     let out = dir.join("out");
     say(&format!(
         "emulators on {}, tokens in {} (lifetimes 15-30 s). In another terminal:\n    \
@@ -75,17 +62,11 @@ pub async fn run(dir: &Path) -> Exit {
         out.display(),
         o = out.display(),
     ));
-    let mut daemon = match Daemon::start(&config_path) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("tokend: cannot start the demo daemon: {e}");
-            return Exit::Failed;
-        }
-    };
+    let mut daemon = Daemon::start(&config_path).map_err(Error::DemoDaemon)?;
     let reader = Reader::start(&out);
     // Signals are caught from here on: Ctrl-C reaches the daemon too (same process
     // group), and `stop` below waits for its clean exit.
-    let stop = crate::daemon::wait_for_termination();
+    let stop = crate::signals::wait_for_termination();
     tokio::pin!(stop);
     tokio::select! {
         () = story(&emulator, &mut daemon, &reader, &out) => {
@@ -97,8 +78,8 @@ pub async fn run(dir: &Path) -> Exit {
     reader.stop();
     say(&reader.summary());
     match daemon.stop().await {
-        Some(0) => Exit::Ok,
-        _ => Exit::Failed,
+        Some(0) => Ok(()),
+        _ => Err(Error::DemoDaemonExit),
     }
 }
 

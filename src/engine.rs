@@ -98,22 +98,10 @@ impl RefreshError {
 #[derive(Debug)]
 pub enum Outcome {
     /// The token in state was still fresh; outputs were checked and restored if needed.
-    Current {
-        token: Token,
-        written: bool,
-    },
-    Refreshed {
-        token: Token,
-        written: bool,
-    },
-}
-
-impl Outcome {
-    pub fn token(&self) -> &Token {
-        match self {
-            Outcome::Current { token, .. } | Outcome::Refreshed { token, .. } => token,
-        }
-    }
+    /// `written`: an output had to be put back (the daemon logs that it was restored).
+    Current { written: bool },
+    /// A new token was fetched, saved and published.
+    Refreshed,
 }
 
 /// One credential's live state, owned by whoever drives it (a `once` task or a daemon worker).
@@ -269,7 +257,7 @@ impl Engine {
         slot.force_pending |= force;
         let result = self.attempt(slot).await;
         match &result {
-            Ok(Outcome::Refreshed { .. }) => {
+            Ok(Outcome::Refreshed) => {
                 slot.force_pending = false;
                 // Counted here, once the outputs hold it: an attempt has one result.
                 events::refresh_succeeded(&slot.credential.name);
@@ -304,7 +292,7 @@ impl Engine {
                 slot.state.next_attempt = Some(Timestamp(slot.refresh_at(&token)));
                 self.save(slot).await?;
             }
-            return Ok(Outcome::Current { token, written });
+            return Ok(Outcome::Current { written });
         }
         if !slot.force_pending
             && let Some(until) = slot.held_until(now)
@@ -473,8 +461,8 @@ impl Engine {
         self.save(slot).await?;
         events::token_refreshed(name, &token, fetched.flow, source, took);
 
-        let written = self.publish(&cred, &token).await?;
-        Ok(Outcome::Refreshed { token, written })
+        self.publish(&cred, &token).await?;
+        Ok(Outcome::Refreshed)
     }
 
     /// Retries a state write that failed; `Ok` once nothing is left unsaved.

@@ -1,5 +1,5 @@
 //! Every observable event of a credential's life, each in one function that writes the log
-//! line (and, later, updates the metric) together, so logs and metrics can never disagree.
+//! line and updates the metrics together, so logs and metrics can never disagree.
 //!
 //! Fields first, then a short sentence. ERROR means an operator must act.
 
@@ -139,6 +139,17 @@ pub fn refresh_failed(
     } else {
         tracing::error!(credential, event = "failed", error, failures, retry_in = %retry_in, token_left = %left, "refresh failed and needs attention; retrying slowly");
     }
+}
+
+/// A refresh task panicked; counted as `result="panic"` and logged at ERROR (a bug, never
+/// an operator's mistake), with the backoff it waits before the next attempt.
+pub fn refresh_panicked(credential: &str, error: &str, failures: u32, retry_in: Duration) {
+    metrics::get()
+        .refresh_total
+        .get_or_create(&result_label(credential, "panic"))
+        .inc();
+    let retry_in = human_duration(retry_in);
+    tracing::error!(credential, event = "panicked", error, failures, retry_in = %retry_in, "refresh task panicked; retrying");
 }
 
 pub fn chain_rejected(credential: &str, message: &str) {

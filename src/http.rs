@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::daemon::{Control, MAX_SLEEP};
+use crate::control::Control;
 use crate::observe::Observed;
 
 #[derive(Clone)]
@@ -100,7 +100,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router, max: usize)
 }
 
 async fn healthz(State(app): State<App>) -> Response {
-    if app.observed.is_alive(MAX_SLEEP) {
+    if app.observed.is_alive() {
         (StatusCode::OK, "ok\n").into_response()
     } else {
         (

@@ -79,7 +79,7 @@ impl Metrics {
         // The client library appends `_total` to counters.
         registry.register(
             "tokend_refresh",
-            "Refresh attempts by result: success, transient_error, permanent_error, output_error, state_error",
+            "Refresh attempts by result: success, transient_error, permanent_error, output_error, state_error, panic",
             m.refresh_total.clone(),
         );
         registry.register(
@@ -167,13 +167,15 @@ fn openmetrics_to_prometheus(text: &str) -> String {
 /// alerts can name them: the provider's answer (`success`; `transient_error`: unreachable,
 /// 5xx, 429, an unusable answer — retried quickly; `permanent_error`: credentials or refresh
 /// token rejected, bad configuration — a person must act), or where the local half failed
-/// (`output_error`: writing an output; `state_error`: saving the state file).
-pub const RESULTS: [&str; 5] = [
+/// (`output_error`: writing an output; `state_error`: saving the state file), or a bug
+/// (`panic`: the refresh task panicked; the credential is retried with backoff).
+pub const RESULTS: [&str; 6] = [
     "success",
     "transient_error",
     "permanent_error",
     "output_error",
     "state_error",
+    "panic",
 ];
 
 pub fn get() -> &'static Metrics {

@@ -56,6 +56,10 @@ impl Default for Observed {
     }
 }
 
+/// Longest the supervisor loop sleeps without looking at the wall clock (and beating):
+/// the promise [`Observed::is_alive`] checks.
+pub const MAX_SLEEP: Duration = Duration::from_secs(30);
+
 impl Observed {
     /// The supervisor loop calls this every time it wakes.
     pub fn beat(&self) {
@@ -63,13 +67,13 @@ impl Observed {
         self.heartbeat.store(ms.max(1), Ordering::Relaxed);
     }
 
-    /// Alive if the loop woke recently; it wakes at least every `max_sleep`.
-    pub fn is_alive(&self, max_sleep: Duration) -> bool {
+    /// Alive if the supervisor loop woke recently; it wakes at least every [`MAX_SLEEP`].
+    pub fn is_alive(&self) -> bool {
         let last = self.heartbeat.load(Ordering::Relaxed);
         let now = self.started.elapsed().as_millis() as u64;
         last != 0
             && now.saturating_sub(last)
-                <= (max_sleep * 2 + Duration::from_secs(5)).as_millis() as u64
+                <= (MAX_SLEEP * 2 + Duration::from_secs(5)).as_millis() as u64
     }
 
     pub fn set(&self, name: &str, view: View) {

@@ -105,16 +105,6 @@ pub fn refresh_at(
     issued + after.min(latest).saturating_sub(jitter).max(MIN_INTERVAL)
 }
 
-/// Whether a token should be replaced now (used by `once`, without jitter).
-pub fn is_due(
-    now: SystemTime,
-    issued: SystemTime,
-    expires: SystemTime,
-    policy: &RefreshPolicy,
-) -> bool {
-    now >= refresh_at(issued, expires, policy, 0.0)
-}
-
 /// Delay before the next attempt after `failures` consecutive failures (1 for the first).
 ///
 /// Transient errors: capped exponential backoff with full jitter over [initial, cap], and
@@ -272,9 +262,7 @@ mod tests {
     fn due_without_jitter() {
         let p = policy(0.8, 0.05, None);
         let exp = t0() + 100 * S;
-        assert!(!is_due(t0() + 79 * S, t0(), exp, &p));
-        assert!(is_due(t0() + 80 * S, t0(), exp, &p));
-        assert!(is_due(t0() + 200 * S, t0(), exp, &p));
+        assert_eq!(refresh_at(t0(), exp, &p, 0.0), t0() + 80 * S);
     }
 
     #[test]

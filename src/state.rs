@@ -275,10 +275,6 @@ impl StateDir {
         Some((other.clone(), file_path(&self.path, other)))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn load(&self, credential: &str) -> Result<Option<CredentialState>, StateError> {
         load(&self.path, credential)
     }

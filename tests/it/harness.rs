@@ -1,14 +1,11 @@
 //! The shared test harness: a temp directory, a provider emulator on loopback, a config
 //! writer and a builder for the real `tokend` binary, plus polling helpers (no fixed sleeps).
 
-#![allow(dead_code)]
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-#[allow(unused_imports)]
 pub use tokend::emulator::{Emulator, EmulatorConfig, Endpoint, Fault};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tokend");

@@ -27,3 +27,4 @@ mod reality;
 mod secrets;
 mod smoke;
 mod state;
+mod supervisor;
