@@ -23,7 +23,6 @@ use crate::notify::Notifier;
 use crate::observe::{MAX_SLEEP, Observed, View};
 use crate::secret::ProcessEnv;
 use crate::state::StateDir;
-use crate::status::provider_name;
 
 /// In-flight refreshes get this long to finish on SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -732,7 +731,7 @@ fn publish_view(
     observed.set(
         name,
         View {
-            provider: provider_name(&slot.credential.provider),
+            provider: slot.credential.provider.kind().as_str(),
             state: slot.state.clone(),
             outputs_ok,
             outputs_note,

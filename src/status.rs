@@ -223,11 +223,6 @@ pub fn collect(config: &Config, now: SystemTime) -> Vec<Entry> {
         .collect()
 }
 
-/// Kept only for `daemon.rs`, which another change rewrites; use `kind().as_str()`.
-pub fn provider_name(p: &crate::provider::ProviderConfig) -> &'static str {
-    p.kind().as_str()
-}
-
 /// A fixed-width table for people.
 pub fn table(entries: &[Entry], now: SystemTime) -> String {
     let relative = |t: &Option<String>| -> String {
