@@ -733,8 +733,9 @@ fn a_deleted_or_altered_output_is_restored_from_state() {
 
     // Deleted: put back by the periodic check, without calling the provider.
     std::fs::remove_file(&out).unwrap();
+    // The check runs every 30 s (when the loop wakes anyway).
     assert!(
-        wait_for(25 * S, || env.read("out/pharmacy.token") == token),
+        wait_for(45 * S, || env.read("out/pharmacy.token") == token),
         "a deleted output was not restored:\n{}",
         d.log()
     );
@@ -746,7 +747,7 @@ fn a_deleted_or_altered_output_is_restored_from_state() {
         std::fs::create_dir(&out).is_err()
     } {}
     assert!(
-        wait_for(25 * S, || {
+        wait_for(45 * S, || {
             let (code, body) = http(port, "GET", "/readyz");
             code == 503 && body.contains("pharmacy")
         }),
