@@ -25,6 +25,8 @@ mod watch;
 mod wire;
 
 use std::path::PathBuf;
+
+use super::{Transport, root_cause, transport};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -185,14 +187,6 @@ const WATCH: Call = Call {
     path: "/v3/watch",
     write: false,
 };
-
-/// One HTTP exchange that failed before an answer: was the request possibly sent?
-enum Transport {
-    NotSent(String),
-    MaybeSent(String),
-    /// etcd answered, but more than `max_response_bytes`: every member would.
-    TooLarge(String),
-}
 
 impl EtcdClient {
     pub fn new(opts: EtcdOptions) -> Result<EtcdClient, EtcdError> {
@@ -870,31 +864,6 @@ fn tls_hint(endpoint: &str, has_identity: bool, reason: String) -> String {
         );
     }
     reason
-}
-
-/// reqwest's connect errors (refused, DNS, TLS handshake, connect timeout) happen before a
-/// byte of the request is written; everything after may have reached etcd.
-fn transport(e: reqwest::Error) -> Transport {
-    if e.is_connect() || e.is_builder() {
-        Transport::NotSent(root_cause(&e))
-    } else {
-        Transport::MaybeSent(root_cause(&e))
-    }
-}
-
-/// reqwest's top-level text is generic ("error sending request"); the innermost cause
-/// says what an operator can act on ("Connection refused").
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut reason = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        reason = s.to_string();
-        source = s.source();
-    }
-    match reason.split_once(" (os error") {
-        Some((text, _)) => text.to_owned(),
-        None => reason,
-    }
 }
 
 fn read_file(field: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {

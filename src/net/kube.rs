@@ -29,6 +29,8 @@ mod token;
 mod watch;
 
 use std::sync::{Arc, Mutex};
+
+use super::{Transport, root_cause, transport};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -101,11 +103,6 @@ struct Op<'a> {
 }
 
 /// One HTTP exchange that failed before an answer: was the request possibly sent?
-enum Transport {
-    NotSent(String),
-    MaybeSent(String),
-    TooLarge(String),
-}
 
 impl KubeClient {
     pub fn new(opts: KubeOptions) -> Result<KubeClient, KubeError> {
@@ -607,29 +604,5 @@ pub(crate) fn verdict_error(v: Verdict, op: &'static str, target: &str, server: 
             reason,
             message,
         },
-    }
-}
-
-/// reqwest's connect errors (refused, DNS, TLS handshake, connect timeout) happen before a
-/// byte of the request is written; everything after may have reached the API server.
-fn transport(e: reqwest::Error) -> Transport {
-    if e.is_connect() || e.is_builder() {
-        Transport::NotSent(root_cause(&e))
-    } else {
-        Transport::MaybeSent(root_cause(&e))
-    }
-}
-
-/// The innermost cause says what an operator can act on ("Connection refused").
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut reason = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        reason = s.to_string();
-        source = s.source();
-    }
-    match reason.split_once(" (os error") {
-        Some((text, _)) => text.to_owned(),
-        None => reason,
     }
 }

@@ -107,3 +107,37 @@ impl Egress {
 
 #[cfg(test)]
 mod tests;
+
+/// How one HTTP exchange with a store (etcd, the Kubernetes API) failed before an answer:
+/// a CAS protocol must know whether the request may have been applied.
+pub(crate) enum Transport {
+    NotSent(String),
+    MaybeSent(String),
+    /// The server answered, but more than the size cap: every member would.
+    TooLarge(String),
+}
+
+/// reqwest's connect errors (refused, DNS, TLS handshake, connect timeout) happen before a
+/// byte of the request is written; everything after may have reached the server.
+pub(crate) fn transport(e: reqwest::Error) -> Transport {
+    if e.is_connect() || e.is_builder() {
+        Transport::NotSent(root_cause(&e))
+    } else {
+        Transport::MaybeSent(root_cause(&e))
+    }
+}
+
+/// reqwest's top-level text is generic ("error sending request"); the innermost cause
+/// says what an operator can act on ("Connection refused").
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut reason = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        reason = s.to_string();
+        source = s.source();
+    }
+    match reason.split_once(" (os error") {
+        Some((text, _)) => text.to_owned(),
+        None => reason,
+    }
+}

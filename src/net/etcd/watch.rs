@@ -133,10 +133,9 @@ impl Watch {
             if let Some(wire) = next {
                 return decode_watch(wire).map_err(|reason| self.bad(reason));
             }
-            let chunk =
-                self.response.chunk().await.map_err(|e| {
-                    self.closed(format!("the stream broke: {}", super::root_cause(&e)))
-                })?;
+            let chunk = self.response.chunk().await.map_err(|e| {
+                self.closed(format!("the stream broke: {}", crate::net::root_cause(&e)))
+            })?;
             match chunk {
                 Some(bytes) => self.splitter.push(&bytes).map_err(|r| self.bad(r))?,
                 None => return Err(self.closed("etcd closed the stream".to_owned())),

@@ -170,7 +170,7 @@ impl Watch {
                     server: self.server.clone(),
                     op: "watch",
                     target: self.target.clone(),
-                    reason: format!("the stream broke: {}", super::root_cause(&e)),
+                    reason: format!("the stream broke: {}", crate::net::root_cause(&e)),
                 })?;
             match chunk {
                 Some(bytes) => self.lines.push(&bytes).map_err(|r| self.bad(r))?,
