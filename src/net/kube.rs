@@ -102,8 +102,6 @@ struct Op<'a> {
     target: &'a str,
 }
 
-/// One HTTP exchange that failed before an answer: was the request possibly sent?
-
 impl KubeClient {
     pub fn new(opts: KubeOptions) -> Result<KubeClient, KubeError> {
         let setup = |reason: String| KubeError::Setup { reason };
