@@ -377,7 +377,7 @@ impl Drop for EtcdCluster {
 /// A CA, a server certificate for 127.0.0.1 (also usable as a client certificate: with
 /// `--client-cert-auth`, etcd's gateway presents it to etcd's own gRPC server) and a
 /// client certificate, made with the openssl CLI.
-fn make_certs(dir: &Path) -> Tls {
+pub(crate) fn make_certs(dir: &Path) -> Tls {
     let openssl = |args: &[&str]| {
         let out = Command::new("openssl")
             .current_dir(dir)

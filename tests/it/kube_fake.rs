@@ -26,7 +26,6 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -1024,97 +1023,18 @@ fn chunk(conn: &mut Conn, line: &Value) -> std::io::Result<()> {
 /// A CA, a server certificate for 127.0.0.1 and a client certificate (openssl CLI), and
 /// the fake's rustls config: client certificates from the CA authenticate, none is needed.
 fn make_tls(dir: &Path) -> (TlsFiles, rustls::ServerConfig) {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .expect("openssl (apt-get install openssl)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=fake kube CA",
-            ],
-        ]
-        .concat(),
-    );
-    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
-        let ext = format!("{name}.ext");
-        std::fs::write(
-            dir.join(&ext),
-            format!("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n"),
-        )
-        .unwrap();
-        let (key, csr, pem) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-        );
-        openssl(
-            &[
-                &["req"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    &key,
-                    "-out",
-                    &csr,
-                    "-subj",
-                    &format!("/CN={name}"),
-                ],
-            ]
-            .concat(),
-        );
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ]);
-    }
+    // The same test PKI as the etcd cluster's (a CA, a server and a client certificate).
+    let files = crate::etcd_support::make_certs(dir);
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.server_cert)
         .unwrap()
         .map(|c| c.unwrap())
         .collect();
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let key = PrivateKeyDer::from_pem_file(&files.server_key).unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
+    for ca in CertificateDer::pem_file_iter(&files.ca).unwrap() {
         roots.add(ca.unwrap()).unwrap();
     }
     let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
@@ -1127,9 +1047,9 @@ fn make_tls(dir: &Path) -> (TlsFiles, rustls::ServerConfig) {
         .unwrap();
     (
         TlsFiles {
-            ca: dir.join("ca.pem"),
-            client_cert: dir.join("client.pem"),
-            client_key: dir.join("client.key"),
+            ca: files.ca,
+            client_cert: files.client_cert,
+            client_key: files.client_key,
         },
         config,
     )
