@@ -26,7 +26,7 @@ mod wire;
 
 use std::path::PathBuf;
 
-use super::{Transport, root_cause, transport};
+use super::{Transport, read_capped, transport};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -586,7 +586,7 @@ impl EtcdClient {
                 .await
                 .map_err(transport)?;
             let status = response.status().as_u16();
-            Ok((status, self.read_capped(response).await?))
+            Ok((status, read_capped(response, self.inner.max_bytes).await?))
         };
         match tokio::time::timeout(timeout, request).await {
             Ok(result) => result.map_err(|t| self.hint(endpoint, t)),
@@ -661,19 +661,22 @@ impl EtcdClient {
                     created_revision: 0,
                 });
             }
-            let raw = match tokio::time::timeout(timeout, self.read_capped(response)).await {
-                Ok(Ok(raw)) => raw,
-                Ok(Err(
-                    Transport::NotSent(r) | Transport::MaybeSent(r) | Transport::TooLarge(r),
-                )) => {
-                    last = format!("{endpoint}: {r}");
-                    continue;
-                }
-                Err(_) => {
-                    last = format!("{endpoint}: no answer within {timeout:?}");
-                    continue;
-                }
-            };
+            let raw =
+                match tokio::time::timeout(timeout, read_capped(response, self.inner.max_bytes))
+                    .await
+                {
+                    Ok(Ok(raw)) => raw,
+                    Ok(Err(
+                        Transport::NotSent(r) | Transport::MaybeSent(r) | Transport::TooLarge(r),
+                    )) => {
+                        last = format!("{endpoint}: {r}");
+                        continue;
+                    }
+                    Err(_) => {
+                        last = format!("{endpoint}: no answer within {timeout:?}");
+                        continue;
+                    }
+                };
             let failed = |e: EtcdError| Err(Failed(e));
             match wire::classify_reply(status, &raw) {
                 Reply::Ok => unreachable!("status 200 returned above"),
@@ -705,25 +708,6 @@ impl EtcdClient {
             endpoints: self.inner.endpoints.join(", "),
             reason: last,
         }))
-    }
-
-    /// A whole answer body, up to the size cap.
-    async fn read_capped(&self, mut response: reqwest::Response) -> Result<Vec<u8>, Transport> {
-        let mut raw = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| Transport::MaybeSent(root_cause(&e)))?
-        {
-            if raw.len() + chunk.len() > self.inner.max_bytes {
-                return Err(Transport::TooLarge(format!(
-                    "the answer is larger than {} KiB",
-                    self.inner.max_bytes / 1024
-                )));
-            }
-            raw.extend_from_slice(&chunk);
-        }
-        Ok(raw)
     }
 
     fn hint(&self, endpoint: &str, t: Transport) -> Transport {

@@ -30,7 +30,7 @@ mod watch;
 
 use std::sync::{Arc, Mutex};
 
-use super::{Transport, root_cause, transport};
+use super::{Transport, read_capped, root_cause, transport};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -347,17 +347,21 @@ impl KubeClient {
                     resource_version: resource_version.to_owned(),
                 });
             }
-            let raw =
-                match tokio::time::timeout(self.inner.timeout, self.read_capped(response)).await {
-                    Ok(Ok(raw)) => raw,
-                    Ok(Err(t)) => return Err(self.failed(&op, t)),
-                    Err(_) => {
-                        return Err(self.failed(
-                            &op,
-                            Transport::MaybeSent("the error answer did not finish".to_owned()),
-                        ));
-                    }
-                };
+            let raw = match tokio::time::timeout(
+                self.inner.timeout,
+                read_capped(response, self.inner.max_bytes),
+            )
+            .await
+            {
+                Ok(Ok(raw)) => raw,
+                Ok(Err(t)) => return Err(self.failed(&op, t)),
+                Err(_) => {
+                    return Err(self.failed(
+                        &op,
+                        Transport::MaybeSent("the error answer did not finish".to_owned()),
+                    ));
+                }
+            };
             if status == 401 && !retried && self.token_changed(token.as_ref()) {
                 retried = true;
                 continue;
@@ -467,7 +471,7 @@ impl KubeClient {
         let exchange = async {
             let response = request.send().await.map_err(transport)?;
             let status = response.status().as_u16();
-            Ok((status, self.read_capped(response).await?))
+            Ok((status, read_capped(response, self.inner.max_bytes).await?))
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
@@ -475,24 +479,6 @@ impl KubeClient {
                 "no answer within {timeout:?}"
             ))),
         }
-    }
-
-    async fn read_capped(&self, mut response: reqwest::Response) -> Result<Vec<u8>, Transport> {
-        let mut raw = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| Transport::MaybeSent(root_cause(&e)))?
-        {
-            if raw.len() + chunk.len() > self.inner.max_bytes {
-                return Err(Transport::TooLarge(format!(
-                    "the answer is larger than {} KiB",
-                    self.inner.max_bytes / 1024
-                )));
-            }
-            raw.extend_from_slice(&chunk);
-        }
-        Ok(raw)
     }
 
     fn failed(&self, op: &Op<'_>, t: Transport) -> KubeError {

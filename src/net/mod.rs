@@ -141,3 +141,25 @@ pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         None => reason,
     }
 }
+
+/// A whole answer body, up to `max_bytes`; a larger one is [`Transport::TooLarge`].
+pub(crate) async fn read_capped(
+    mut response: reqwest::Response,
+    max_bytes: usize,
+) -> Result<Vec<u8>, Transport> {
+    let mut raw = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| Transport::MaybeSent(root_cause(&e)))?
+    {
+        if raw.len() + chunk.len() > max_bytes {
+            return Err(Transport::TooLarge(format!(
+                "the answer is larger than {} KiB",
+                max_bytes / 1024
+            )));
+        }
+        raw.extend_from_slice(&chunk);
+    }
+    Ok(raw)
+}
