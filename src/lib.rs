@@ -20,6 +20,7 @@ mod engine;
 pub mod error;
 mod events;
 mod fsread;
+pub mod ha;
 mod hooks;
 mod http;
 mod logging;

@@ -30,6 +30,8 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     pub log: LogSettings,
     pub credentials: Vec<Credential>,
+    /// Shared state across processes; `None`: a single instance (state in `state_dir`).
+    pub ha: Option<crate::ha::HaConfig>,
     /// Things that are allowed but worth a word from `check` (literal secrets, plain http).
     pub warnings: Vec<String>,
 }

@@ -158,6 +158,7 @@ pub fn build(
                 level,
             },
             credentials,
+            ha: None,
             warnings,
         })
     } else {

@@ -1,0 +1,80 @@
+//! Shared state across processes (`ha:`): the settings of a group and, in submodules, who
+//! leads it. Safety never comes from here: it is the store's compare-and-swap (`crate::store`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+/// The `ha:` block, checked when the config is built. Absent: one process, state in
+/// `state_dir`, exactly as before.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HaConfig {
+    /// Names the election and prefixes the shared state: `[a-z0-9-]`, at most 40 characters.
+    pub group: String,
+    /// Who this process is in the group (without the boot nonce, added at start).
+    pub identity: String,
+    pub role: Role,
+    /// A silent leader is replaced after this long (etcd lease TTL / Lease duration).
+    pub lease: Duration,
+    /// How long a claim covers one refresh: the claimant never starts its request after a
+    /// third of it and aborts it at half.
+    pub claim_ttl: Duration,
+    /// Another process replaces a claim it has seen unchanged this long (≥ `claim_ttl`)
+    /// for a rotating chain; `claim_ttl` for everything else.
+    pub takeover_after: Duration,
+    pub backend: Backend,
+}
+
+/// Whether this process may talk to providers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Campaign; refresh while leading, mirror otherwise.
+    Auto,
+    /// Never refresh: only mirror the shared state into local outputs.
+    Follower,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Backend {
+    Etcd(EtcdBackend),
+    Kubernetes(KubeBackend),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EtcdBackend {
+    pub endpoints: Vec<String>,
+    /// Ends with `/`; keys live under `<prefix><group>/`.
+    pub prefix: String,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// The deadline of one request to etcd.
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct KubeBackend {
+    /// `None`: the pod's own namespace (the ServiceAccount's namespace file).
+    pub namespace: Option<String>,
+    /// `None`: in-cluster, else `$KUBECONFIG` if set.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(90);
+pub const DEFAULT_TAKEOVER_AFTER: Duration = Duration::from_secs(600);
+pub const DEFAULT_ETCD_PREFIX: &str = "/tokend/";
+pub const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl HaConfig {
+    /// The backend's name as written in the config.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Etcd(_) => "etcd",
+            Backend::Kubernetes(_) => "kubernetes",
+        }
+    }
+}
