@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::state::{self, CredentialState};
+use crate::store::{self, CredentialState};
 use crate::util::{human_duration, rfc3339};
 
 #[derive(Debug, Serialize)]
@@ -39,6 +39,25 @@ pub struct Entry {
     /// The age of the refresh chain, for providers whose refresh tokens expire (Vandar).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chain: Option<ChainAge>,
+    /// The shared record's generations and claim (`ha` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<Shared>,
+}
+
+/// Where a credential stands in its `ha` group's shared state.
+#[derive(Debug, Default, Serialize)]
+pub struct Shared {
+    pub chain_gen: u64,
+    pub token_gen: u64,
+    /// `leader` or `follower`, from the daemon's live view (absent from `tokend status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Who holds the claim on the next provider call, if anyone.
+    pub claim_holder: Option<String>,
+    /// Why the current refresh token may already be spent, if it may.
+    pub in_doubt: Option<String>,
 }
 
 /// How old a refresh chain is and when it dies of age.
@@ -159,6 +178,7 @@ pub fn entry(
         failures: 0,
         refresh_chain: false,
         chain: None,
+        shared: None,
         health: "down",
         action: None,
     };
@@ -199,6 +219,20 @@ pub fn entry(
     e.last_error = s.last_error.map(|err| err.message);
     e.failures = s.failures;
     e.refresh_chain = s.refresh_token.is_some();
+    if s.chain_gen > 0 || s.token_gen > 0 || s.claim.is_some() || s.in_doubt.is_some() {
+        e.shared = Some(Shared {
+            chain_gen: s.chain_gen,
+            token_gen: s.token_gen,
+            claim_holder: s.claim.as_ref().map(|c| c.holder.clone()),
+            in_doubt: s.in_doubt.as_ref().map(|d| {
+                format!(
+                    "{} (holder {}, generation {})",
+                    d.why, d.holder, d.chain_gen
+                )
+            }),
+            ..Shared::default()
+        });
+    }
     if let Some(lifetime) = refresh_token_lifetime(provider).filter(|_| e.refresh_chain) {
         e.chain = Some(chain_age(
             s.refresh_issued_at.map(|t| t.0),
@@ -217,10 +251,28 @@ pub fn collect(config: &Config, now: SystemTime) -> Vec<Entry> {
         .iter()
         .map(|c| {
             let provider = c.provider.kind().as_str();
-            let state = state::load(&config.state_dir, &c.name).map_err(|e| e.to_string());
+            let state = store::local::load(&config.state_dir, &c.name).map_err(|e| e.to_string());
             entry(&c.name, provider, state, now)
         })
         .collect()
+}
+
+/// Reads every configured credential's record from a shared store (`ha`).
+pub async fn collect_shared(
+    config: &Config,
+    store: &dyn crate::store::Store,
+    now: SystemTime,
+) -> Vec<Entry> {
+    let mut out = Vec::with_capacity(config.credentials.len());
+    for c in &config.credentials {
+        let state = store
+            .read(&c.name)
+            .await
+            .map(|r| r.map(|(s, _)| s))
+            .map_err(|e| e.to_string());
+        out.push(entry(&c.name, c.provider.kind().as_str(), state, now));
+    }
+    out
 }
 
 /// A fixed-width table for people.
@@ -290,7 +342,7 @@ pub fn chain_line(e: &Entry) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{StoredError, StoredToken, Timestamp};
+    use crate::store::{StoredError, StoredToken, Timestamp};
     use crate::token::Token;
     use std::time::Duration;
 

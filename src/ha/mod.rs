@@ -63,6 +63,8 @@ pub struct KubeBackend {
     pub kubeconfig: Option<PathBuf>,
 }
 
+pub mod etcd_session;
+
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(90);
 pub const DEFAULT_TAKEOVER_AFTER: Duration = Duration::from_secs(600);
@@ -77,4 +79,17 @@ impl HaConfig {
             Backend::Kubernetes(_) => "kubernetes",
         }
     }
+}
+
+/// Who leads the group, as this process last saw it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Leadership {
+    /// This process may start claims now.
+    pub leading: bool,
+    /// The current leader's identity, as last seen (for status).
+    pub leader: Option<String>,
+    /// The leader key's `create_revision` while this process leads (fences its claims).
+    pub leader_rev: Option<i64>,
+    /// The last error of the election, one sentence; `None` when healthy.
+    pub error: Option<String>,
 }
