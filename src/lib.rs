@@ -37,7 +37,7 @@ pub mod schedule;
 pub mod secret;
 mod signals;
 mod status;
-mod store;
+pub mod store;
 pub mod token;
 pub mod units;
 pub mod util;

@@ -1,0 +1,112 @@
+//! Shared state on a real etcd: three `tokend run` processes with one config behave as one
+//! (SPEC "Shared state", HA.md §5.2). Each test asserts HA.md's oracles through
+//! [`Group::assert_oracles`]: no replay, generations +1, outputs current within 1 s, never older.
+
+use std::time::Duration;
+
+use crate::ha_support::{CRED, Group, emulator};
+use crate::harness::{Endpoint, wait_for};
+
+const REFRESH: &str = "    refresh: { at: 50%, jitter: 0% }\n";
+const LAG: Duration = Duration::from_secs(1);
+
+#[test]
+fn three_processes_share_one_chain_and_call_the_provider_once_per_refresh() {
+    let mut g = Group::start(3, emulator(Duration::from_secs(3)), REFRESH);
+    g.start_all();
+    assert!(
+        g.wait_chain_gen(5, Duration::from_secs(30)),
+        "the chain did not reach generation 5\n{}",
+        g.logs()
+    );
+    let refreshes = g.env.emu.requests(Endpoint::VandarRefresh);
+    let chain_gen = g.last_commit().unwrap().chain_gen;
+    // One group's worth: every provider call is a committed rotation (a call in flight
+    // at the end may not have committed yet).
+    assert!(
+        refreshes <= chain_gen + 1,
+        "{refreshes} refresh calls for {chain_gen} rotations\n{}",
+        g.logs()
+    );
+    assert_eq!(g.env.emu.requests(Endpoint::VandarLogin), 0);
+    std::thread::sleep(LAG);
+    g.assert_oracles(LAG, &[0, 1, 2]);
+    let leaders: Vec<usize> = (0..3)
+        .filter(|&i| g.log(i).contains("event=\"leading\""))
+        .collect();
+    assert_eq!(leaders.len(), 1, "exactly one leader\n{}", g.logs());
+}
+
+#[test]
+fn a_joining_process_is_ready_from_the_shared_token_with_zero_provider_calls() {
+    let mut g = Group::start(2, emulator(Duration::from_secs(600)), "");
+    g.start_node(0);
+    assert!(g.wait_chain_gen(1, Duration::from_secs(20)), "{}", g.logs());
+    let calls = g.env.emu.requests(Endpoint::VandarRefresh);
+    g.start_node(1);
+    let token = g.last_commit().unwrap().token.unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || g.output(1).trim() == token),
+        "the joining process did not write the shared token\n{}",
+        g.logs()
+    );
+    assert_eq!(g.env.emu.requests(Endpoint::VandarRefresh), calls);
+    g.assert_oracles(LAG, &[0, 1]);
+}
+
+#[test]
+fn a_local_state_directory_is_imported_on_first_start() {
+    // A single instance made the chain first.
+    let g = Group::start(1, emulator(Duration::from_secs(600)), "");
+    let single = g.env.path("single.yaml");
+    let text = std::fs::read_to_string(g.config_path(0)).unwrap();
+    let without_ha: String = {
+        let mut out = String::new();
+        let mut skipping = false;
+        for line in text.lines() {
+            if line.starts_with("ha:") {
+                skipping = true;
+                continue;
+            }
+            if skipping && line.starts_with("  ") {
+                continue;
+            }
+            skipping = false;
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    };
+    std::fs::write(&single, without_ha).unwrap();
+    let out = std::process::Command::new(crate::harness::BIN)
+        .arg("--config")
+        .arg(&single)
+        .arg("once")
+        .current_dir(g.env.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = g.env.emu.requests(Endpoint::VandarRefresh);
+    // The same machine joins a group: its chain moves to etcd, without a provider call.
+    let mut g = g;
+    g.start_node(0);
+    assert!(
+        wait_for(Duration::from_secs(10), || g.last_commit().is_some()),
+        "nothing imported\n{}",
+        g.logs()
+    );
+    assert_eq!(g.env.emu.requests(Endpoint::VandarRefresh), calls);
+    assert!(
+        g.log(0).contains("imported the local state"),
+        "{}",
+        g.logs()
+    );
+    let imported = g.last_commit().unwrap();
+    assert!(imported.refresh_token.is_some());
+    // The local file is set aside so it is never imported again.
+    assert!(!g.env.path(&format!("state-0/{CRED}.json")).exists());
+}
