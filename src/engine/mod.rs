@@ -494,7 +494,7 @@ impl Engine {
                     // destroyed); a new seed restarts it.
                     slot.state.rejected_refresh_token = slot.state.refresh_token.take();
                     slot.state.refresh_issued_at = None;
-                    slot.state.refresh_seed = seed_fp;
+                    note_seed(&mut slot.state, seed_fp);
                     if let Some(why) = why {
                         return Err(RefreshError::ChainDied {
                             credential: name.to_owned(),
@@ -516,7 +516,7 @@ impl Engine {
                 slot.state.refresh_token = Some(next.clone());
                 slot.state.rejected_refresh_token = None;
                 slot.state.refresh_issued_at = Some(Timestamp(started));
-                slot.state.refresh_seed = seed_fp;
+                note_seed(&mut slot.state, seed_fp);
                 events::chain_rotated(name, &next.fingerprint());
             }
             RefreshUpdate::Restarted { next, message } if cred.provider.uses_refresh_chain() => {
@@ -524,14 +524,14 @@ impl Engine {
                 slot.state.rejected_refresh_token = slot.state.refresh_token.take();
                 slot.state.refresh_token = Some(next.clone());
                 slot.state.refresh_issued_at = Some(Timestamp(started));
-                slot.state.refresh_seed = seed_fp;
+                note_seed(&mut slot.state, seed_fp);
                 events::chain_restarted(name, &with_cause(message, why), &next.fingerprint());
             }
             RefreshUpdate::Rejected { message } | RefreshUpdate::Restarted { message, .. } => {
                 let why = chain_death(&cred.provider, &slot.state, started);
                 slot.state.rejected_refresh_token = slot.state.refresh_token.take();
                 slot.state.refresh_issued_at = None;
-                slot.state.refresh_seed = seed_fp;
+                note_seed(&mut slot.state, seed_fp);
                 events::chain_rejected(name, &with_cause(message, why));
             }
             _ => {}
@@ -666,7 +666,7 @@ impl Engine {
         events::chain_rotated(&slot.credential.name, &next.fingerprint());
         slot.state.refresh_token = Some(next);
         slot.state.refresh_issued_at = Some(Timestamp(SystemTime::now()));
-        slot.state.refresh_seed = seed_fp;
+        note_seed(&mut slot.state, seed_fp);
         self.save(slot).await
     }
 
@@ -813,11 +813,33 @@ fn choose_refresh_token(
     }
     let seed = provider.refresh_seed();
     let seed_fp = seed.map(|s| s.fingerprint());
+    let new_seed = seed_fp.as_deref().is_some_and(|fp| is_new_seed(state, fp));
     match seed {
-        Some(_) if state.refresh_seed != seed_fp && seed_spent => (None, None),
-        Some(seed) if state.refresh_seed != seed_fp => (Some(seed.clone()), seed_fp),
+        Some(_) if new_seed && seed_spent => (None, None),
+        Some(seed) if new_seed => (Some(seed.clone()), seed_fp),
         _ => (state.refresh_token.clone(), seed_fp),
     }
+}
+
+/// A configured seed no chain in this record has grown from: a new dashboard token. A seed
+/// the record has seen before is spent (sending it again is a replay), however the config
+/// came to name it again: an old replica in a rolling update, a config rolled back.
+fn is_new_seed(state: &CredentialState, fp: &str) -> bool {
+    state.refresh_seed.as_deref() != Some(fp) && !state.seen_seeds.iter().any(|s| s == fp)
+}
+
+/// Records the seed a chain now descends from, and remembers it as seen.
+fn note_seed(state: &mut CredentialState, seed_fp: Option<String>) {
+    if let Some(fp) = &seed_fp
+        && !state.seen_seeds.contains(fp)
+    {
+        state.seen_seeds.push(fp.clone());
+        // Fingerprints are 8 hex characters; the last few seeds are all that can return.
+        if state.seen_seeds.len() > 16 {
+            state.seen_seeds.remove(0);
+        }
+    }
+    state.refresh_seed = seed_fp;
 }
 
 /// The fingerprint of the configured seed when this refresh would send it (a chain not yet
@@ -827,7 +849,7 @@ fn seed_to_send(provider: &ProviderConfig, state: &CredentialState) -> Option<St
         .refresh_seed()
         .filter(|_| provider.uses_refresh_chain())?
         .fingerprint();
-    (state.refresh_seed.as_deref() != Some(fp.as_str())).then_some(fp)
+    is_new_seed(state, &fp).then_some(fp)
 }
 
 #[cfg(test)]
@@ -946,6 +968,21 @@ mod tests {
             choose_refresh_token(&vandar(Some("seed")), &grown, false).0,
             Some(Secret::new("rotated"))
         );
+    }
+
+    #[test]
+    fn a_seed_seen_before_is_never_sent_again() {
+        // An old replica still configured with the first seed, after a new one took over.
+        let mut state = CredentialState::default();
+        note_seed(&mut state, Some(fingerprint("seed-1")));
+        note_seed(&mut state, Some(fingerprint("seed-2")));
+        state.refresh_token = Some(Secret::new("rotated-from-2"));
+        let (rt, _) = choose_refresh_token(&vandar(Some("seed-1")), &state, false);
+        assert_eq!(rt, Some(Secret::new("rotated-from-2")));
+        assert_eq!(seed_to_send(&vandar(Some("seed-1")), &state), None);
+        // A truly new one still restarts the chain.
+        let (rt, _) = choose_refresh_token(&vandar(Some("seed-3")), &state, false);
+        assert_eq!(rt, Some(Secret::new("seed-3")));
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct CredentialState {
     /// provides a different seed (a new dashboard token), the chain restarts from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_seed: Option<String>,
+    /// Fingerprints of every configured seed a chain in this record grew from: such a seed
+    /// is spent and never sent again (a rolling update runs old configs beside new ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen_seeds: Vec<String>,
     /// When the provider issued `refresh_token` (absent for a seed from the config, whose
     /// age tokend cannot know): how old the chain is, for providers whose refresh tokens
     /// expire (Vandar: 10 days).
