@@ -9,14 +9,16 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use crate::status::{self, Entry};
-use crate::store::CredentialState;
+use crate::store::Summary;
 use crate::util::human_duration;
 
 /// What the supervisor knows about one credential.
 #[derive(Clone, Debug)]
 pub struct View {
     pub provider: &'static str,
-    pub state: CredentialState,
+    pub state: Summary,
+    /// How long the provider's refresh tokens live, if it says (for the chain's age).
+    pub chain_lifetime: Option<Duration>,
     /// Every output holds the current token (as of the last attempt or output check).
     pub outputs_ok: bool,
     /// Why not, when a check found an output missing or altered (else the last attempt's
@@ -179,7 +181,13 @@ impl Observed {
             views
                 .iter()
                 .map(|(name, v)| {
-                    let mut e = status::entry(name, v.provider, Ok(Some(v.state.clone())), now);
+                    let mut e = status::entry(
+                        name,
+                        v.provider,
+                        v.chain_lifetime,
+                        Ok(Some(v.state.clone())),
+                        now,
+                    );
                     if let (Some(shared), Some(g)) = (e.shared.as_mut(), &group) {
                         shared.role = Some(if g.leading { "leader" } else { "follower" });
                         shared.leader = g.leader.clone();
@@ -273,7 +281,7 @@ mod tests {
         };
         View {
             provider: "vandar",
-            state: CredentialState {
+            state: crate::store::CredentialState {
                 token: Some(StoredToken::from(&token)),
                 failures: u32::from(transient.is_some()),
                 last_error: transient.map(|transient| StoredError {
@@ -282,7 +290,9 @@ mod tests {
                     transient,
                 }),
                 ..Default::default()
-            },
+            }
+            .summary(),
+            chain_lifetime: None,
             outputs_ok: outputs_note.is_none(),
             outputs_note: outputs_note.map(str::to_owned),
             attempted: true,

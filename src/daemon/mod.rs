@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::events;
 use crate::notify::Notifier;
 use crate::observe::{MAX_SLEEP, Observed, View};
+use crate::provider::Provider;
 use crate::secret::ProcessEnv;
 
 mod group;
@@ -852,12 +853,14 @@ fn publish_view(
     attempted: bool,
     next: SystemTime,
 ) {
-    events::health(name, crate::status::needs_person(&slot.state));
+    let summary = slot.state.summary();
+    events::health(name, crate::status::needs_person(&summary));
     observed.set(
         name,
         View {
             provider: slot.credential.provider.kind().as_str(),
-            state: slot.state.clone(),
+            state: summary,
+            chain_lifetime: slot.credential.provider.refresh_token_lifetime(),
             outputs_ok,
             outputs_note,
             attempted,

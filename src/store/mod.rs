@@ -15,7 +15,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use local::{StateDir, StateError};
-pub use record::{Claim, Commit, CredentialState, InDoubt, StoredError, StoredToken, Timestamp};
+pub use record::{
+    Claim, Commit, CredentialState, InDoubt, StoredError, StoredToken, Summary, Timestamp,
+};
 
 /// A boxed future, so that `dyn Store` works without another crate.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

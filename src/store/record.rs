@@ -72,6 +72,60 @@ pub struct CredentialState {
     pub last_commit: Option<Commit>,
 }
 
+/// What a person or a probe may see of a record: no secret (the token only as its
+/// fingerprint). The daemon's live view keeps this, not the record, so a copy of every
+/// refresh token does not sit in the HTTP layer's memory.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Summary {
+    pub token: Option<TokenSummary>,
+    /// A refresh token is held (the chain is alive).
+    pub refresh_chain: bool,
+    pub refresh_issued_at: Option<Timestamp>,
+    pub last_success: Option<Timestamp>,
+    pub last_error: Option<StoredError>,
+    pub failures: u32,
+    pub next_attempt: Option<Timestamp>,
+    pub chain_gen: u64,
+    pub token_gen: u64,
+    pub claim_holder: Option<String>,
+    /// Why the refresh token may already be spent, with who and which generation.
+    pub in_doubt: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenSummary {
+    pub fingerprint: String,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl CredentialState {
+    pub fn summary(&self) -> Summary {
+        Summary {
+            token: self.token.as_ref().map(|t| TokenSummary {
+                fingerprint: t.token.fingerprint(),
+                issued_at: t.issued_at,
+                expires_at: t.expires_at,
+            }),
+            refresh_chain: self.refresh_token.is_some(),
+            refresh_issued_at: self.refresh_issued_at,
+            last_success: self.last_success,
+            last_error: self.last_error.clone(),
+            failures: self.failures,
+            next_attempt: self.next_attempt,
+            chain_gen: self.chain_gen,
+            token_gen: self.token_gen,
+            claim_holder: self.claim.as_ref().map(|c| c.holder.clone()),
+            in_doubt: self.in_doubt.as_ref().map(|d| {
+                format!(
+                    "{} (holder {}, generation {})",
+                    d.why, d.holder, d.chain_gen
+                )
+            }),
+        }
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
