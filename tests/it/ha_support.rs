@@ -51,6 +51,8 @@ pub struct Group {
     stop: Arc<AtomicBool>,
     watchers: Vec<JoinHandle<()>>,
     extra: String,
+    /// Set: every node lists these etcd endpoints (no proxy), to lose members one by one.
+    pub direct: Option<Vec<String>>,
 }
 
 /// An emulator whose Vandar tokens live `lifetime` and whose refresh tokens stay valid
@@ -73,6 +75,16 @@ impl Group {
         Group::with_etcd(n, emu, extra, etcd)
     }
 
+    /// `n` processes that list every member of `etcd` directly (no proxies).
+    pub fn direct(n: usize, emu: EmulatorConfig, extra: &str, etcd: EtcdCluster) -> Group {
+        let mut g = Group::with_etcd(n, emu, extra, etcd);
+        g.direct = Some(g.etcd.endpoints());
+        for i in 0..n {
+            g.write_config(i);
+        }
+        g
+    }
+
     pub fn with_etcd(n: usize, emu: EmulatorConfig, extra: &str, etcd: EtcdCluster) -> Group {
         let env = Env::with(emu);
         env.secret("vandar-refresh", "def502seed\n");
@@ -89,6 +101,7 @@ impl Group {
             stop: Arc::default(),
             watchers: Vec::new(),
             extra: extra.to_owned(),
+            direct: None,
         };
         for i in 0..n {
             g.write_config(i);
@@ -111,12 +124,20 @@ impl Group {
     }
 
     pub fn write_config(&self, i: usize) {
+        self.write_config_with(i, "vandar-refresh", &self.extra.clone());
+    }
+
+    /// Node `i`'s config with the refresh seed from `secrets/<seed>` and `extra` in the
+    /// credential (a rolling update gives nodes different ones).
+    pub fn write_config_with(&self, i: usize, seed: &str, extra: &str) {
+        let etcd = match &self.direct {
+            Some(endpoints) => endpoints.join(", "),
+            None => self.proxies[i].url(),
+        };
         let text = format!(
-            "state_dir: {dir}/state-{i}\nha:\n  backend: etcd\n  group: {GROUP}\n  identity: node-{i}\n{HA_TIMINGS}  etcd:\n    endpoints: [{etcd}]\n    timeout: 1s\ncredentials:\n  - name: {CRED}\n    provider: vandar\n    base_url: {url}\n    refresh_token: {{ file: {dir}/secrets/vandar-refresh }}\n    timeout: 1s\n    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}\n{extra}    outputs:\n      - file: {dir}/out-{i}/vandar.token\n",
+            "state_dir: {dir}/state-{i}\nha:\n  backend: etcd\n  group: {GROUP}\n  identity: node-{i}\n{HA_TIMINGS}  etcd:\n    endpoints: [{etcd}]\n    timeout: 1s\ncredentials:\n  - name: {CRED}\n    provider: vandar\n    base_url: {url}\n    refresh_token: {{ file: {dir}/secrets/{seed} }}\n    timeout: 1s\n    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}\n{extra}    outputs:\n      - file: {dir}/out-{i}/vandar.token\n",
             dir = self.env.dir.path().display(),
-            etcd = self.proxies[i].url(),
             url = self.env.url(),
-            extra = self.extra,
         );
         std::fs::write(self.config_path(i), text).unwrap();
     }
@@ -308,6 +329,12 @@ impl Group {
     /// - every running node's output held each committed token within `lag` (unless a
     ///   newer one was committed within `lag`), and never went back to an older token.
     pub fn assert_oracles(&self, lag: Duration, nodes: &[usize]) {
+        self.assert_oracles_since(lag, nodes, None);
+    }
+
+    /// As [`Group::assert_oracles`], judging lag only for commits seen after `since` (a
+    /// node that was stopped or cut off cannot have written while it was).
+    pub fn assert_oracles_since(&self, lag: Duration, nodes: &[usize], since: Option<Instant>) {
         let commits = self.commits();
         assert!(!commits.is_empty(), "no commit seen\n{}", self.logs());
         for w in commits.windows(2) {
@@ -369,6 +396,9 @@ impl Group {
             }
         }
         for (k, c) in firsts.iter().enumerate() {
+            if since.is_some_and(|s| c.seen < s) {
+                continue;
+            }
             let superseded = firsts.get(k + 1).is_some_and(|n| n.seen < c.seen + lag);
             if superseded {
                 continue;

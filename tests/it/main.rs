@@ -14,6 +14,7 @@ mod etcd_client;
 mod etcd_support;
 mod faults;
 mod ha_etcd;
+mod ha_faults;
 mod ha_store;
 mod ha_support;
 mod hardening;
