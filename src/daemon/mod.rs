@@ -567,14 +567,22 @@ impl Supervisor {
                 };
                 let was = g.leadership.leading;
                 g.etcd.set_fence(l.leader_rev.filter(|_| l.leading));
-                if l.leading != was || l.leader != g.leadership.leader {
+                let leader_changed = l.leader != g.leadership.leader;
+                let recovered = l.error.is_none() && g.leadership.error.is_some();
+                if l.leading != was || leader_changed {
                     events::leadership(&g.name, l.leading, l.leader.as_deref());
                 }
+                if recovered || leader_changed {
+                    // etcd answers again, or someone new leads: a watch opened before may
+                    // be silently dead, and commits may have been missed.
+                    g.etcd.rewatch();
+                }
+                let wake = (l.leading && !was) || recovered || leader_changed;
                 g.leadership = l;
-                let now_leading = g.leadership.leading && !was;
                 self.publish_role();
-                if now_leading {
-                    // Whatever came due while following is this process's job now.
+                if wake {
+                    // Whatever came due while following is this process's job now, and
+                    // what others committed meanwhile is read again.
                     self.wake_all();
                 }
             }

@@ -25,11 +25,14 @@ pub struct EtcdStore {
     /// the election), the leader key's `create_revision` while this process leads, and
     /// [`NOT_LEADING`] while it does not, so that no claim of a non-leader can land.
     fence: Arc<AtomicI64>,
+    /// Tells the watch to reconnect now: its stream may be dead without knowing it.
+    rewatch: Arc<tokio::sync::Notify>,
 }
 
 /// A watch on a silent stream is renewed after this long: a partitioned TCP connection can
-/// stay open and silent for ever, and renewal from the last revision loses nothing.
-const WATCH_RENEW: Duration = Duration::from_secs(60);
+/// stay open and silent for ever, and renewal from the last revision loses nothing. Sooner
+/// when the election sees etcd come back ([`EtcdStore::rewatch`]).
+const WATCH_RENEW: Duration = Duration::from_secs(20);
 
 impl EtcdStore {
     pub fn new(client: EtcdClient, prefix: &str, group: &str) -> EtcdStore {
@@ -38,6 +41,7 @@ impl EtcdStore {
             state_prefix: format!("{prefix}{group}/state/"),
             leader_key: leader_key(prefix, group).into_bytes(),
             fence: Arc::new(AtomicI64::new(0)),
+            rewatch: Arc::default(),
         }
     }
 
@@ -54,6 +58,12 @@ impl EtcdStore {
     pub fn set_fence(&self, leading_with: Option<i64>) {
         self.fence
             .store(leading_with.unwrap_or(NOT_LEADING), Ordering::SeqCst);
+    }
+
+    /// Renews the watch now (etcd just became reachable again after a failure: a stream
+    /// opened before may be silently dead).
+    pub fn rewatch(&self) {
+        self.rewatch.notify_one();
     }
 
     fn key(&self, credential: &str) -> String {
@@ -80,6 +90,7 @@ impl EtcdStore {
         let (tx, rx) = mpsc::channel(256);
         let client = self.client.clone();
         let prefix = self.state_prefix.clone();
+        let rewatch = self.rewatch.clone();
         tokio::spawn(async move {
             let end = prefix_end(prefix.as_bytes());
             let mut from = 0i64;
@@ -119,7 +130,11 @@ impl EtcdStore {
                     from = watch.created_revision() + 1;
                 }
                 loop {
-                    let batch = match tokio::time::timeout(WATCH_RENEW, watch.next()).await {
+                    let next = tokio::select! {
+                        next = tokio::time::timeout(WATCH_RENEW, watch.next()) => next,
+                        () = rewatch.notified() => break,
+                    };
+                    let batch = match next {
                         Err(_) => break,
                         Ok(Ok(b)) => b,
                         Ok(Err(EtcdError::Compacted { .. })) => {
