@@ -257,7 +257,7 @@ fn ha(
 }
 
 /// A shared-store read or write failed (the error itself is logged by the attempt).
-pub fn store_failed(_credential: &str) {
+pub fn store_failed() {
     metrics::get().ha_store_errors.inc();
 }
 

@@ -516,7 +516,10 @@ impl Supervisor {
         if entry.outputs_ok {
             entry.outputs_note = None;
         }
-        if let Ok(Outcome::Current { written: true, .. }) = &result
+        if let Ok(Outcome::Current {
+            written: true,
+            mirrored: false,
+        }) = &result
             && !self.first_round.contains(&name)
         {
             events::outputs_restored(&name);

@@ -112,8 +112,9 @@ impl RefreshError {
 #[derive(Debug)]
 pub enum Outcome {
     /// The token in state was still fresh; outputs were checked and restored if needed.
-    /// `written`: an output had to be put back (the daemon logs that it was restored).
-    Current { written: bool },
+    /// `written`: an output had to be put back (the daemon logs that it was restored), or
+    /// took a token another process of the group committed (`mirrored`).
+    Current { written: bool, mirrored: bool },
     /// A new token was fetched, saved and published.
     Refreshed,
     /// Nothing to do before `until`: another process of the group holds the claim, or this
@@ -147,6 +148,8 @@ pub struct Slot {
     deferred: Option<SystemTime>,
     /// A record the store's watch delivered: used instead of reading it again.
     incoming: Option<(CredentialState, Version)>,
+    /// The last sync took a newer token another process committed.
+    mirrored: bool,
 }
 
 impl Slot {
@@ -307,6 +310,7 @@ impl Engine {
             foreign: None,
             deferred: None,
             incoming: None,
+            mirrored: false,
         }
     }
 
@@ -371,7 +375,8 @@ impl Engine {
                 slot.state.next_attempt = Some(Timestamp(slot.refresh_at(&token)));
                 self.save(slot).await?;
             }
-            return Ok(Outcome::Current { written });
+            let mirrored = std::mem::take(&mut slot.mirrored);
+            return Ok(Outcome::Current { written, mirrored });
         }
         if !slot.force_pending
             && let Some(until) = slot.held_until(now)

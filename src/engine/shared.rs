@@ -148,7 +148,7 @@ impl Engine {
     }
 
     fn store_error(slot: &Slot, source: StoreError) -> RefreshError {
-        events::store_failed(&slot.credential.name);
+        events::store_failed();
         RefreshError::Store {
             credential: slot.credential.name.clone(),
             source,
@@ -220,12 +220,12 @@ impl Engine {
             // ours to publish; our next refresh, under a claim, replaces it.
             remote.token = None;
         }
-        if remote.token_gen > slot.state.token_gen {
+        if remote.token_gen > slot.state.token_gen && remote.token.is_some() {
             slot.draw = fastrand::f64();
-            if slot.version.is_some() {
-                events::adopted(&slot.credential.name, remote.token_gen, remote.chain_gen);
-            }
+            slot.mirrored = true;
+            events::adopted(&slot.credential.name, remote.token_gen, remote.chain_gen);
         }
+        events::chain_generation(&slot.credential.name, remote.chain_gen);
         remote.identity = identity;
         slot.state = remote;
         slot.version = Some(version);

@@ -107,6 +107,7 @@ impl EtcdStore {
                     }
                     Err(e) => {
                         failures += 1;
+                        crate::events::store_failed();
                         if failures == 1 {
                             tracing::warn!(error = %e, "cannot watch the shared state; retrying");
                         }
@@ -146,6 +147,7 @@ impl EtcdStore {
                         }
                         Ok(Err(e)) => {
                             failures += 1;
+                            crate::events::store_failed();
                             tracing::warn!(error = %e, "the shared-state watch broke; resuming");
                             break;
                         }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::ha_support::{CRED, Group, emulator};
-use crate::harness::{Endpoint, wait_for};
+use crate::harness::{Endpoint, http, wait_for};
 
 const REFRESH: &str = "    refresh: { at: 50%, jitter: 0% }\n";
 const LAG: Duration = Duration::from_secs(1);
@@ -109,4 +109,81 @@ fn a_local_state_directory_is_imported_on_first_start() {
     assert!(imported.refresh_token.is_some());
     // The local file is set aside so it is never imported again.
     assert!(!g.env.path(&format!("state-0/{CRED}.json")).exists());
+}
+
+#[test]
+fn status_readyz_and_metrics_show_role_leader_generation_and_store_errors() {
+    let mut g = Group::start(2, emulator(Duration::from_secs(600)), "");
+    g.start_all();
+    assert!(g.wait_chain_gen(1, Duration::from_secs(20)), "{}", g.logs());
+    let mut leader = None;
+    assert!(wait_for(Duration::from_secs(10), || {
+        leader = g.leader();
+        leader.is_some()
+    }));
+    let leader = leader.unwrap();
+    let follower = 1 - leader;
+    let token = g.last_commit().unwrap().token.unwrap();
+    assert!(wait_for(Duration::from_secs(5), || g
+        .output(follower)
+        .trim()
+        == token));
+    for (i, leading) in [(leader, true), (follower, false)] {
+        let (code, body) = http(g.ports[i], "GET", "/readyz");
+        assert_eq!(code, 200, "{body}");
+        let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(ready["ha"]["group"], "g1", "{body}");
+        assert_eq!(ready["ha"]["leading"], leading, "{body}");
+        let named = ready["ha"]["leader"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(named.starts_with(&format!("node-{leader}_")), "{body}");
+        let (_, metrics) = http(g.ports[i], "GET", "/metrics");
+        assert!(
+            metrics.contains(&format!("tokend_ha_leader {}", u8::from(leading))),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("tokend_ha_chain_generation{credential=\"vandar-main\"} 1"),
+            "{metrics}"
+        );
+        let (_, status) = http(g.ports[i], "GET", "/v1/status");
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let shared = &status[0]["shared"];
+        assert_eq!(shared["chain_gen"], 1, "{status}");
+        assert_eq!(shared["token_gen"], 1, "{status}");
+        assert_eq!(
+            shared["role"],
+            if leading { "leader" } else { "follower" },
+            "{status}"
+        );
+    }
+    // `tokend status` reads the shared store, not the (empty) local state directory.
+    let out = std::process::Command::new(crate::harness::BIN)
+        .arg("--config")
+        .arg(g.config_path(follower))
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status[0]["token"], "valid");
+    assert_eq!(status[0]["shared"]["chain_gen"], 1);
+    // Cut off from etcd, a process says so: its watch and election count store errors.
+    g.proxies[follower].refuse();
+    g.proxies[follower].cut();
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let (_, m) = http(g.ports[follower], "GET", "/metrics");
+            m.lines()
+                .any(|l| l.starts_with("tokend_ha_store_errors_total ") && !l.ends_with(" 0"))
+        }),
+        "no store error counted\n{}",
+        g.logs()
+    );
 }

@@ -53,6 +53,8 @@ pub struct Group {
     extra: String,
     /// Set: every node lists these etcd endpoints (no proxy), to lose members one by one.
     pub direct: Option<Vec<String>>,
+    /// Each node's `listen` port (HTTP endpoints).
+    pub ports: Vec<u16>,
 }
 
 /// An emulator whose Vandar tokens live `lifetime` and whose refresh tokens stay valid
@@ -102,6 +104,7 @@ impl Group {
             watchers: Vec::new(),
             extra: extra.to_owned(),
             direct: None,
+            ports: (0..n).map(|_| crate::harness::free_port()).collect(),
         };
         for i in 0..n {
             g.write_config(i);
@@ -135,9 +138,10 @@ impl Group {
             None => self.proxies[i].url(),
         };
         let text = format!(
-            "state_dir: {dir}/state-{i}\nha:\n  backend: etcd\n  group: {GROUP}\n  identity: node-{i}\n{HA_TIMINGS}  etcd:\n    endpoints: [{etcd}]\n    timeout: 1s\ncredentials:\n  - name: {CRED}\n    provider: vandar\n    base_url: {url}\n    refresh_token: {{ file: {dir}/secrets/{seed} }}\n    timeout: 1s\n    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}\n{extra}    outputs:\n      - file: {dir}/out-{i}/vandar.token\n",
+            "state_dir: {dir}/state-{i}\nlisten: 127.0.0.1:{port}\nha:\n  backend: etcd\n  group: {GROUP}\n  identity: node-{i}\n{HA_TIMINGS}  etcd:\n    endpoints: [{etcd}]\n    timeout: 1s\ncredentials:\n  - name: {CRED}\n    provider: vandar\n    base_url: {url}\n    refresh_token: {{ file: {dir}/secrets/{seed} }}\n    timeout: 1s\n    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}\n{extra}    outputs:\n      - file: {dir}/out-{i}/vandar.token\n",
             dir = self.env.dir.path().display(),
             url = self.env.url(),
+            port = self.ports[i],
         );
         std::fs::write(self.config_path(i), text).unwrap();
     }
