@@ -610,13 +610,16 @@ impl Supervisor {
         }
     }
 
-    /// Every settled credential gets an attempt now (a read of the store first).
+    /// Every credential gets an attempt now (a read of the store first); one in flight gets
+    /// another as soon as it returns, since it may have started as a follower.
     fn wake_all(&mut self) {
         let now = Now::read();
         for (name, entry) in &mut self.entries {
             if entry.slot.is_some() {
                 entry.next = now.wall;
                 self.queue.insert(name, now.wall, now);
+            } else {
+                entry.store_changed = true;
             }
         }
     }

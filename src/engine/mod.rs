@@ -499,7 +499,7 @@ impl Engine {
                     // destroyed); a new seed restarts it.
                     slot.state.rejected_refresh_token = slot.state.refresh_token.take();
                     slot.state.refresh_issued_at = None;
-                    note_seed(&mut slot.state, seed_fp);
+                    note_seed(&mut slot.state, seed_fp, self.is_shared());
                     if let Some(why) = why {
                         return Err(RefreshError::ChainDied {
                             credential: name.to_owned(),
@@ -521,7 +521,7 @@ impl Engine {
                 slot.state.refresh_token = Some(next.clone());
                 slot.state.rejected_refresh_token = None;
                 slot.state.refresh_issued_at = Some(Timestamp(started));
-                note_seed(&mut slot.state, seed_fp);
+                note_seed(&mut slot.state, seed_fp, self.is_shared());
                 events::chain_rotated(name, &next.fingerprint());
             }
             RefreshUpdate::Restarted { next, message } if cred.provider.uses_refresh_chain() => {
@@ -529,14 +529,14 @@ impl Engine {
                 slot.state.rejected_refresh_token = slot.state.refresh_token.take();
                 slot.state.refresh_token = Some(next.clone());
                 slot.state.refresh_issued_at = Some(Timestamp(started));
-                note_seed(&mut slot.state, seed_fp);
+                note_seed(&mut slot.state, seed_fp, self.is_shared());
                 events::chain_restarted(name, &with_cause(message, why), &next.fingerprint());
             }
             RefreshUpdate::Rejected { message } | RefreshUpdate::Restarted { message, .. } => {
                 let why = chain_death(&cred.provider, &slot.state, started);
                 slot.state.rejected_refresh_token = slot.state.refresh_token.take();
                 slot.state.refresh_issued_at = None;
-                note_seed(&mut slot.state, seed_fp);
+                note_seed(&mut slot.state, seed_fp, self.is_shared());
                 events::chain_rejected(name, &with_cause(message, why));
             }
             _ => {}
@@ -671,7 +671,7 @@ impl Engine {
         events::chain_rotated(&slot.credential.name, &next.fingerprint());
         slot.state.refresh_token = Some(next);
         slot.state.refresh_issued_at = Some(Timestamp(SystemTime::now()));
-        note_seed(&mut slot.state, seed_fp);
+        note_seed(&mut slot.state, seed_fp, self.is_shared());
         self.save(slot).await
     }
 
@@ -833,9 +833,11 @@ fn is_new_seed(state: &CredentialState, fp: &str) -> bool {
     state.refresh_seed.as_deref() != Some(fp) && !state.seen_seeds.iter().any(|s| s == fp)
 }
 
-/// Records the seed a chain now descends from, and remembers it as seen.
-fn note_seed(state: &mut CredentialState, seed_fp: Option<String>) {
-    if let Some(fp) = &seed_fp
+/// Records the seed a chain now descends from and, on a shared store, remembers it as seen.
+/// A single instance keeps its rule (a seed other than the chain's restarts it), so an
+/// operator who puts a seed back still sees what the provider says of it.
+fn note_seed(state: &mut CredentialState, seed_fp: Option<String>, remember: bool) {
+    if let Some(fp) = seed_fp.as_ref().filter(|_| remember)
         && !state.seen_seeds.contains(fp)
     {
         state.seen_seeds.push(fp.clone());
@@ -979,8 +981,8 @@ mod tests {
     fn a_seed_seen_before_is_never_sent_again() {
         // An old replica still configured with the first seed, after a new one took over.
         let mut state = CredentialState::default();
-        note_seed(&mut state, Some(fingerprint("seed-1")));
-        note_seed(&mut state, Some(fingerprint("seed-2")));
+        note_seed(&mut state, Some(fingerprint("seed-1")), true);
+        note_seed(&mut state, Some(fingerprint("seed-2")), true);
         state.refresh_token = Some(Secret::new("rotated-from-2"));
         let (rt, _) = choose_refresh_token(&vandar(Some("seed-1")), &state, false);
         assert_eq!(rt, Some(Secret::new("rotated-from-2")));

@@ -322,7 +322,7 @@ impl Group {
                         o[i].push((t, Instant::now()));
                     }
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(5));
             }
         }));
     }
@@ -339,6 +339,8 @@ impl Group {
     /// As [`Group::assert_oracles`], judging lag only for commits seen after `since` (a
     /// node that was stopped or cut off cannot have written while it was).
     pub fn assert_oracles_since(&self, lag: Duration, nodes: &[usize], since: Option<Instant>) {
+        // Let both recorders see what is there now.
+        std::thread::sleep(Duration::from_millis(100));
         let commits = self.commits();
         assert!(!commits.is_empty(), "no commit seen\n{}", self.logs());
         for w in commits.windows(2) {
@@ -414,10 +416,16 @@ impl Group {
                 let at = shown.map(|(_, at)| *at);
                 assert!(
                     at.is_some_and(|at| at <= c.seen + lag),
-                    "node {i} showed token generation {} {} after its commit (limit {lag:?})\n{}",
+                    "node {i} showed token generation {} {} after its commit (limit {lag:?}); \
+                     it showed {} tokens of generations {:?}\n{}",
                     c.token_gen,
                     at.map(|at| format!("{:?}", at.saturating_duration_since(c.seen)))
                         .unwrap_or("never".into()),
+                    outputs[i].len(),
+                    outputs[i]
+                        .iter()
+                        .map(|(t, _)| gen_of.get(t.trim()))
+                        .collect::<Vec<_>>(),
                     self.logs()
                 );
             }
