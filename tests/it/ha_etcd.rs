@@ -187,3 +187,51 @@ fn status_readyz_and_metrics_show_role_leader_generation_and_store_errors() {
         g.logs()
     );
 }
+
+#[test]
+fn a_leader_stopped_cleanly_hands_over_at_once_and_one_cut_off_says_why() {
+    let mut g = Group::start(2, emulator(Duration::from_secs(600)), "");
+    // A lease long enough that waiting it out and a released key are far apart in time.
+    g.set_timings("  lease: 12s\n  claim_ttl: 3s\n  takeover_after: 6s\n");
+    g.start_all();
+    assert!(g.wait_chain_gen(1, Duration::from_secs(20)), "{}", g.logs());
+    let mut leader = None;
+    assert!(wait_for(Duration::from_secs(10), || {
+        leader = g.leader();
+        leader.is_some()
+    }));
+    let (leader, other) = (leader.unwrap(), 1 - leader.unwrap());
+    // SIGTERM: the leader deletes its key and revokes its lease on the way out, so the other
+    // leads at its next look (a quarter of the lease), long before the lease runs out.
+    let stopped = std::time::Instant::now();
+    assert_eq!(g.stop_node(leader), Some(0));
+    assert!(
+        wait_for(Duration::from_secs(15), || {
+            let (_, body) = http(g.ports[other], "GET", "/readyz");
+            body.contains("\"leading\":true")
+        }),
+        "the other process did not take over\n{}",
+        g.logs()
+    );
+    assert!(
+        stopped.elapsed() < Duration::from_secs(8),
+        "the handover took {:?}, as long as the lease: the key was not released",
+        stopped.elapsed()
+    );
+    // Cut off from etcd, the remaining leader steps down and /readyz names the problem,
+    // while its output keeps the last good token.
+    g.proxies[other].blackhole();
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            let (_, body) = http(g.ports[other], "GET", "/readyz");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            v["ha"]["leading"] == false
+                && v["ha"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("etcd election"))
+        }),
+        "no step-down or no reason in /readyz\n{}",
+        g.logs()
+    );
+    assert!(!g.output(other).trim().is_empty());
+}

@@ -55,6 +55,8 @@ pub struct Group {
     pub direct: Option<Vec<String>>,
     /// Each node's `listen` port (HTTP endpoints).
     pub ports: Vec<u16>,
+    /// The `ha` timing keys ([`HA_TIMINGS`] unless a test needs others).
+    pub timings: String,
 }
 
 /// An emulator whose Vandar tokens live `lifetime` and whose refresh tokens stay valid
@@ -105,6 +107,7 @@ impl Group {
             extra: extra.to_owned(),
             direct: None,
             ports: (0..n).map(|_| crate::harness::free_port()).collect(),
+            timings: HA_TIMINGS.to_owned(),
         };
         for i in 0..n {
             g.write_config(i);
@@ -126,6 +129,14 @@ impl Group {
         self.env.path(&format!("daemon-{i}.log"))
     }
 
+    /// Other `ha` timings for every node (rewrites the configs).
+    pub fn set_timings(&mut self, timings: &str) {
+        self.timings = timings.to_owned();
+        for i in 0..self.nodes.len() {
+            self.write_config(i);
+        }
+    }
+
     pub fn write_config(&self, i: usize) {
         self.write_config_with(i, "vandar-refresh", &self.extra.clone());
     }
@@ -138,10 +149,11 @@ impl Group {
             None => self.proxies[i].url(),
         };
         let text = format!(
-            "state_dir: {dir}/state-{i}\nlisten: 127.0.0.1:{port}\nha:\n  backend: etcd\n  group: {GROUP}\n  identity: node-{i}\n{HA_TIMINGS}  etcd:\n    endpoints: [{etcd}]\n    timeout: 1s\ncredentials:\n  - name: {CRED}\n    provider: vandar\n    base_url: {url}\n    refresh_token: {{ file: {dir}/secrets/{seed} }}\n    timeout: 1s\n    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}\n{extra}    outputs:\n      - file: {dir}/out-{i}/vandar.token\n",
+            "state_dir: {dir}/state-{i}\nlisten: 127.0.0.1:{port}\nha:\n  backend: etcd\n  group: {GROUP}\n  identity: node-{i}\n{timings}  etcd:\n    endpoints: [{etcd}]\n    timeout: 1s\ncredentials:\n  - name: {CRED}\n    provider: vandar\n    base_url: {url}\n    refresh_token: {{ file: {dir}/secrets/{seed} }}\n    timeout: 1s\n    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}\n{extra}    outputs:\n      - file: {dir}/out-{i}/vandar.token\n",
             dir = self.env.dir.path().display(),
             url = self.env.url(),
             port = self.ports[i],
+            timings = self.timings,
         );
         std::fs::write(self.config_path(i), text).unwrap();
     }
