@@ -5,7 +5,8 @@ use std::path::Path;
 use super::paths::resolve;
 use super::{Errors, Secrets};
 use crate::atomic::Access;
-use crate::config::raw::{OutputFormat, RawOutput};
+use crate::config::raw::{OutputFormat, RawKubeSecret, RawOutput};
+use crate::output::kubernetes_secret::{KubeSecret, SecretFormat};
 use crate::output::{Format, Output, Target, render};
 
 pub(super) fn build_output(
@@ -121,6 +122,100 @@ pub(super) fn build_output(
         }
     };
     (errors.0.len() == before).then_some(Output { target, access })
+}
+
+/// A `kubernetes_secret` output. The other keys of the output (`file`, `mode`, …) do not
+/// apply: the Secret's keys, labels and annotations say everything.
+pub(super) fn build_kube_secret(
+    o: &RawOutput,
+    k: &RawKubeSecret,
+    credential: &str,
+    base: &Path,
+    ctx: &str,
+    errors: &mut Errors,
+) -> Option<KubeSecret> {
+    let before = errors.0.len();
+    if o.file.is_some()
+        || o.dir.is_some()
+        || o.format.is_some()
+        || o.template.is_some()
+        || o.env_prefix.is_some()
+        || o.mode.is_some()
+        || o.group.is_some()
+    {
+        errors.push(
+            ctx,
+            "an output is a `kubernetes_secret` or a `file`/`dir`; put `format` and `env_prefix` inside `kubernetes_secret:`, and `mode`/`group` do not apply to a Secret",
+        );
+    }
+    if !is_dns_subdomain(&k.name) {
+        errors.push(
+            ctx,
+            format!(
+                "`name` `{}` is not a valid Secret name: lower-case letters, digits, `-` and `.`, starting and ending with a letter or digit, at most 253 characters",
+                k.name
+            ),
+        );
+    }
+    if let Some(ns) = &k.namespace
+        && (ns.len() > 63 || ns.contains('.') || !is_dns_subdomain(ns))
+    {
+        errors.push(
+            ctx,
+            format!("`namespace` `{ns}` is not a valid namespace name: lower-case letters, digits and `-`, at most 63 characters"),
+        );
+    }
+    let format = match (k.format.unwrap_or_default(), &k.env_prefix) {
+        (OutputFormat::Raw, None) => SecretFormat::Files,
+        (OutputFormat::Env, prefix) => {
+            let prefix = prefix
+                .clone()
+                .unwrap_or_else(|| render::env_prefix(credential));
+            let valid = prefix
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                errors.push(
+                    ctx,
+                    format!("`env_prefix` `{prefix}` is not a valid variable name prefix"),
+                );
+            }
+            SecretFormat::Env { prefix }
+        }
+        (OutputFormat::Raw, Some(_)) => {
+            errors.push(ctx, "`env_prefix` only applies to `format: env`");
+            SecretFormat::Files
+        }
+        (OutputFormat::Json | OutputFormat::Template, _) => {
+            errors.push(
+                ctx,
+                "`format` of a `kubernetes_secret` is `env` or absent (the `dir` output's keys: token, token.json, expires_at)",
+            );
+            SecretFormat::Files
+        }
+    };
+    (errors.0.len() == before).then(|| KubeSecret {
+        name: k.name.clone(),
+        namespace: k.namespace.clone(),
+        labels: k.labels.clone().unwrap_or_default(),
+        annotations: k.annotations.clone().unwrap_or_default(),
+        format,
+        kubeconfig: k.kubeconfig.as_ref().map(|p| resolve(base, p)),
+    })
+}
+
+/// RFC 1123 subdomain, as Kubernetes requires of object names.
+fn is_dns_subdomain(name: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !name.is_empty()
+        && name.len() <= 253
+        && name.starts_with(alnum)
+        && name.ends_with(alnum)
+        && name.chars().all(|c| alnum(c) || c == '-' || c == '.')
 }
 
 fn resolve_group(group: &str) -> Result<u32, String> {
