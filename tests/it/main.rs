@@ -24,6 +24,7 @@ mod http_json;
 mod interop;
 mod kube_client;
 mod kube_fake;
+mod kube_output;
 mod notify;
 mod outputs;
 mod providers;

@@ -1,0 +1,241 @@
+//! The `kubernetes_secret` output through the real binary against the fake API server
+//! (`kube_fake.rs`), reached through a kubeconfig: what the Secret holds, when it is not
+//! rewritten, that an older token never replaces a newer one, races, creation, RBAC proven
+//! before any provider call, and that the token never reaches the logs.
+
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::harness::Env;
+use crate::kube_fake::{Fault, KubeFake, Res, Rule};
+
+const NS: &str = "apps";
+const NAME: &str = "pharmacy-token";
+
+/// A kubeconfig for `fake` with the static token `kc-token`, in `env`'s directory.
+fn kubeconfig(env: &Env, fake: &KubeFake) -> PathBuf {
+    let path = env.path("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: test\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: test\n  context:\n    cluster: fake\n    user: me\n    namespace: default\nusers:\n- name: me\n  user:\n    token: kc-token\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A yaVapteke credential whose only output is the Secret `apps/pharmacy-token`.
+fn setup(extra_output: &str) -> (Env, KubeFake) {
+    let env = Env::new();
+    let fake = KubeFake::start(&["kc-token"]);
+    kubeconfig(&env, &fake);
+    env.secret("yav", "yav-secret\n");
+    env.config(&format!(
+        r#"log: {{ level: debug }}
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {{url}}/YavaptekeAPI/connect/token
+    client_id: 3f37b142-e371-461e-924c-a913ff878534
+    client_secret: {{ file: {{dir}}/secrets/yav }}
+    timeout: 2s
+    outputs:
+      - kubernetes_secret:
+          name: {NAME}
+          namespace: {NS}
+          kubeconfig: {{dir}}/kubeconfig
+          labels: {{ team: pay }}
+{extra_output}"#
+    ));
+    (env, fake)
+}
+
+fn secret(fake: &KubeFake) -> Value {
+    fake.get(Res::Secrets, NS, NAME)
+        .expect("the output Secret exists")
+}
+
+fn data(secret: &Value, key: &str) -> String {
+    let b64 = secret["data"][key].as_str().unwrap_or_default();
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn rv(secret: &Value) -> String {
+    secret["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Non-dry-run writes of the output Secret the fake saw: (verb, status).
+fn writes(fake: &KubeFake) -> Vec<(String, u16)> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.name == NAME || r.verb == "create")
+        .filter(|r| r.verb != "get" && !r.query.contains("dryRun"))
+        .map(|r| (r.verb, r.status))
+        .collect()
+}
+
+#[test]
+fn kube_output_once_creates_the_secret_with_the_dir_keys_and_never_rewrites_the_same_token() {
+    let (env, fake) = setup("");
+    env.run(&["once"]).assert_code(0);
+    let s = secret(&fake);
+    let token = data(&s, "token");
+    assert!(!token.is_empty());
+    let json: Value = serde_json::from_str(&data(&s, "token.json")).unwrap();
+    assert_eq!(json["token"], token.as_str());
+    assert_eq!(json["credential"], "pharmacy");
+    assert_eq!(data(&s, "expires_at"), json["expires_at"].as_str().unwrap());
+    let (labels, notes) = (&s["metadata"]["labels"], &s["metadata"]["annotations"]);
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "tokend");
+    assert_eq!(labels["tokend.dev/credential"], "pharmacy");
+    assert_eq!(labels["team"], "pay");
+    assert_eq!(notes["tokend.dev/credential"], "pharmacy");
+    assert_eq!(notes["tokend.dev/expires-at"], json["expires_at"]);
+    assert_eq!(notes["tokend.dev/issued-at"], json["issued_at"]);
+    assert!(
+        notes["tokend.dev/token-gen"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
+    // Absent: created (a dry run at start, then one real create).
+    assert_eq!(writes(&fake), [("create".to_owned(), 201)]);
+
+    // The token is still fresh: the second run publishes it again, and the Secret, which
+    // already holds it, is not written.
+    let before = rv(&s);
+    env.run(&["once"]).assert_code(0);
+    assert_eq!(env.emu.requests(crate::harness::Endpoint::Yavapteke), 1);
+    assert_eq!(rv(&secret(&fake)), before);
+    assert_eq!(writes(&fake).len(), 1);
+}
+
+#[test]
+fn kube_output_a_secret_holding_a_newer_token_is_never_overwritten() {
+    let (env, fake) = setup("");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    // Written by a writer whose token is newer than anything this run will get.
+    let newer = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": NAME, "annotations": {"tokend.dev/token-gen": u64::MAX.to_string()}},
+        "data": {"token": b64.encode("newer-token")}});
+    let before = fake.put(Res::Secrets, NS, newer);
+    env.run(&["once"]).assert_code(0);
+    let s = secret(&fake);
+    assert_eq!(data(&s, "token"), "newer-token");
+    assert_eq!(rv(&s), before);
+    assert_eq!(writes(&fake), Vec::<(String, u16)>::new());
+}
+
+#[test]
+fn kube_output_a_placeholder_is_taken_over_and_a_lost_race_is_retried() {
+    let (env, fake) = setup("");
+    // A placeholder a chart created, with another manager's label that must survive.
+    fake.put(
+        Res::Secrets,
+        NS,
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": NAME, "labels": {"helm.sh/chart": "x"}}, "data": {}}),
+    );
+    // The first patch is the start-up dry run (a conflict there still proves RBAC); the
+    // second is the real write, which loses a race and must read again and retry.
+    fake.inject("patch", Fault::Status(409, "Conflict"));
+    fake.inject("patch", Fault::Status(409, "Conflict"));
+    env.run(&["once"]).assert_code(0);
+    let s = secret(&fake);
+    assert!(!data(&s, "token").is_empty());
+    assert_eq!(s["metadata"]["labels"]["helm.sh/chart"], "x");
+    assert_eq!(
+        writes(&fake),
+        [("patch".to_owned(), 409), ("patch".to_owned(), 200)]
+    );
+    // Every real write carried the resourceVersion it read: never a blind overwrite.
+    assert!(
+        fake.requests()
+            .iter()
+            .filter(|r| r.verb == "patch")
+            .all(|r| r.body_rv.is_some())
+    );
+}
+
+#[test]
+fn kube_output_a_missing_rbac_verb_stops_check_and_once_before_any_provider_call() {
+    let (env, fake) = setup("");
+    fake.put(
+        Res::Secrets,
+        NS,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": NAME}, "data": {}}),
+    );
+    // May read the Secret, not patch it.
+    fake.set_roles(Some(vec![Rule {
+        verb: "get",
+        resource: "secrets",
+        name: Some(NAME.to_owned()),
+    }]));
+    for args in [&["check"][..], &["once"]] {
+        let run = env.run(args);
+        run.assert_code(2);
+        for word in [
+            "`patch`",
+            "namespace `apps`",
+            "`pharmacy-token`",
+            "pharmacy",
+        ] {
+            assert!(
+                run.stderr.contains(word),
+                "{args:?}: {word}: {}",
+                run.stderr
+            );
+        }
+    }
+    assert_eq!(
+        env.total_requests(),
+        0,
+        "no provider request before RBAC is proven"
+    );
+    assert_eq!(writes(&fake), Vec::<(String, u16)>::new());
+}
+
+#[test]
+fn kube_output_the_token_never_reaches_the_logs() {
+    let (env, fake) = setup("");
+    let first = env.run(&["once"]);
+    first.assert_code(0);
+    let token = data(&secret(&fake), "token");
+    assert!(token.len() > 8);
+    // A forced refresh writes over it (apply), logging at debug.
+    let second = env.run(&["once", "--force"]);
+    second.assert_code(0);
+    let newer = data(&secret(&fake), "token");
+    assert_ne!(newer, token);
+    for run in [&first, &second] {
+        for canary in [&token, &newer] {
+            assert!(!run.all().contains(canary.as_str()), "{}", run.all());
+        }
+    }
+}
+
+#[test]
+fn kube_output_check_warns_when_the_refresh_margin_is_shorter_than_the_kubelet_sync() {
+    let (env, _fake) = setup("    refresh: { at: 95% }\n    lifetime: 1h\n");
+    let run = env.run(&["check", "--offline"]);
+    run.assert_code(0);
+    assert!(run.stderr.contains("kubelet's sync"), "{}", run.stderr);
+    assert!(run.stdout.contains("kubernetes_secret apps/pharmacy-token"));
+    let (env, _fake) = setup("");
+    let run = env.run(&["check", "--offline"]);
+    run.assert_code(0);
+    assert!(!run.stderr.contains("kubelet"), "{}", run.stderr);
+}
