@@ -28,7 +28,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), Error> {
                 tracing::error!("cannot write here, every refresh will fail: {p}");
             }
             report_orphans(&config);
-            prove_kube_access(&config).await?;
+            prove_kube_access(&config, true).await?;
             daemon::run(path, config).await
         }
         #[cfg(feature = "emulator")]
@@ -61,17 +61,30 @@ fn print_bytes(bytes: &[u8]) -> Result<(), Error> {
 }
 
 /// Proves that every `kubernetes_secret` output can be written (GET and a dry-run write),
-/// before any provider call spends a one-time input: a refusal is a configuration error.
-async fn prove_kube_access(config: &Config) -> Result<(), Error> {
-    let problems = crate::output::kubernetes_secret::prove_access(config).await;
-    if problems.is_empty() {
+/// before any provider call spends a one-time input: a refusal (RBAC) is a configuration
+/// error. An API server that does not answer stops `check` and `once` (exit 1); `run`
+/// starts anyway and writes the Secrets once it answers, as it would after an outage.
+async fn prove_kube_access(config: &Config, daemon: bool) -> Result<(), Error> {
+    let access = crate::output::kubernetes_secret::prove_access(config).await;
+    if !access.refused.is_empty() {
+        return Err(config::ConfigError::Invalid {
+            path: config.path.clone(),
+            errors: access.refused,
+        }
+        .into());
+    }
+    if access.unreachable.is_empty() {
         return Ok(());
     }
-    Err(config::ConfigError::Invalid {
-        path: config.path.clone(),
-        errors: problems,
+    if daemon {
+        for line in &access.unreachable {
+            tracing::error!(
+                "cannot check the Kubernetes output at start, will retry at each write: {line}"
+            );
+        }
+        return Ok(());
     }
-    .into())
+    Err(Error::Kubernetes(access.unreachable.join("; ")))
 }
 
 /// Loads the config (and its secrets, unless skipped), with the load deadline.
@@ -107,7 +120,7 @@ async fn check(path: &Path, offline: bool) -> Result<(), Error> {
         for p in crate::preflight::unwritable(&config) {
             eprintln!("warning: {p}");
         }
-        prove_kube_access(&config).await?;
+        prove_kube_access(&config, false).await?;
     }
     println!("{}", plan(&config, &ProcessEnv));
     if offline {
@@ -232,7 +245,7 @@ async fn once(path: &Path, force: bool) -> Result<(), Error> {
     // Installed before any request goes out: from here on SIGTERM/SIGINT never kill a
     // rotation in flight (an init container deleted, a CI job cancelled).
     let stop_signal = crate::signals::Stop::install().map_err(Error::Signals)?;
-    prove_kube_access(&config).await?;
+    prove_kube_access(&config, false).await?;
     let engine = crate::runtime::open(&config).await?.engine;
     report_orphans(&config);
     let stopping = Arc::new(AtomicBool::new(false));

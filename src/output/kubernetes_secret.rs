@@ -267,26 +267,54 @@ pub async fn write(out: &KubeSecret, token: &Token, credential: &str) -> Result<
     ))
 }
 
-/// Proves, with a GET and a dry-run write of each output Secret, that tokend may write them:
-/// one sentence per output that it may not, naming the verb, resource, namespace and name.
-pub async fn prove_access(config: &Config) -> Vec<String> {
-    let mut problems = Vec::new();
+/// What the start-up dry run found, one sentence per output.
+#[derive(Debug, Default)]
+pub struct Access {
+    /// Can never work as configured (a missing RBAC verb, rejected credentials, an unknown
+    /// namespace, a kubeconfig tokend cannot use): a configuration error.
+    pub refused: Vec<String>,
+    /// The API server did not answer usefully (unreachable, 5xx): may pass by itself.
+    pub unreachable: Vec<String>,
+}
+
+/// Proves, with a GET and a dry-run write of each output Secret, that tokend may write them.
+pub async fn prove_access(config: &Config) -> Access {
+    let mut access = Access::default();
     for cred in &config.credentials {
         for out in &cred.kube_outputs {
-            if let Err(why) = prove_one(out, &cred.name).await {
-                problems.push(format!(
+            if let Err((refused, why)) = prove_one(out, &cred.name).await {
+                let line = format!(
                     "credential `{}`: output {}: {why}",
                     cred.name,
                     out.describe()
-                ));
+                );
+                if refused {
+                    access.refused.push(line);
+                } else {
+                    access.unreachable.push(line);
+                }
             }
         }
     }
-    problems
+    access
 }
 
-async fn prove_one(out: &KubeSecret, credential: &str) -> Result<(), String> {
-    let client = client(out.kubeconfig.as_deref())?;
+/// Whether an error of the dry run means the configuration (or RBAC) is wrong, rather
+/// than the API server being away for now.
+fn is_refusal(e: &KubeError) -> bool {
+    match e {
+        KubeError::Forbidden { .. }
+        | KubeError::Unauthorized { .. }
+        | KubeError::NotFound { .. }
+        | KubeError::Setup { .. }
+        | KubeError::NoResourceVersion { .. } => true,
+        KubeError::Status { code, .. } => *code < 500 && *code != 429,
+        _ => false,
+    }
+}
+
+async fn prove_one(out: &KubeSecret, credential: &str) -> Result<(), (bool, String)> {
+    let client = client(out.kubeconfig.as_deref()).map_err(|e| (true, e))?;
     let ns = out
         .namespace
         .clone()
@@ -297,12 +325,15 @@ async fn prove_one(out: &KubeSecret, credential: &str) -> Result<(), String> {
         Ok(_) | Err(KubeError::Conflict { .. } | KubeError::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e),
     };
-    let denied = |verb: &str, e: &KubeError| match e {
-        KubeError::Forbidden { message, .. } => format!(
-            "tokend may not `{verb}` secrets in namespace `{ns}` (name `{}`): {message}; grant its ServiceAccount `{verb}` on this Secret in a Role (README, \"Kubernetes\")",
-            out.name
-        ),
-        e => e.to_string(),
+    let denied = |verb: &str, e: &KubeError| {
+        let why = match e {
+            KubeError::Forbidden { message, .. } => format!(
+                "tokend may not `{verb}` secrets in namespace `{ns}` (name `{}`): {message}; grant its ServiceAccount `{verb}` on this Secret in a Role (README, \"Kubernetes\")",
+                out.name
+            ),
+            e => e.to_string(),
+        };
+        (is_refusal(e), why)
     };
     // A dry-run token: nothing is stored, and no real token is ever sent for it.
     let probe = Token {

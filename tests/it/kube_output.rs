@@ -239,3 +239,71 @@ fn kube_output_check_warns_when_the_refresh_margin_is_shorter_than_the_kubelet_s
     run.assert_code(0);
     assert!(!run.stderr.contains("kubelet"), "{}", run.stderr);
 }
+
+#[test]
+fn kube_output_an_api_server_that_does_not_answer_stops_once_before_any_provider_call() {
+    let (env, fake) = setup("");
+    // The kubeconfig now names a port nobody listens on.
+    let dead = format!("http://127.0.0.1:{}", crate::harness::free_port());
+    let text = std::fs::read_to_string(env.path("kubeconfig")).unwrap();
+    std::fs::write(env.path("kubeconfig"), text.replace(&fake.url(), &dead)).unwrap();
+    let run = env.run(&["once"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("cannot reach the Kubernetes API") && run.stderr.contains(NAME),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.total_requests(), 0);
+}
+
+#[test]
+fn kube_output_env_format_gives_envfrom_keys() {
+    let env = Env::new();
+    let fake = KubeFake::start(&["kc-token"]);
+    kubeconfig(&env, &fake);
+    env.secret("yav", "yav-secret\n");
+    env.config(&format!(
+        r#"credentials:
+  - name: pharmacy-api
+    provider: yavapteke
+    token_url: {{url}}/YavaptekeAPI/connect/token
+    client_id: 3f37b142-e371-461e-924c-a913ff878534
+    client_secret: {{ file: {{dir}}/secrets/yav }}
+    outputs:
+      - kubernetes_secret: {{ name: {NAME}, format: env, kubeconfig: {{dir}}/kubeconfig }}
+"#
+    ));
+    env.run(&["once"]).assert_code(0);
+    // No namespace: the kubeconfig context's (the pod's own, in a cluster).
+    let s = fake.get(Res::Secrets, "default", NAME).expect("the Secret");
+    let keys: Vec<&String> = s["data"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["PHARMACY_API_EXPIRES_AT", "PHARMACY_API_TOKEN"]);
+    let run = env.run(&["check", "--offline"]);
+    assert!(
+        run.stderr.contains("never change in a running pod"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn kube_output_two_credentials_cannot_write_one_secret() {
+    let env = Env::new();
+    env.secret("yav", "yav-secret\n");
+    let cred = |name: &str| {
+        format!(
+            "  - name: {name}\n    provider: yavapteke\n    client_id: x\n    client_secret: {{ file: {{dir}}/secrets/yav }}\n    outputs: [ {{ kubernetes_secret: {{ name: shared, namespace: apps }} }} ]\n"
+        )
+    };
+    env.config(&format!("credentials:\n{}{}", cred("a"), cred("b")));
+    let run = env.run(&["check", "--offline"]);
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains(
+            "credential `b`: output kubernetes_secret apps/shared (files) is also an output of credential `a`; two outputs cannot write the same Secret"
+        ),
+        "{}",
+        run.stderr
+    );
+}

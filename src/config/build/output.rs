@@ -117,7 +117,10 @@ pub(super) fn build_output(
             return None;
         }
         (None, None) => {
-            errors.push(ctx, "an output needs `file:` or `dir:`");
+            errors.push(
+                ctx,
+                "an output needs `file:`, `dir:` or `kubernetes_secret:`",
+            );
             return None;
         }
     };
@@ -208,6 +211,28 @@ pub(super) fn build_kube_secret(
     })
 }
 
+/// Two `kubernetes_secret` outputs naming one Secret would overwrite each other's token.
+pub(super) fn check_unique_secrets(credentials: &[crate::config::Credential], errors: &mut Errors) {
+    let mut seen: std::collections::HashMap<
+        (&Option<String>, &Option<std::path::PathBuf>, &str),
+        &str,
+    > = std::collections::HashMap::new();
+    for c in credentials {
+        for o in &c.kube_outputs {
+            let key = (&o.namespace, &o.kubeconfig, o.name.as_str());
+            if let Some(other) = seen.insert(key, &c.name) {
+                errors.push(
+                    &format!("credential `{}`", c.name),
+                    format!(
+                        "output {} is also an output of credential `{other}`; two outputs cannot write the same Secret",
+                        o.describe()
+                    ),
+                );
+            }
+        }
+    }
+}
+
 /// RFC 1123 subdomain, as Kubernetes requires of object names.
 fn is_dns_subdomain(name: &str) -> bool {
     let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
@@ -290,7 +315,10 @@ mod tests {
     fn invalid_outputs() {
         let cases: &[(&str, &[&str])] = &[
             ("{file: t, dir: d}", &["c: set `file` or `dir`, not both"]),
-            ("{mode: '0600'}", &["c: an output needs `file:` or `dir:`"]),
+            (
+                "{mode: '0600'}",
+                &["c: an output needs `file:`, `dir:` or `kubernetes_secret:`"],
+            ),
             (
                 "{file: t, format: template}",
                 &["c: `format: template` needs a `template:`"],
@@ -321,6 +349,68 @@ mod tests {
         for (yaml, want) in cases {
             let (o, errors, _) = output(yaml, Secrets::Resolve);
             assert_eq!(errors, *want, "{yaml}");
+            assert!(o.is_none(), "{yaml}");
+        }
+    }
+
+    /// The `kubernetes_secret` output built from `yaml` (errors).
+    fn kube(yaml: &str) -> (Option<KubeSecret>, Vec<String>) {
+        let raw: RawOutput = serde_yaml::from_str(yaml).unwrap();
+        let k = raw.kubernetes_secret.as_ref().unwrap();
+        let (o, errors, _) =
+            run(|_, e, _| build_kube_secret(&raw, k, "my-api", Path::new("/b"), "c", e));
+        (o, errors)
+    }
+
+    #[test]
+    fn kubernetes_secret_outputs() {
+        let (o, errors) = kube(
+            "{kubernetes_secret: {name: t.k-1, namespace: apps, labels: {a: b}, kubeconfig: kc}}",
+        );
+        assert_eq!(errors, Vec::<String>::new());
+        assert_eq!(
+            o.unwrap(),
+            KubeSecret {
+                name: "t.k-1".into(),
+                namespace: Some("apps".into()),
+                labels: [("a".to_owned(), "b".to_owned())].into(),
+                annotations: Default::default(),
+                format: SecretFormat::Files,
+                kubeconfig: Some("/b/kc".into()),
+            }
+        );
+        let (o, _) = kube("{kubernetes_secret: {name: t, format: env}}");
+        assert_eq!(
+            o.unwrap().format,
+            SecretFormat::Env {
+                prefix: "MY_API".into()
+            }
+        );
+        let cases: &[(&str, &str)] = &[
+            (
+                "{kubernetes_secret: {name: Tok}}",
+                "c: `name` `Tok` is not a valid Secret name: lower-case letters, digits, `-` and `.`, starting and ending with a letter or digit, at most 253 characters",
+            ),
+            (
+                "{kubernetes_secret: {name: t, namespace: a.b}}",
+                "c: `namespace` `a.b` is not a valid namespace name: lower-case letters, digits and `-`, at most 63 characters",
+            ),
+            (
+                "{kubernetes_secret: {name: t, format: json}}",
+                "c: `format` of a `kubernetes_secret` is `env` or absent (the `dir` output's keys: token, token.json, expires_at)",
+            ),
+            (
+                "{kubernetes_secret: {name: t, env_prefix: X}}",
+                "c: `env_prefix` only applies to `format: env`",
+            ),
+            (
+                "{kubernetes_secret: {name: t}, mode: '0600'}",
+                "c: an output is a `kubernetes_secret` or a `file`/`dir`; put `format` and `env_prefix` inside `kubernetes_secret:`, and `mode`/`group` do not apply to a Secret",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let (o, errors) = kube(yaml);
+            assert_eq!(errors, [*want], "{yaml}");
             assert!(o.is_none(), "{yaml}");
         }
     }
