@@ -200,6 +200,15 @@ fn kube_output_a_missing_rbac_verb_stops_check_and_once_before_any_provider_call
             );
         }
     }
+    // `run` refuses to start.
+    let mut daemon = env.daemon();
+    assert_eq!(
+        daemon.wait_exit(std::time::Duration::from_secs(20)),
+        Some(2),
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("`patch`"), "{}", daemon.log());
     assert_eq!(
         env.total_requests(),
         0,
