@@ -235,3 +235,70 @@ fn a_leader_stopped_cleanly_hands_over_at_once_and_one_cut_off_says_why() {
     );
     assert!(!g.output(other).trim().is_empty());
 }
+
+#[test]
+fn check_describes_the_group_and_the_etcd_password_appears_nowhere() {
+    const CANARY: &str = "canary-etcd-pw-5f3a9c";
+    let mut g = Group::start(1, emulator(Duration::from_secs(600)), "");
+    g.env.secret("etcd-password", &format!("{CANARY}\n"));
+    let path = g.config_path(0);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "    timeout: 1s\ncredentials:",
+        &format!(
+            "    timeout: 1s\n    username: tokend\n    password: {{ file: {}/secrets/etcd-password }}\ncredentials:",
+            g.env.dir.path().display()
+        ),
+    );
+    assert!(text.contains("username: tokend"), "{text}");
+    std::fs::write(&path, format!("log: {{ level: trace }}\n{text}")).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(crate::harness::BIN)
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for args in [&["check"][..], &["check", "--offline"][..]] {
+        let out = run(args);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{args:?}: {all}");
+        assert!(
+            all.contains("shared state: group `g1` in etcd http://127.0.0.1:")
+                && all.contains("as user `tokend`")
+                && all.contains("this process is `node-0`"),
+            "{args:?}: {all}"
+        );
+        assert!(
+            !all.contains(CANARY),
+            "{args:?} printed the etcd password: {all}"
+        );
+    }
+    g.start_node(0);
+    assert!(g.wait_chain_gen(1, Duration::from_secs(20)), "{}", g.logs());
+    let status = run(&["status", "--json"]);
+    assert!(status.status.success());
+    g.stop_node(0);
+    let everything = format!(
+        "{}{}{}",
+        g.log(0),
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        everything.contains("TRACE"),
+        "the log is not at trace level"
+    );
+    assert!(!everything.contains(CANARY), "the etcd password leaked");
+    // Nor in the shared record, nor in the local state directory.
+    let out = g.etcd.etcdctl(&["get", "--prefix", "/tokend/"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(CANARY));
+    for entry in std::fs::read_dir(g.env.path("state-0")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&bytes).contains(CANARY));
+    }
+}
