@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::*;
+use crate::support::*;
 
 /// One invalid config: a name for failure messages, the whole file (`{dir}` and `{url}` are
 /// replaced; every snippet starts with its own `state_dir` line so line numbers are literal)
