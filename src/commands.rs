@@ -196,6 +196,9 @@ pub fn plan(config: &Config, env: &dyn Environment) -> String {
             .map(|l| format!(", HTTP on {l}"))
             .unwrap_or_default()
     );
+    if let Some(ha) = &config.ha {
+        out.push_str(&format!("{}\n", ha.describe()));
+    }
     for c in &config.credentials {
         out.push_str(&format!("\n{}: {}\n", c.name, c.provider.plan()));
         let when = match c.refresh.every {

@@ -692,8 +692,11 @@ impl Supervisor {
         if new.state_dir != self.config.state_dir
             || new.listen != self.config.listen
             || new.log != self.config.log
+            || new.ha != self.config.ha
         {
-            tracing::warn!("state_dir, listen and log changes take effect only after a restart");
+            tracing::warn!(
+                "state_dir, listen, log and ha changes take effect only after a restart"
+            );
         }
         let (mut added, mut changed, mut removed, mut kept) = (0, 0, 0, 0);
         let credentials = std::mem::take(&mut new.credentials);

@@ -72,6 +72,36 @@ pub const DEFAULT_ETCD_PREFIX: &str = "/tokend/";
 pub const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl HaConfig {
+    /// One line for `check`: where the group's state lives and who this process is (never
+    /// the password).
+    pub fn describe(&self) -> String {
+        let role = match self.role {
+            Role::Auto => "campaigns for leadership and refreshes while it leads",
+            Role::Follower => "follower: only mirrors the shared state",
+        };
+        let store = match &self.backend {
+            Backend::Etcd(e) => format!(
+                "etcd {} under {}{}/{}",
+                e.endpoints.join(", "),
+                e.prefix,
+                self.group,
+                e.username
+                    .as_ref()
+                    .map(|u| format!(" as user `{u}`"))
+                    .unwrap_or_default()
+            ),
+            Backend::Kubernetes(_) => "kubernetes".to_owned(),
+        };
+        format!(
+            "shared state: group `{}` in {store}; this process is `{}` ({role}); lease {}, claims {}, takeover after {}",
+            self.group,
+            self.identity,
+            humantime::format_duration(self.lease),
+            humantime::format_duration(self.claim_ttl),
+            humantime::format_duration(self.takeover_after),
+        )
+    }
+
     /// The backend's name as written in the config.
     pub fn backend_name(&self) -> &'static str {
         match self.backend {

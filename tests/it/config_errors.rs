@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::*;
+use crate::support::*;
 
 /// One invalid config: a name for failure messages, the whole file (`{dir}` and `{url}` are
 /// replaced; every snippet starts with its own `state_dir` line so line numbers are literal)
@@ -591,6 +591,135 @@ credentials:
       - file: {dir}/out/pharmacy.token
 "#,
         expect: "invalid config `{dir}/config.yaml`: credential `pharmacy` (line 3): `token_url` ftp://example.com/token has scheme `ftp`; use https",
+    },
+    Case {
+        name: "ha group with capitals",
+        yaml: r#"state_dir: {dir}/state
+ha:
+  backend: etcd
+  group: Pay_Ments
+  etcd: { endpoints: [http://127.0.0.1:2379] }
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: "invalid config `{dir}/config.yaml`: `ha.group`: `Pay_Ments` may hold only lowercase letters, digits and `-` (it names etcd keys and Kubernetes objects)",
+    },
+    Case {
+        name: "ha takeover shorter than the claim",
+        yaml: r#"state_dir: {dir}/state
+ha:
+  backend: etcd
+  group: g1
+  claim_ttl: 90s
+  takeover_after: 30s
+  etcd: { endpoints: [http://127.0.0.1:2379] }
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: "invalid config `{dir}/config.yaml`: `ha.takeover_after`: 30s is shorter than `claim_ttl` (1m 30s): a claim could be taken over while its holder may still be sending",
+    },
+    Case {
+        name: "ha unknown key",
+        yaml: r#"state_dir: {dir}/state
+ha:
+  backend: etcd
+  group: g1
+  leese: 15s
+  etcd: { endpoints: [http://127.0.0.1:2379] }
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: "invalid config `{dir}/config.yaml`: line 5 column 3: ha: unknown key `leese`; did you mean `lease`?",
+    },
+    Case {
+        name: "ha etcd endpoint not a URL",
+        yaml: r#"state_dir: {dir}/state
+ha:
+  backend: etcd
+  group: g1
+  etcd: { endpoints: [127.0.0.1:2379] }
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: "invalid config `{dir}/config.yaml`: `ha.etcd.endpoints`: `127.0.0.1:2379` is not an http:// or https:// URL",
+    },
+    // `check` prints the endpoints: a password written into one must be refused, unechoed.
+    Case {
+        name: "ha etcd endpoint with a password in it",
+        yaml: r#"state_dir: {dir}/state
+ha:
+  backend: etcd
+  group: g1
+  etcd: { endpoints: [https://root:Hunter2canary@10.0.0.5:2379] }
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: "invalid config `{dir}/config.yaml`: `ha.etcd.endpoints`: endpoint 1 holds a user name or password (not shown); write it as `https://host:port` and set `username` and `password` (a secret)",
+    },
+    Case {
+        name: "ha kubernetes backend",
+        yaml: r#"state_dir: {dir}/state
+ha:
+  backend: kubernetes
+  group: g1
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: "invalid config `{dir}/config.yaml`: `ha.backend`: `kubernetes` is not available in this version yet; use `etcd` (a dedicated cluster), or run without `ha`",
+    },
+    Case {
+        name: "ha etcd user without password",
+        yaml: r#"state_dir: {dir}/state
+ha:
+  backend: etcd
+  group: g1
+  etcd: { endpoints: [http://127.0.0.1:2379], username: tokend }
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: "invalid config `{dir}/config.yaml`: `ha.etcd`: `username` and `password` go together: configure both or neither",
     },
     Case {
         name: "invalid listen",

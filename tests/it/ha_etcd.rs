@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use crate::ha_support::{CRED, Group, emulator};
-use crate::harness::{Endpoint, http, wait_for};
+use crate::support::group::{CRED, Group, emulator};
+use crate::support::{Endpoint, http, wait_for};
 
 const REFRESH: &str = "    refresh: { at: 50%, jitter: 0% }\n";
 const LAG: Duration = Duration::from_secs(1);
@@ -78,7 +78,7 @@ fn a_local_state_directory_is_imported_on_first_start() {
         out
     };
     std::fs::write(&single, without_ha).unwrap();
-    let out = std::process::Command::new(crate::harness::BIN)
+    let out = std::process::Command::new(crate::support::BIN)
         .arg("--config")
         .arg(&single)
         .arg("once")
@@ -105,8 +105,11 @@ fn a_local_state_directory_is_imported_on_first_start() {
         "{}",
         g.logs()
     );
-    let imported = g.last_commit().unwrap();
-    assert!(imported.refresh_token.is_some());
+    // The chain as the single instance left it: the same refresh token, generation 0.
+    let imported = g.state();
+    assert!(imported.refresh_token().is_some(), "{imported}");
+    assert_eq!(imported.chain_gen(), 0);
+    assert_eq!(imported.token_gen(), 0);
     // The local file is set aside so it is never imported again.
     assert!(!g.env.path(&format!("state-0/{CRED}.json")).exists());
 }
@@ -160,7 +163,7 @@ fn status_readyz_and_metrics_show_role_leader_generation_and_store_errors() {
         );
     }
     // `tokend status` reads the shared store, not the (empty) local state directory.
-    let out = std::process::Command::new(crate::harness::BIN)
+    let out = std::process::Command::new(crate::support::BIN)
         .arg("--config")
         .arg(g.config_path(follower))
         .args(["status", "--json"])
@@ -234,4 +237,71 @@ fn a_leader_stopped_cleanly_hands_over_at_once_and_one_cut_off_says_why() {
         g.logs()
     );
     assert!(!g.output(other).trim().is_empty());
+}
+
+#[test]
+fn check_describes_the_group_and_the_etcd_password_appears_nowhere() {
+    const CANARY: &str = "canary-etcd-pw-5f3a9c";
+    let mut g = Group::start(1, emulator(Duration::from_secs(600)), "");
+    g.env.secret("etcd-password", &format!("{CANARY}\n"));
+    let path = g.config_path(0);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "    timeout: 1s\ncredentials:",
+        &format!(
+            "    timeout: 1s\n    username: tokend\n    password: {{ file: {}/secrets/etcd-password }}\ncredentials:",
+            g.env.dir.path().display()
+        ),
+    );
+    assert!(text.contains("username: tokend"), "{text}");
+    std::fs::write(&path, format!("log: {{ level: trace }}\n{text}")).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(crate::support::BIN)
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for args in [&["check"][..], &["check", "--offline"][..]] {
+        let out = run(args);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{args:?}: {all}");
+        assert!(
+            all.contains("shared state: group `g1` in etcd http://127.0.0.1:")
+                && all.contains("as user `tokend`")
+                && all.contains("this process is `node-0`"),
+            "{args:?}: {all}"
+        );
+        assert!(
+            !all.contains(CANARY),
+            "{args:?} printed the etcd password: {all}"
+        );
+    }
+    g.start_node(0);
+    assert!(g.wait_chain_gen(1, Duration::from_secs(20)), "{}", g.logs());
+    let status = run(&["status", "--json"]);
+    assert!(status.status.success());
+    g.stop_node(0);
+    let everything = format!(
+        "{}{}{}",
+        g.log(0),
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        everything.contains("TRACE"),
+        "the log is not at trace level"
+    );
+    assert!(!everything.contains(CANARY), "the etcd password leaked");
+    // Nor in the shared record, nor in the local state directory.
+    let out = g.etcd.etcdctl(&["get", "--prefix", "/tokend/"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(CANARY));
+    for entry in std::fs::read_dir(g.env.path("state-0")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&bytes).contains(CANARY));
+    }
 }

@@ -1,4 +1,7 @@
-//! The `ha:` block → [`HaConfig`] (provisional minimal builder; see the README's `ha` keys).
+//! The `ha:` block → [`HaConfig`]: the group, this process's identity and role, the claim
+//! timings and the store backend, checked so that a group cannot form on a typo.
+
+use std::time::Duration;
 
 use crate::config::raw::RawHa;
 use crate::ha::{
@@ -8,12 +11,68 @@ use crate::ha::{
 
 use super::{Errors, SecretReader, Sources, paths::resolve};
 
+const MIN_LEASE: Duration = Duration::from_secs(2);
+
+/// `[a-z0-9-]`, 1–40 characters, alphanumeric at both ends: the group becomes part of etcd
+/// keys and of Kubernetes object names (`tokend-<group>-<credential>`).
+fn group_problem(group: &str) -> Option<String> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if group.is_empty() || group.len() > 40 {
+        Some(format!("`{group}` must be 1 to 40 characters"))
+    } else if !group.chars().all(ok_char) {
+        Some(format!(
+            "`{group}` may hold only lowercase letters, digits and `-` (it names etcd keys and Kubernetes objects)"
+        ))
+    } else if !alnum(group.chars().next()) || !alnum(group.chars().last()) {
+        Some(format!(
+            "`{group}` must start and end with a letter or a digit"
+        ))
+    } else {
+        None
+    }
+}
+
+/// An etcd client URL. One with a user name or password in it is refused without being
+/// echoed: `check` prints the endpoints, and the password belongs in `password` (a secret).
+fn endpoint_problem(index: usize, ep: &str) -> Option<String> {
+    if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+        if ep.contains('@') {
+            return Some(format!(
+                "endpoint {} is not an http:// or https:// URL (not shown: it holds an `@`)",
+                index + 1
+            ));
+        }
+        return Some(format!("`{ep}` is not an http:// or https:// URL"));
+    }
+    match reqwest::Url::parse(ep) {
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => Some(format!(
+            "endpoint {} holds a user name or password (not shown); write it as `{}://host:port` and set `username` and `password` (a secret)",
+            index + 1,
+            u.scheme()
+        )),
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => {
+            Some(format!("`{ep}` names no host, like https://10.0.0.5:2379"))
+        }
+        Ok(_) => None,
+        Err(_) if ep.contains('@') => Some(format!(
+            "endpoint {} is not a URL (not shown: it holds an `@`)",
+            index + 1
+        )),
+        Err(e) => Some(format!("`{ep}` is not a URL: {e}")),
+    }
+}
+
 pub(super) fn build(
     raw: RawHa,
     sources: &Sources,
     errors: &mut Errors,
     warnings: &mut Vec<String>,
 ) -> Option<HaConfig> {
+    let before = errors.0.len();
+    if let Some(p) = group_problem(&raw.group) {
+        errors.push("`ha.group`", p);
+    }
     let identity = raw
         .identity
         .or_else(|| sources.env.var("POD_NAME").filter(|v| !v.is_empty()))
@@ -24,26 +83,82 @@ pub(super) fn build(
                 .filter(|h| !h.is_empty())
         })
         .unwrap_or_else(|| "tokend".to_owned());
+    if identity
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace())
+    {
+        errors.push(
+            "`ha.identity`",
+            "must not contain spaces or control characters",
+        );
+    }
     let role = match raw.role.as_deref() {
         None | Some("auto") => Role::Auto,
         Some("follower") => Role::Follower,
         Some(other) => {
             errors.push(
                 "`ha.role`",
-                format!("`{other}` is not a role; use auto or follower"),
+                format!("`{other}` is not a role; use auto (campaign and refresh while leading) or follower (only mirror)"),
             );
             Role::Auto
         }
     };
-    let backend = match raw.backend.as_str() {
-        "etcd" => {
-            let Some(e) = raw.etcd else {
+    let lease = raw.lease.map_or(DEFAULT_LEASE, |d| d.0);
+    let claim_ttl = raw.claim_ttl.map_or(DEFAULT_CLAIM_TTL, |d| d.0);
+    let takeover_after = raw.takeover_after.map_or(DEFAULT_TAKEOVER_AFTER, |d| d.0);
+    for (key, d) in [("lease", lease), ("claim_ttl", claim_ttl)] {
+        if d < MIN_LEASE {
+            errors.push(
+                &format!("`ha.{key}`"),
+                format!(
+                    "must be at least 2s (it is {})",
+                    humantime::format_duration(d)
+                ),
+            );
+        }
+    }
+    if takeover_after < claim_ttl {
+        errors.push(
+            "`ha.takeover_after`",
+            format!(
+                "{} is shorter than `claim_ttl` ({}): a claim could be taken over while its holder may still be sending",
+                humantime::format_duration(takeover_after),
+                humantime::format_duration(claim_ttl)
+            ),
+        );
+    }
+    let backend = match (raw.backend.as_str(), raw.etcd, raw.kubernetes) {
+        ("etcd", Some(e), None) => {
+            if e.endpoints.is_empty() {
+                errors.push(
+                    "`ha.etcd.endpoints`",
+                    "lists no endpoint; give etcd's client URLs, like https://10.0.0.5:2379",
+                );
+            }
+            for (i, ep) in e.endpoints.iter().enumerate() {
+                if let Some(p) = endpoint_problem(i, ep) {
+                    errors.push("`ha.etcd.endpoints`", p);
+                }
+            }
+            let prefix = e.prefix.unwrap_or_else(|| DEFAULT_ETCD_PREFIX.to_owned());
+            if !prefix.starts_with('/') || !prefix.ends_with('/') {
+                errors.push(
+                    "`ha.etcd.prefix`",
+                    format!("`{prefix}` must start and end with `/`, like /tokend/"),
+                );
+            }
+            if e.username.is_some() != e.password.is_some() {
                 errors.push(
                     "`ha.etcd`",
-                    "backend etcd needs an `etcd:` block with `endpoints`",
+                    "`username` and `password` go together: configure both or neither",
                 );
-                return None;
-            };
+            }
+            if e.cert_file.is_some() != e.key_file.is_some() {
+                errors.push(
+                    "`ha.etcd`",
+                    "`cert_file` and `key_file` go together: configure both or neither",
+                );
+            }
             let reader = SecretReader {
                 sources,
                 ctx: "`ha.etcd`",
@@ -54,7 +169,7 @@ pub(super) fn build(
                 .and_then(|p| reader.read("password", p, errors, warnings));
             Backend::Etcd(EtcdBackend {
                 endpoints: e.endpoints,
-                prefix: e.prefix.unwrap_or_else(|| DEFAULT_ETCD_PREFIX.to_owned()),
+                prefix,
                 ca_file: e.ca_file.map(|p| resolve(sources.base, &p)),
                 cert_file: e.cert_file.map(|p| resolve(sources.base, &p)),
                 key_file: e.key_file.map(|p| resolve(sources.base, &p)),
@@ -63,25 +178,115 @@ pub(super) fn build(
                 timeout: e.timeout.map_or(DEFAULT_ETCD_TIMEOUT, |d| d.0),
             })
         }
-        "kubernetes" => Backend::Kubernetes(KubeBackend {
-            namespace: raw.kubernetes.as_ref().and_then(|k| k.namespace.clone()),
-            kubeconfig: raw.kubernetes.and_then(|k| k.kubeconfig),
-        }),
-        other => {
+        ("etcd", None, _) => {
+            errors.push(
+                "`ha.etcd`",
+                "backend etcd needs an `etcd:` block with `endpoints`",
+            );
+            return None;
+        }
+        ("etcd", Some(_), Some(_)) | ("kubernetes", Some(_), _) => {
+            errors.push(
+                "`ha`",
+                "configure the block of the chosen backend only (`etcd:` for etcd, `kubernetes:` for kubernetes)",
+            );
+            return None;
+        }
+        ("kubernetes", None, k) => {
             errors.push(
                 "`ha.backend`",
-                format!("`{other}` is not a backend; use etcd or kubernetes"),
+                "`kubernetes` is not available in this version yet; use `etcd` (a dedicated cluster), or run without `ha`",
+            );
+            Backend::Kubernetes(KubeBackend {
+                namespace: k.as_ref().and_then(|k| k.namespace.clone()),
+                kubeconfig: k.and_then(|k| k.kubeconfig),
+            })
+        }
+        (other, _, _) => {
+            errors.push(
+                "`ha.backend`",
+                format!("`{other}` is not a backend; use etcd"),
             );
             return None;
         }
     };
-    Some(HaConfig {
+    (errors.0.len() == before).then(|| HaConfig {
         group: raw.group,
         identity,
         role,
-        lease: raw.lease.map_or(DEFAULT_LEASE, |d| d.0),
-        claim_ttl: raw.claim_ttl.map_or(DEFAULT_CLAIM_TTL, |d| d.0),
-        takeover_after: raw.takeover_after.map_or(DEFAULT_TAKEOVER_AFTER, |d| d.0),
+        lease,
+        claim_ttl,
+        takeover_after,
         backend,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_urls_without_credentials_in_them() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("http://127.0.0.1:2379", None),
+            ("https://10.0.0.5:2379", None),
+            ("https://etcd-0.etcd:2379/", None),
+            (
+                "127.0.0.1:2379",
+                Some("`127.0.0.1:2379` is not an http:// or https:// URL"),
+            ),
+            (
+                "https://root:s3cret@10.0.0.5:2379",
+                Some(
+                    "endpoint 1 holds a user name or password (not shown); write it as `https://host:port` and set `username` and `password` (a secret)",
+                ),
+            ),
+            (
+                "http://root@10.0.0.5:2379",
+                Some(
+                    "endpoint 1 holds a user name or password (not shown); write it as `http://host:port` and set `username` and `password` (a secret)",
+                ),
+            ),
+            (
+                "root:s3cret@10.0.0.5:2379",
+                Some("endpoint 1 is not an http:// or https:// URL (not shown: it holds an `@`)"),
+            ),
+            (
+                "https://root:s3cret@[zz]:2379",
+                Some("endpoint 1 is not a URL (not shown: it holds an `@`)"),
+            ),
+        ];
+        for (ep, want) in cases {
+            let got = endpoint_problem(0, ep);
+            assert_eq!(got.as_deref(), *want, "{ep}");
+            if let Some(g) = got {
+                assert!(!g.contains("s3cret"), "{g}");
+            }
+        }
+    }
+
+    #[test]
+    fn group_names_fit_keys_and_kubernetes_names() {
+        let cases = [
+            ("payments-api", None),
+            ("a", None),
+            ("g1", None),
+            ("", Some("1 to 40")),
+            ("Payments", Some("lowercase")),
+            ("pay_ments", Some("lowercase")),
+            ("-pay", Some("start and end")),
+            ("pay-", Some("start and end")),
+            (&"x".repeat(41), Some("1 to 40")),
+        ];
+        for (group, want) in cases {
+            let got = group_problem(group);
+            match want {
+                None => assert_eq!(got, None, "{group}"),
+                Some(w) => assert!(
+                    got.as_deref().is_some_and(|g| g.contains(w)),
+                    "{group}: {got:?}"
+                ),
+            }
+        }
+    }
 }
