@@ -226,6 +226,8 @@ pub async fn write(out: &KubeSecret, token: &Token, credential: &str) -> Result<
         .unwrap_or_else(|| client.namespace().to_owned());
     let ours = generation(token);
     let mut last = String::new();
+    // A write whose answer was lost may have landed: if the next GET shows our token, it did.
+    let mut maybe_written = false;
     for _ in 0..MAX_ATTEMPTS {
         let existing = match client.get(Resource::Secret, &ns, &out.name).await {
             Ok(o) => Some(o.into_value()),
@@ -233,7 +235,10 @@ pub async fn write(out: &KubeSecret, token: &Token, credential: &str) -> Result<
             Err(e) => return Err(fail(&ns, e.to_string())),
         };
         let result = match decide(existing.as_ref(), ours) {
-            Step::Skip => return Ok(false),
+            Step::Skip => {
+                let ours_landed = existing.as_ref().and_then(held_generation) == Some(ours);
+                return Ok(maybe_written && ours_landed);
+            }
             Step::Apply(rv) => {
                 let object = out.manifest(&ns, token, credential, Some(&rv));
                 client
@@ -250,11 +255,14 @@ pub async fn write(out: &KubeSecret, token: &Token, credential: &str) -> Result<
         match result {
             Ok(_) => return Ok(true),
             // Someone wrote in between, or the answer was lost: read again and decide.
+            Err(e @ KubeError::Ambiguous { .. }) => {
+                maybe_written = true;
+                last = e.to_string();
+            }
             Err(
                 e @ (KubeError::Conflict { .. }
                 | KubeError::AlreadyExists { .. }
-                | KubeError::NotFound { .. }
-                | KubeError::Ambiguous { .. }),
+                | KubeError::NotFound { .. }),
             ) => last = e.to_string(),
             Err(e) => return Err(fail(&ns, e.to_string())),
         }

@@ -316,3 +316,27 @@ fn kube_output_two_credentials_cannot_write_one_secret() {
         run.stderr
     );
 }
+
+#[test]
+fn kube_output_a_write_whose_answer_was_lost_is_read_back_and_runs_the_hooks() {
+    let (env, fake) =
+        setup("    on_refresh:\n      - exec: [\"/bin/sh\", \"-c\", \"echo x >> hooked\"]\n");
+    fake.put(
+        Res::Secrets,
+        NS,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": NAME}, "data": {}}),
+    );
+    // The start-up dry run gets a conflict (still proves RBAC); the real apply is committed
+    // and its answer lost.
+    fake.inject("patch", Fault::Status(409, "Conflict"));
+    fake.inject("patch", Fault::DropAfterCommit);
+    env.run(&["once"]).assert_code(0);
+    assert!(!data(&secret(&fake), "token").is_empty());
+    // Read back, not written twice.
+    assert_eq!(writes(&fake), [("patch".to_owned(), 200)]);
+    assert_eq!(
+        env.read("hooked"),
+        "x\n",
+        "the hook runs: the Secret did change"
+    );
+}
