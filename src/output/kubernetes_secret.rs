@@ -468,6 +468,58 @@ mod tests {
     }
 
     #[test]
+    fn what_stops_the_start_and_what_may_pass() {
+        let status = |code| KubeError::Status {
+            op: "apply",
+            target: "t".into(),
+            code,
+            reason: "r".into(),
+            message: "m".into(),
+        };
+        let (op, target) = ("get", "secret apps/x".to_owned());
+        let cases = [
+            (
+                KubeError::Forbidden {
+                    op,
+                    target: target.clone(),
+                    message: "m".into(),
+                },
+                true,
+            ),
+            (
+                KubeError::NotFound {
+                    op,
+                    target: target.clone(),
+                },
+                true,
+            ),
+            (status(422), true),
+            (status(429), false),
+            (status(503), false),
+            (
+                KubeError::Unreachable {
+                    server: "s".into(),
+                    op,
+                    target: target.clone(),
+                    reason: "refused".into(),
+                },
+                false,
+            ),
+            (
+                KubeError::Ambiguous {
+                    op,
+                    target,
+                    reason: "reset".into(),
+                },
+                false,
+            ),
+        ];
+        for (e, refused) in cases {
+            assert_eq!(is_refusal(&e), refused, "{e:?}");
+        }
+    }
+
+    #[test]
     fn never_an_older_token_over_a_newer_one() {
         let secret = |held: Option<&str>| {
             let mut s =
