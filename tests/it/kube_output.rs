@@ -340,3 +340,20 @@ fn kube_output_a_write_whose_answer_was_lost_is_read_back_and_runs_the_hooks() {
         "the hook runs: the Secret did change"
     );
 }
+
+#[test]
+fn kube_output_run_writes_the_secret() {
+    let (env, fake) = setup("");
+    let mut daemon = env.daemon();
+    let written = crate::support::wait_for(std::time::Duration::from_secs(20), || {
+        fake.get(Res::Secrets, NS, NAME).is_some()
+    });
+    assert!(written, "{}", daemon.log());
+    let token = data(&secret(&fake), "token");
+    assert_eq!(
+        env.emu.issued_tokens().last().map(String::as_str),
+        Some(token.as_str())
+    );
+    assert!(daemon.is_running());
+    daemon.kill();
+}
