@@ -36,7 +36,7 @@ pub struct KubeSecret {
     pub name: String,
     /// `None`: the namespace of the client (the pod's own, or the kubeconfig context's).
     pub namespace: Option<String>,
-    /// Merged over tokend's own labels and annotations (tokend's win).
+    /// Added to tokend's own labels and annotations (the config refuses tokend's keys).
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub format: SecretFormat,

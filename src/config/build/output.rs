@@ -168,6 +168,22 @@ pub(super) fn build_kube_secret(
             format!("`namespace` `{ns}` is not a valid namespace name: lower-case letters, digits and `-`, at most 63 characters"),
         );
     }
+    // These say which token the Secret holds; a user value would defeat the never-older rule.
+    let reserved =
+        |key: &String| key.starts_with("tokend.dev/") || key == "app.kubernetes.io/managed-by";
+    for (what, map) in [("labels", &k.labels), ("annotations", &k.annotations)] {
+        for key in map
+            .iter()
+            .flatten()
+            .map(|(key, _)| key)
+            .filter(|key| reserved(key))
+        {
+            errors.push(
+                ctx,
+                format!("`{what}` may not set `{key}`: tokend sets it (`tokend.dev/*` and `app.kubernetes.io/managed-by` are tokend's)"),
+            );
+        }
+    }
     let format = match (k.format.unwrap_or_default(), &k.env_prefix) {
         (OutputFormat::Raw, None) => SecretFormat::Files,
         (OutputFormat::Env, prefix) => {
@@ -402,6 +418,10 @@ mod tests {
             (
                 "{kubernetes_secret: {name: t, env_prefix: X}}",
                 "c: `env_prefix` only applies to `format: env`",
+            ),
+            (
+                "{kubernetes_secret: {name: t, annotations: {tokend.dev/token-gen: '9'}}}",
+                "c: `annotations` may not set `tokend.dev/token-gen`: tokend sets it (`tokend.dev/*` and `app.kubernetes.io/managed-by` are tokend's)",
             ),
             (
                 "{kubernetes_secret: {name: t}, mode: '0600'}",
