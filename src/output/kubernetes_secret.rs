@@ -253,7 +253,10 @@ pub async fn write(out: &KubeSecret, token: &Token, credential: &str) -> Result<
             }
         };
         match result {
-            Ok(_) => return Ok(true),
+            Ok(_) => {
+                crate::events::secret_written(credential, &format!("{ns}/{}", out.name), ours);
+                return Ok(true);
+            }
             // Someone wrote in between, or the answer was lost: read again and decide.
             Err(e @ KubeError::Ambiguous { .. }) => {
                 maybe_written = true;

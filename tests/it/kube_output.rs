@@ -224,6 +224,12 @@ fn kube_output_the_token_never_reaches_the_logs() {
     let first = env.run(&["once"]);
     first.assert_code(0);
     canary.run("once", &first);
+    assert!(
+        first.stderr.contains("Kubernetes Secret written")
+            && first.stderr.contains("apps/pharmacy-token"),
+        "{}",
+        first.stderr
+    );
     let token = data(&secret(&fake), "token");
     // A forced refresh writes over it (an apply), logging at debug.
     let second = env.run(&["once", "--force"]);
