@@ -219,7 +219,8 @@ pub async fn write(out: &KubeSecret, token: &Token, credential: &str) -> Result<
         path: target(ns, &out.name),
         reason,
     };
-    let client = client(out.kubeconfig.as_deref()).map_err(|r| fail("?", r))?;
+    let client = client(out.kubeconfig.as_deref())
+        .map_err(|r| fail(out.namespace.as_deref().unwrap_or("<pod namespace>"), r))?;
     let ns = out
         .namespace
         .clone()
