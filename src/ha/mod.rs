@@ -78,3 +78,5 @@ impl HaConfig {
         }
     }
 }
+
+pub mod election;
