@@ -109,6 +109,19 @@ impl Machine {
         self.leader_rev.filter(|_| self.leading(now))
     }
 
+    /// While leading: the instant leadership ends unless a keepalive succeeds first.
+    pub fn step_down_at(&self, now: Instant) -> Option<Instant> {
+        self.lease
+            .filter(|_| self.leading(now))
+            .map(|l| l.valid_until)
+    }
+
+    /// The leader key's create_revision if our campaign created it, whether or not the
+    /// lease is still trusted: a delete fenced on it is always safe.
+    pub fn own_key_rev(&self) -> Option<i64> {
+        self.leader_rev.filter(|_| self.phase == Phase::Leading)
+    }
+
     pub fn lease_id(&self) -> Option<i64> {
         self.lease.map(|l| l.id)
     }
@@ -127,10 +140,7 @@ impl Machine {
             action: None,
             wake: Some(at),
         };
-        let step_down_at = self
-            .lease
-            .filter(|l| self.phase == Phase::Leading && now < l.valid_until)
-            .map(|l| l.valid_until);
+        let step_down_at = self.step_down_at(now);
         let soonest = |at: Instant| step_down_at.map_or(at, |s| s.min(at));
         if let Some(retry) = self.retry_at.filter(|r| now < *r) {
             return wait(soonest(retry));

@@ -80,3 +80,6 @@ impl HaConfig {
 }
 
 pub mod election;
+pub mod etcd_session;
+
+pub use etcd_session::{Election, Leadership};

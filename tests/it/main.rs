@@ -13,6 +13,7 @@ mod egress;
 mod etcd_client;
 mod etcd_support;
 mod faults;
+mod ha_election;
 mod hardening;
 mod hooks;
 mod http;
