@@ -25,6 +25,11 @@ pub fn margin(ttl: Duration) -> Duration {
     (ttl / 5).max(MIN_MARGIN).min(ttl / 2)
 }
 
+/// The end of leadership earned by a grant or keepalive sent at `sent` for `ttl`.
+pub fn lead_until(sent: Instant, ttl: Duration) -> Instant {
+    sent + ttl - margin(ttl)
+}
+
 /// The next etcd request the driver should make.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -190,7 +195,7 @@ impl Machine {
         self.lease = Some(LeaseState {
             id,
             ttl,
-            valid_until: sent + ttl - margin(ttl),
+            valid_until: lead_until(sent, ttl),
             next_keepalive: sent + ttl / 3,
         });
         self.phase = Phase::Campaign;
@@ -209,7 +214,7 @@ impl Machine {
             return;
         }
         let ttl = Duration::from_secs(ttl_left_secs as u64);
-        lease.valid_until = sent + ttl - margin(ttl);
+        lease.valid_until = lead_until(sent, ttl);
         lease.next_keepalive = sent + lease.ttl / 3;
     }
 

@@ -179,7 +179,8 @@ async fn election_leader_resigns_and_the_other_leads_within_a_second() {
 async fn election_cut_off_leader_steps_down_before_the_other_leads() {
     let cluster = EtcdCluster::start(1);
     let proxy = TcpProxy::start(cluster.client_addr(0));
-    let timeout = Duration::from_secs(1);
+    // Longer than the TTL: a keepalive that hangs must not delay the step-down.
+    let timeout = TTL + Duration::from_secs(1);
     let via_proxy = client(vec![proxy.url()], timeout);
     let direct = client(cluster.endpoints(), timeout);
     let a = Election::spawn(via_proxy, KEY.to_vec(), "a_00000001".into(), TTL);
@@ -201,7 +202,7 @@ async fn election_cut_off_leader_steps_down_before_the_other_leads() {
     .await;
     let a_down = log_a
         .first(cut, |l| !l.leading)
-        .expect("a stepped down while cut off");
+        .expect("a still led when b started leading");
     let b_up = log_b.first(cut, |l| l.leading).unwrap();
     eprintln!(
         "cut → a steps down {:?}, cut → b leads {:?}",
@@ -215,8 +216,8 @@ async fn election_cut_off_leader_steps_down_before_the_other_leads() {
         a_down - cut
     );
     assert_never_both(&log_a, &log_b);
-    let a_now = rx_a.borrow().clone();
-    assert!(a_now.error.is_some(), "{a_now:?}");
+    let l = wait_for(&mut rx_a, 2 * TTL, "a says why", |l| l.error.is_some()).await;
+    assert!(!l.leading, "{l:?}");
 
     // Healed: a learns its lease is gone and follows b, without an error.
     proxy.restore();
