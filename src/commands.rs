@@ -13,7 +13,6 @@ use crate::engine::{Engine, Outcome, RefreshError};
 use crate::error::Error;
 use crate::provider::Provider;
 use crate::secret::{Environment, ProcessEnv};
-use crate::state::StateDir;
 use crate::{daemon, logging, status};
 
 pub async fn dispatch(cli: Cli) -> Result<(), Error> {
@@ -21,7 +20,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Check { offline } => check(&path, offline),
         Command::Once { force } => once(&path, force).await,
-        Command::Status { json } => status_cmd(&path, json),
+        Command::Status { json } => status_cmd(&path, json).await,
         Command::Run => {
             let config = load(&path, Secrets::Resolve)?;
             logging::init(config.log.format, &config.log.level);
@@ -76,7 +75,10 @@ fn check(path: &Path, offline: bool) -> Result<(), Error> {
         eprintln!("warning: {w}");
     }
     for (name, path) in orphans(&config) {
-        eprintln!("warning: {}", crate::state::orphan_message(&name, &path));
+        eprintln!(
+            "warning: {}",
+            crate::store::local::orphan_message(&name, &path)
+        );
     }
     // Host-specific, and only a warning: an admin may check a config as another user than
     // the service's, and the unit's sandbox is not this shell's.
@@ -159,6 +161,9 @@ pub fn plan(config: &Config, env: &dyn Environment) -> String {
             .map(|l| format!(", HTTP on {l}"))
             .unwrap_or_default()
     );
+    if let Some(ha) = &config.ha {
+        out.push_str(&format!("{}\n", ha.describe()));
+    }
     for c in &config.credentials {
         out.push_str(&format!("\n{}: {}\n", c.name, c.provider.plan()));
         let when = match c.refresh.every {
@@ -205,9 +210,8 @@ async fn once(path: &Path, force: bool) -> Result<(), Error> {
     // Installed before any request goes out: from here on SIGTERM/SIGINT never kill a
     // rotation in flight (an init container deleted, a CI job cancelled).
     let stop_signal = crate::signals::Stop::install().map_err(Error::Signals)?;
-    let state_dir = StateDir::open(&config.state_dir)?;
+    let engine = crate::runtime::open(&config).await?.engine;
     report_orphans(&config);
-    let engine = Arc::new(Engine::new(state_dir));
     let stopping = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     // Bounded so that a config with thousands of credentials does not open thousands of
@@ -283,6 +287,9 @@ async fn join_once(
         };
         match joined {
             Ok((_, Some(Ok(Outcome::Current { .. } | Outcome::Refreshed)))) => {}
+            Ok((name, Some(Ok(Outcome::Deferred { .. })))) => failed.push(format!(
+                "credential `{name}`: another process of the ha group kept the claim on its refresh; try again later (its `status` shows the holder)"
+            )),
             Ok((_, Some(Err(e)))) => failed.push(crate::util::escape_control(&e.to_string())),
             Ok((name, None)) => failed.push(format!(
                 "credential `{name}`: not attempted, tokend was told to stop"
@@ -315,7 +322,20 @@ async fn once_one(
             slot.state.last_success.map(|t| t.0),
         );
     }
-    let result = engine.ensure(&mut slot, force).await;
+    let mut result = engine.ensure(&mut slot, force, true).await;
+    // A shared store: another process may hold the claim, and its commit brings the token.
+    let patience = tokio::time::Instant::now() + ONCE_SAVE_DEADLINE;
+    while let Ok(Outcome::Deferred { until }) = &result {
+        let wait = until
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .min(Duration::from_secs(1));
+        if tokio::time::Instant::now() + wait > patience {
+            break;
+        }
+        tokio::time::sleep(wait).await;
+        result = engine.ensure(&mut slot, force, true).await;
+    }
     if !slot.holds_unsaved_chain() {
         return result;
     }
@@ -331,7 +351,7 @@ async fn once_one(
         if engine.flush(&mut slot).await.is_ok() {
             tracing::info!(credential = %slot.credential.name, "the new refresh token is saved");
             // The token fetched with it is in state now: publish it (no new fetch).
-            return engine.ensure(&mut slot, false).await;
+            return engine.ensure(&mut slot, false, true).await;
         }
     }
     tracing::error!(
@@ -353,19 +373,31 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// Logs every state file no configured credential owns (a rename or a removal).
 fn report_orphans(config: &Config) {
     for (name, path) in orphans(config) {
-        tracing::warn!("{}", crate::state::orphan_message(&name, &path));
+        tracing::warn!("{}", crate::store::local::orphan_message(&name, &path));
     }
 }
 
 fn orphans(config: &Config) -> Vec<(String, std::path::PathBuf)> {
     let names: Vec<&str> = config.credentials.iter().map(|c| c.name.as_str()).collect();
-    crate::state::orphans(&config.state_dir, &names)
+    crate::store::local::orphans(&config.state_dir, &names)
 }
 
-fn status_cmd(path: &Path, json: bool) -> Result<(), Error> {
+async fn status_cmd(path: &Path, json: bool) -> Result<(), Error> {
     let config = load(path, Secrets::Skip)?;
     let now = SystemTime::now();
-    let entries = status::collect(&config, now);
+    let entries = match &config.ha {
+        None => status::collect(&config, now),
+        Some(_) => {
+            // The shared store's password is a secret: read the config again with secrets.
+            let config = load(path, Secrets::Resolve)?;
+            let ha = config
+                .ha
+                .as_ref()
+                .expect("the same config has the same ha block");
+            let store = crate::runtime::shared_store(ha)?;
+            status::collect_shared(&config, store.as_ref(), now).await
+        }
+    };
     if json {
         println!(
             "{}",
@@ -375,7 +407,10 @@ fn status_cmd(path: &Path, json: bool) -> Result<(), Error> {
         print!("{}", status::table(&entries, now));
     }
     for (name, path) in orphans(&config) {
-        eprintln!("note: {}", crate::state::orphan_message(&name, &path));
+        eprintln!(
+            "note: {}",
+            crate::store::local::orphan_message(&name, &path)
+        );
     }
     if entries.iter().all(status::Entry::is_healthy) {
         Ok(())

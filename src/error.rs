@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
-use crate::state::StateError;
+use crate::store::StateError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -16,6 +16,9 @@ pub enum Error {
     /// The state directory cannot be used (missing, read-only, locked by another tokend).
     #[error(transparent)]
     State(#[from] StateError),
+    /// The shared store (`ha`) cannot work as configured.
+    #[error("cannot use the shared store: {0}")]
+    Store(String),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -59,7 +62,7 @@ impl Error {
     /// The exit code of SPEC.md "Exit codes".
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::EmulatorSettings { .. } => 2,
+            Error::Config(_) | Error::EmulatorSettings { .. } | Error::Store(_) => 2,
             _ => 1,
         }
     }

@@ -243,3 +243,117 @@ pub fn removed(credential: &str) {
     );
     metrics::get().forget(credential);
 }
+
+// ------------------------------------------------------------ shared state (ha)
+
+fn ha(
+    family: &prometheus_client::metrics::family::Family<
+        metrics::HaLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    result: &'static str,
+) {
+    family.get_or_create(&metrics::HaLabel { result }).inc();
+}
+
+/// A shared-store read or write failed (the error itself is logged by the attempt).
+pub fn store_failed() {
+    metrics::get().ha_store_errors.inc();
+}
+
+/// Another process committed a newer token; this one mirrors it into its outputs.
+pub fn adopted(credential: &str, token_gen: u64, chain_gen: u64) {
+    tracing::info!(
+        credential,
+        event = "adopted",
+        token_gen,
+        chain_gen,
+        "another process of the group committed a new token; mirroring it"
+    );
+    ha(&metrics::get().ha_commits, "adopted");
+    chain_generation(credential, chain_gen);
+}
+
+pub fn chain_generation(credential: &str, chain_gen: u64) {
+    metrics::get()
+        .ha_chain_gen
+        .get_or_create(&label(credential))
+        .set(chain_gen as i64);
+}
+
+pub fn claim_busy(credential: &str, holder: &str) {
+    tracing::info!(
+        credential,
+        event = "claim_busy",
+        holder,
+        "another process of the group is refreshing this credential; waiting for its commit"
+    );
+    ha(&metrics::get().ha_claims, "busy");
+}
+
+pub fn claim_won(credential: &str, chain_gen: u64) {
+    tracing::debug!(
+        credential,
+        event = "claimed",
+        chain_gen,
+        "claimed the next provider call"
+    );
+    ha(&metrics::get().ha_claims, "won");
+}
+
+pub fn claim_lost(credential: &str) {
+    tracing::debug!(
+        credential,
+        event = "claim_lost",
+        "another process wrote the record first; reading it again (no provider call)"
+    );
+    ha(&metrics::get().ha_claims, "lost");
+}
+
+pub fn claim_taken_over(credential: &str, holder: &str, silent: Duration) {
+    tracing::warn!(credential, event = "claim_taken_over", holder, silent = %human_duration(silent), "took over a claim that was silent too long; its holder may have died mid-refresh");
+    ha(&metrics::get().ha_claims, "takeover");
+}
+
+pub fn committed(credential: &str, chain_gen: u64, token_gen: u64, new_token: bool) {
+    tracing::debug!(
+        credential,
+        event = "committed",
+        chain_gen,
+        token_gen,
+        new_token,
+        "committed to the shared store"
+    );
+    ha(&metrics::get().ha_commits, "ok");
+    chain_generation(credential, chain_gen);
+}
+
+/// The provider gave this process a successor of a refresh token another process had
+/// already renewed: only a provider with a reuse grace window does that.
+pub fn successor_discarded(credential: &str, committed_gen: u64) {
+    tracing::error!(
+        credential,
+        event = "successor_discarded",
+        committed_gen,
+        "another process committed this chain first: the provider accepted the same refresh token twice (a reuse grace window?); this process's answer is dropped and never published"
+    );
+    ha(&metrics::get().ha_commits, "discarded");
+}
+
+pub fn leadership(group: &str, leading: bool, leader: Option<&str>) {
+    metrics::get().ha_leader.set(i64::from(leading));
+    if leading {
+        tracing::info!(
+            group,
+            event = "leading",
+            "this process leads its group and refreshes its credentials"
+        );
+    } else {
+        tracing::info!(
+            group,
+            event = "following",
+            leader = leader.unwrap_or("none"),
+            "this process follows; it mirrors the shared state and calls no provider"
+        );
+    }
+}

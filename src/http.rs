@@ -125,6 +125,9 @@ async fn readyz(State(app): State<App>) -> Response {
     if !needs_person.is_empty() {
         body["needs_person"] = json!(needs_person);
     }
+    if let Some(group) = app.observed.group() {
+        body["ha"] = json!(group);
+    }
     let code = if not_ready.is_empty() {
         StatusCode::OK
     } else {

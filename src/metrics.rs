@@ -24,6 +24,13 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+/// Shared-state counters are per process, not per credential: 10 000 credentials must not
+/// cost 10 000 more series each.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HaLabel {
+    pub result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabel {
     version: &'static str,
@@ -41,6 +48,12 @@ pub struct Metrics {
     pub output_errors: Family<CredentialLabel, Counter>,
     /// 1 while the credential cannot renew without a person (SPEC "Health of a credential").
     pub needs_person: Family<CredentialLabel, Gauge>,
+    /// 1 while this process leads its `ha` group.
+    pub ha_leader: Gauge,
+    pub ha_claims: Family<HaLabel, Counter>,
+    pub ha_commits: Family<HaLabel, Counter>,
+    pub ha_store_errors: Counter,
+    pub ha_chain_gen: Family<CredentialLabel, Gauge>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -60,7 +73,37 @@ impl Metrics {
             duration: Family::new_with_constructor(duration_histogram),
             output_errors: Family::default(),
             needs_person: Family::default(),
+            ha_leader: Gauge::default(),
+            ha_claims: Family::default(),
+            ha_commits: Family::default(),
+            ha_store_errors: Counter::default(),
+            ha_chain_gen: Family::default(),
         };
+        registry.register(
+            "tokend_ha_leader",
+            "1 while this process leads its ha group (and may call providers), else 0",
+            m.ha_leader.clone(),
+        );
+        registry.register(
+            "tokend_ha_claims",
+            "Claims on a provider call in the shared store: won, lost (another process wrote first), busy (another holds it), takeover",
+            m.ha_claims.clone(),
+        );
+        registry.register(
+            "tokend_ha_commits",
+            "Commits of a provider's answer to the shared store: ok, discarded (a newer commit won), adopted (another process's commit mirrored here)",
+            m.ha_commits.clone(),
+        );
+        registry.register(
+            "tokend_ha_store_errors",
+            "Failed reads and writes of the shared store",
+            m.ha_store_errors.clone(),
+        );
+        registry.register(
+            "tokend_ha_chain_generation",
+            "The committed generation of the credential's refresh chain in the shared store",
+            m.ha_chain_gen.clone(),
+        );
         registry.register(
             "tokend_token_expiry_timestamp_seconds",
             "When the current token expires, as a Unix timestamp",
@@ -116,6 +159,7 @@ impl Metrics {
         self.duration.remove(&label);
         self.output_errors.remove(&label);
         self.needs_person.remove(&label);
+        self.ha_chain_gen.remove(&label);
         for result in RESULTS {
             self.refresh_total.remove(&ResultLabel {
                 credential: credential.to_owned(),

@@ -8,15 +8,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::state::CredentialState;
 use crate::status::{self, Entry};
+use crate::store::Summary;
 use crate::util::human_duration;
 
 /// What the supervisor knows about one credential.
 #[derive(Clone, Debug)]
 pub struct View {
     pub provider: &'static str,
-    pub state: CredentialState,
+    pub state: Summary,
+    /// How long the provider's refresh tokens live, if it says (for the chain's age).
+    pub chain_lifetime: Option<Duration>,
     /// Every output holds the current token (as of the last attempt or output check).
     pub outputs_ok: bool,
     /// Why not, when a check found an output missing or altered (else the last attempt's
@@ -27,6 +29,17 @@ pub struct View {
     pub next: SystemTime,
 }
 
+/// This process in its `ha` group, for `/readyz` and `/v1/status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupView {
+    pub group: String,
+    /// Leading: this process calls the providers; following: it mirrors the shared state.
+    pub leading: bool,
+    pub leader: Option<String>,
+    /// The last error of the election or the store, `None` when healthy.
+    pub error: Option<String>,
+}
+
 pub struct Observed {
     /// Milliseconds since `started` (monotonic: a wall-clock jump must not make a live
     /// loop look dead to a liveness probe).
@@ -34,6 +47,7 @@ pub struct Observed {
     started: Instant,
     views: RwLock<BTreeMap<String, View>>,
     triggered: Mutex<HashMap<String, Instant>>,
+    group: RwLock<Option<GroupView>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,6 +66,7 @@ impl Default for Observed {
             started: Instant::now(),
             views: RwLock::default(),
             triggered: Mutex::default(),
+            group: RwLock::default(),
         }
     }
 }
@@ -81,6 +96,14 @@ impl Observed {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_owned(), view);
+    }
+
+    pub fn set_group(&self, view: GroupView) {
+        *self.group.write().unwrap_or_else(|e| e.into_inner()) = Some(view);
+    }
+
+    pub fn group(&self) -> Option<GroupView> {
+        self.group.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn remove(&self, name: &str) {
@@ -153,10 +176,24 @@ impl Observed {
     }
 
     pub fn status(&self, now: SystemTime) -> Vec<Entry> {
+        let group = self.group();
         self.with_views(|views| {
             views
                 .iter()
-                .map(|(name, v)| status::entry(name, v.provider, Ok(Some(v.state.clone())), now))
+                .map(|(name, v)| {
+                    let mut e = status::entry(
+                        name,
+                        v.provider,
+                        v.chain_lifetime,
+                        Ok(Some(v.state.clone())),
+                        now,
+                    );
+                    if let (Some(shared), Some(g)) = (e.shared.as_mut(), &group) {
+                        shared.role = Some(if g.leading { "leader" } else { "follower" });
+                        shared.leader = g.leader.clone();
+                    }
+                    e
+                })
                 .collect()
         })
     }
@@ -232,7 +269,7 @@ impl Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{StoredError, StoredToken, Timestamp};
+    use crate::store::{StoredError, StoredToken, Timestamp};
     use crate::token::Token;
 
     fn view(transient: Option<bool>, outputs_note: Option<&str>, now: SystemTime) -> View {
@@ -244,7 +281,7 @@ mod tests {
         };
         View {
             provider: "vandar",
-            state: CredentialState {
+            state: crate::store::CredentialState {
                 token: Some(StoredToken::from(&token)),
                 failures: u32::from(transient.is_some()),
                 last_error: transient.map(|transient| StoredError {
@@ -253,7 +290,9 @@ mod tests {
                     transient,
                 }),
                 ..Default::default()
-            },
+            }
+            .summary(),
+            chain_lifetime: None,
             outputs_ok: outputs_note.is_none(),
             outputs_note: outputs_note.map(str::to_owned),
             attempted: true,

@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::state::{self, CredentialState};
+use crate::provider::Provider;
+use crate::store::{self, Summary};
 use crate::util::{human_duration, rfc3339};
 
 #[derive(Debug, Serialize)]
@@ -39,6 +40,25 @@ pub struct Entry {
     /// The age of the refresh chain, for providers whose refresh tokens expire (Vandar).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chain: Option<ChainAge>,
+    /// The shared record's generations and claim (`ha` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<Shared>,
+}
+
+/// Where a credential stands in its `ha` group's shared state.
+#[derive(Debug, Default, Serialize)]
+pub struct Shared {
+    pub chain_gen: u64,
+    pub token_gen: u64,
+    /// `leader` or `follower`, from the daemon's live view (absent from `tokend status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Who holds the claim on the next provider call, if anyone.
+    pub claim_holder: Option<String>,
+    /// Why the current refresh token may already be spent, if it may.
+    pub in_doubt: Option<String>,
 }
 
 /// How old a refresh chain is and when it dies of age.
@@ -54,11 +74,6 @@ pub struct ChainAge {
     pub use_before: Option<String>,
     /// Set when the chain is about to die, or has: what to do about it.
     pub warning: Option<String>,
-}
-
-/// How long a provider's refresh tokens live (from `status`, which knows only its name).
-pub fn refresh_token_lifetime(provider: &str) -> Option<Duration> {
-    (provider == "vandar").then_some(crate::provider::vandar::REFRESH_TOKEN_LIFETIME)
 }
 
 /// Warn when less than this share of the refresh token's life is left: 3 of Vandar's 10 days,
@@ -122,7 +137,7 @@ impl Entry {
 /// rejected its credentials or refresh token (and no login can replace it), or its
 /// configuration cannot work (a `ca_file` that is not a bundle). Transient failures (the
 /// provider or the disk being down) recover on their own and do not count.
-pub fn needs_person(state: &CredentialState) -> bool {
+pub fn needs_person(state: &Summary) -> bool {
     state.last_error.as_ref().is_some_and(|e| !e.transient)
 }
 
@@ -140,10 +155,12 @@ fn action(name: &str, expires_at: Option<&str>) -> String {
     )
 }
 
+/// `chain_lifetime`: how long the provider's refresh tokens live, if it says (Vandar).
 pub fn entry(
     name: &str,
     provider: &'static str,
-    state: Result<Option<CredentialState>, String>,
+    chain_lifetime: Option<Duration>,
+    state: Result<Option<Summary>, String>,
     now: SystemTime,
 ) -> Entry {
     let mut e = Entry {
@@ -159,6 +176,7 @@ pub fn entry(
         failures: 0,
         refresh_chain: false,
         chain: None,
+        shared: None,
         health: "down",
         action: None,
     };
@@ -177,7 +195,7 @@ pub fn entry(
         } else {
             "expired"
         };
-        e.token_fingerprint = Some(t.token.fingerprint());
+        e.token_fingerprint = Some(t.fingerprint.clone());
         e.issued_at = Some(rfc3339(t.issued_at.0));
         e.expires_at = Some(rfc3339(t.expires_at.0));
     }
@@ -198,8 +216,17 @@ pub fn entry(
     e.last_success = s.last_success.map(|t| rfc3339(t.0));
     e.last_error = s.last_error.map(|err| err.message);
     e.failures = s.failures;
-    e.refresh_chain = s.refresh_token.is_some();
-    if let Some(lifetime) = refresh_token_lifetime(provider).filter(|_| e.refresh_chain) {
+    e.refresh_chain = s.refresh_chain;
+    if s.chain_gen > 0 || s.token_gen > 0 || s.claim_holder.is_some() || s.in_doubt.is_some() {
+        e.shared = Some(Shared {
+            chain_gen: s.chain_gen,
+            token_gen: s.token_gen,
+            claim_holder: s.claim_holder,
+            in_doubt: s.in_doubt,
+            ..Shared::default()
+        });
+    }
+    if let Some(lifetime) = chain_lifetime.filter(|_| e.refresh_chain) {
         e.chain = Some(chain_age(
             s.refresh_issued_at.map(|t| t.0),
             lifetime,
@@ -217,10 +244,42 @@ pub fn collect(config: &Config, now: SystemTime) -> Vec<Entry> {
         .iter()
         .map(|c| {
             let provider = c.provider.kind().as_str();
-            let state = state::load(&config.state_dir, &c.name).map_err(|e| e.to_string());
-            entry(&c.name, provider, state, now)
+            let state = store::local::load(&config.state_dir, &c.name)
+                .map(|s| s.map(|s| s.summary()))
+                .map_err(|e| e.to_string());
+            entry(
+                &c.name,
+                provider,
+                c.provider.refresh_token_lifetime(),
+                state,
+                now,
+            )
         })
         .collect()
+}
+
+/// Reads every configured credential's record from a shared store (`ha`).
+pub async fn collect_shared(
+    config: &Config,
+    store: &dyn crate::store::Store,
+    now: SystemTime,
+) -> Vec<Entry> {
+    let mut out = Vec::with_capacity(config.credentials.len());
+    for c in &config.credentials {
+        let state = store
+            .read(&c.name)
+            .await
+            .map(|r| r.map(|(s, _)| s.summary()))
+            .map_err(|e| e.to_string());
+        out.push(entry(
+            &c.name,
+            c.provider.kind().as_str(),
+            c.provider.refresh_token_lifetime(),
+            state,
+            now,
+        ));
+    }
+    out
 }
 
 /// A fixed-width table for people.
@@ -290,11 +349,11 @@ pub fn chain_line(e: &Entry) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{StoredError, StoredToken, Timestamp};
+    use crate::store::{StoredError, StoredToken, Timestamp};
     use crate::token::Token;
     use std::time::Duration;
 
-    fn state(valid_for: i64, failures: u32, transient: Option<bool>) -> CredentialState {
+    fn state(valid_for: i64, failures: u32, transient: Option<bool>) -> Summary {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
         let expires = if valid_for >= 0 {
             now + Duration::from_secs(valid_for as u64)
@@ -307,7 +366,7 @@ mod tests {
             issued_at: now - Duration::from_secs(3600),
             expires_at: expires,
         };
-        CredentialState {
+        crate::store::CredentialState {
             token: Some(StoredToken::from(&token)),
             failures,
             last_error: transient.map(|transient| StoredError {
@@ -317,6 +376,7 @@ mod tests {
             }),
             ..Default::default()
         }
+        .summary()
     }
 
     #[test]
@@ -334,6 +394,7 @@ mod tests {
             let e = entry(
                 "c",
                 "vandar",
+                None,
                 Ok(Some(state(valid_for, failures, transient))),
                 now,
             );
@@ -341,9 +402,15 @@ mod tests {
             assert_eq!(e.is_healthy(), ok, "{valid_for} {failures} {transient:?}");
             assert_eq!(e.action.is_some(), health == "needs_person");
         }
-        let e = entry("c", "vandar", Ok(None), now);
+        let e = entry("c", "vandar", None, Ok(None), now);
         assert_eq!((e.health, e.is_healthy()), ("down", false));
-        let e = entry("c", "vandar", Ok(Some(state(60, 1, Some(false)))), now);
+        let e = entry(
+            "c",
+            "vandar",
+            None,
+            Ok(Some(state(60, 1, Some(false)))),
+            now,
+        );
         let text = table(&[e], now);
         assert!(
             text.contains("c needs a person: tokend cannot renew `c`"),

@@ -23,6 +23,41 @@ pub struct RawConfig {
     pub log: Option<RawLog>,
     pub defaults: Option<RawDefaults>,
     pub credentials: Option<Vec<RawCredential>>,
+    pub ha: Option<RawHa>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHa {
+    pub backend: String,
+    pub group: String,
+    pub identity: Option<String>,
+    pub role: Option<String>,
+    pub lease: Option<Dur>,
+    pub claim_ttl: Option<Dur>,
+    pub takeover_after: Option<Dur>,
+    pub etcd: Option<RawEtcd>,
+    pub kubernetes: Option<RawKube>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEtcd {
+    pub endpoints: Vec<String>,
+    pub prefix: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<SecretSource>,
+    pub timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKube {
+    pub namespace: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

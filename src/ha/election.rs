@@ -17,12 +17,12 @@ const BACKOFF_CAP: Duration = Duration::from_secs(2);
 /// The smallest safety margin, for very short TTLs (tests).
 const MIN_MARGIN: Duration = Duration::from_millis(200);
 
-/// How much earlier than etcd we give up leadership: a fifth of the TTL, at least 200 ms,
+/// How much earlier than etcd we give up leadership: a quarter of the TTL, at least 200 ms,
 /// at most half of it. It covers the time the engine needs to notice and clock-rate
 /// differences between us and etcd (ppm in practice; the rest is latency, already
 /// on our side because the deadline counts from *sending*).
 pub fn margin(ttl: Duration) -> Duration {
-    (ttl / 5).max(MIN_MARGIN).min(ttl / 2)
+    (ttl / 4).max(MIN_MARGIN).min(ttl / 2)
 }
 
 /// The end of leadership earned by a grant or keepalive sent at `sent` for `ttl`.

@@ -9,23 +9,11 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::Leadership;
 use super::election::{Action, Machine};
 use crate::net::etcd::{
     Compare, EtcdClient, EtcdError, EventKind, Op, OpResponse, TxnResponse, Watch, WatchBatch,
 };
-
-/// What the engine needs to know about the election.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Leadership {
-    /// This process may start claims now.
-    pub leading: bool,
-    /// Identity of the current leader as last seen (for status).
-    pub leader: Option<String>,
-    /// create_revision of the leader key while we lead (for fenced claim txns).
-    pub leader_rev: Option<i64>,
-    /// Last etcd error, one operator sentence; `None` when healthy.
-    pub error: Option<String>,
-}
 
 /// A running campaign. Dropping it stops the task without cleaning up (the lease then
 /// expires on its own); [`Election::resign`] hands leadership over at once.
@@ -41,12 +29,7 @@ impl Election {
     /// keepalive every TTL/3, watch the key to campaign again on its DELETE, and grant a
     /// new lease after the old one is lost.
     pub fn spawn(client: EtcdClient, key: Vec<u8>, identity: String, lease: Duration) -> Election {
-        let (tx, rx) = watch::channel(Leadership {
-            leading: false,
-            leader: None,
-            leader_rev: None,
-            error: None,
-        });
+        let (tx, rx) = watch::channel(Leadership::default());
         let (resign_tx, resign_rx) = oneshot::channel();
         let session = Session {
             client,
@@ -54,6 +37,7 @@ impl Election {
             machine: Machine::new(identity.clone()),
             identity,
             ttl_secs: ttl_secs(lease),
+            call_limit: call_limit(lease),
             tx,
             error: None,
             watch: None,
@@ -91,10 +75,42 @@ impl Drop for Election {
     }
 }
 
-/// etcd leases are whole seconds; round up so the lease is never shorter than asked.
+/// etcd leases are whole seconds; round up so the lease is never shorter than asked, and
+/// ask for at least etcd's own minimum (2 s with its default timings).
 fn ttl_secs(lease: Duration) -> i64 {
     let secs = lease.as_secs() + u64::from(lease.subsec_nanos() > 0);
-    secs.clamp(1, i64::MAX as u64) as i64
+    secs.clamp(2, i64::MAX as u64) as i64
+}
+
+/// The deadline of one etcd call: short, so that a lost keepalive is retried while the
+/// lease still lives instead of waiting out the client's (longer) timeout.
+fn call_limit(lease: Duration) -> Duration {
+    (lease / 8).max(Duration::from_millis(250))
+}
+
+/// An etcd failure as the operator reads it in status and logs.
+#[derive(Debug)]
+struct Failure {
+    text: String,
+    /// etcd said the lease does not exist (expired or revoked).
+    lease_gone: bool,
+}
+
+impl Failure {
+    fn new(what: &str, e: impl std::fmt::Display) -> Failure {
+        Failure {
+            text: format!("the etcd election cannot {what}: {e}"),
+            lease_gone: false,
+        }
+    }
+
+    fn etcd(what: &str, e: EtcdError) -> Failure {
+        let lease_gone = matches!(e, EtcdError::Status { code: 5, .. });
+        Failure {
+            lease_gone,
+            ..Failure::new(what, e)
+        }
+    }
 }
 
 struct Session {
@@ -103,6 +119,7 @@ struct Session {
     identity: String,
     machine: Machine,
     ttl_secs: i64,
+    call_limit: Duration,
     tx: watch::Sender<Leadership>,
     error: Option<String>,
     watch: Option<Watch>,
@@ -144,14 +161,20 @@ impl Session {
     async fn act(&mut self, action: Action) {
         let sent = Instant::now().into_std();
         match action {
-            Action::Grant => match self.guarded(self.client.lease_grant(self.ttl_secs)).await {
+            Action::Grant => match self
+                .guarded("grant a lease", self.client.lease_grant(self.ttl_secs))
+                .await
+            {
                 Ok(lease) => {
                     self.healthy();
                     self.machine.granted(sent, lease.id, lease.ttl);
                 }
                 Err(e) => self.failed(e),
             },
-            Action::Keepalive(id) => match self.guarded(self.client.lease_keepalive(id)).await {
+            Action::Keepalive(id) => match self
+                .guarded("keep its lease alive", self.client.lease_keepalive(id))
+                .await
+            {
                 Ok(ttl) => {
                     self.healthy();
                     if ttl <= 0 {
@@ -162,7 +185,9 @@ impl Session {
                     }
                     self.machine.keepalive_ok(sent, ttl);
                 }
-                Err(EtcdError::Status { code: 5, .. }) => {
+                Err(Failure {
+                    lease_gone: true, ..
+                }) => {
                     self.healthy();
                     tracing::warn!(
                         lease = id,
@@ -177,7 +202,7 @@ impl Session {
                 let success = [Op::put(&self.key, self.identity.as_bytes(), lease)];
                 let failure = [Op::range(&self.key)];
                 match self
-                    .guarded(self.client.txn(&compare, &success, &failure))
+                    .guarded("campaign", self.client.txn(&compare, &success, &failure))
                     .await
                 {
                     Ok(r) => {
@@ -189,7 +214,8 @@ impl Session {
             }
             Action::Watch => {
                 let from = self.machine.watch_from();
-                match self.guarded(self.client.watch(&self.key, None, from)).await {
+                let watch = self.client.watch(&self.key, None, from);
+                match self.guarded("watch the leader key", watch).await {
                     Ok(w) => {
                         self.healthy();
                         self.watch = Some(w);
@@ -243,14 +269,20 @@ impl Session {
             }
             Err(e) => {
                 self.machine.watch_broken();
-                self.failed(e);
+                self.failed(Failure::new("watch the leader key", e));
             }
         }
     }
 
-    /// Awaits one etcd request, publishing the step-down on time if it comes due while
-    /// the request hangs (a blackholed etcd answers only after the client's timeout).
-    async fn guarded<T>(&self, request: impl Future<Output = T>) -> T {
+    /// Awaits one etcd request for at most the call limit, publishing the step-down on
+    /// time if it comes due meanwhile (the limit is short, but a loaded machine is slow).
+    async fn guarded<T>(
+        &self,
+        what: &str,
+        request: impl Future<Output = Result<T, EtcdError>>,
+    ) -> Result<T, Failure> {
+        let limit = self.call_limit;
+        let request = tokio::time::timeout(limit, request);
         tokio::pin!(request);
         loop {
             let deadline = self
@@ -258,7 +290,11 @@ impl Session {
                 .step_down_at(Instant::now().into_std())
                 .map(Instant::from_std);
             tokio::select! {
-                r = &mut request => return r,
+                r = &mut request => return match r {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(Failure::etcd(what, e)),
+                    Err(_) => Err(Failure::new(what, format!("no answer within {limit:?}"))),
+                },
                 _ = sleep_opt(deadline) => self.publish(),
             }
         }
@@ -288,8 +324,7 @@ impl Session {
         });
     }
 
-    fn failed(&mut self, e: EtcdError) {
-        let text = e.to_string();
+    fn failed(&mut self, Failure { text, .. }: Failure) {
         if self.error.as_deref() != Some(&text) {
             tracing::warn!(error = %text, "etcd election: retrying with backoff");
         }
@@ -318,12 +353,20 @@ impl Session {
             }
         }
         if let Some(id) = self.machine.lease_id() {
-            if let Err(e) = self.client.lease_revoke(id).await {
+            if let Err(e) = bounded(self.client.lease_revoke(id)).await {
                 tracing::warn!(error = %e, "could not revoke this process's etcd lease on shutdown; it expires on its own");
             }
             self.machine.lease_lost();
         }
         self.publish();
+    }
+}
+
+/// A shutdown step waits at most 2 s: the lease expires on its own anyway.
+async fn bounded<T>(request: impl Future<Output = Result<T, EtcdError>>) -> Result<T, String> {
+    match tokio::time::timeout(Duration::from_secs(2), request).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("no answer within 2s".to_owned()),
     }
 }
 
@@ -348,13 +391,22 @@ mod tests {
     #[test]
     fn ttl_rounds_up_to_whole_seconds() {
         for (lease, want) in [
-            (Duration::from_millis(1), 1),
-            (Duration::ZERO, 1),
+            (Duration::from_millis(1), 2),
+            (Duration::ZERO, 2),
             (Duration::from_secs(2), 2),
             (Duration::from_millis(2500), 3),
             (Duration::from_secs(15), 15),
         ] {
             assert_eq!(ttl_secs(lease), want, "{lease:?}");
+        }
+    }
+
+    #[test]
+    fn a_hanging_call_ends_inside_the_margin() {
+        for lease in [2, 3, 15, 60].map(Duration::from_secs) {
+            let limit = call_limit(lease);
+            assert!(limit >= Duration::from_millis(250), "{lease:?}");
+            assert!(limit < super::super::election::margin(lease), "{lease:?}");
         }
     }
 }

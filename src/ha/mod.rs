@@ -63,6 +63,11 @@ pub struct KubeBackend {
     pub kubeconfig: Option<PathBuf>,
 }
 
+pub mod election;
+pub mod etcd_session;
+
+pub use etcd_session::Election;
+
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(90);
 pub const DEFAULT_TAKEOVER_AFTER: Duration = Duration::from_secs(600);
@@ -70,6 +75,36 @@ pub const DEFAULT_ETCD_PREFIX: &str = "/tokend/";
 pub const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl HaConfig {
+    /// One line for `check`: where the group's state lives and who this process is (never
+    /// the password).
+    pub fn describe(&self) -> String {
+        let role = match self.role {
+            Role::Auto => "campaigns for leadership and refreshes while it leads",
+            Role::Follower => "follower: only mirrors the shared state",
+        };
+        let store = match &self.backend {
+            Backend::Etcd(e) => format!(
+                "etcd {} under {}{}/{}",
+                e.endpoints.join(", "),
+                e.prefix,
+                self.group,
+                e.username
+                    .as_ref()
+                    .map(|u| format!(" as user `{u}`"))
+                    .unwrap_or_default()
+            ),
+            Backend::Kubernetes(_) => "kubernetes".to_owned(),
+        };
+        format!(
+            "shared state: group `{}` in {store}; this process is `{}` ({role}); lease {}, claims {}, takeover after {}",
+            self.group,
+            self.identity,
+            humantime::format_duration(self.lease),
+            humantime::format_duration(self.claim_ttl),
+            humantime::format_duration(self.takeover_after),
+        )
+    }
+
     /// The backend's name as written in the config.
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
@@ -79,7 +114,15 @@ impl HaConfig {
     }
 }
 
-pub mod election;
-pub mod etcd_session;
-
-pub use etcd_session::{Election, Leadership};
+/// Who leads the group, as this process last saw it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Leadership {
+    /// This process may start claims now.
+    pub leading: bool,
+    /// The current leader's identity, as last seen (for status).
+    pub leader: Option<String>,
+    /// The leader key's `create_revision` while this process leads (fences its claims).
+    pub leader_rev: Option<i64>,
+    /// The last error of the election, one sentence; `None` when healthy.
+    pub error: Option<String>,
+}

@@ -593,6 +593,116 @@ credentials:
         expect: "invalid config `{dir}/config.yaml`: credential `pharmacy` (line 3): `token_url` ftp://example.com/token has scheme `ftp`; use https",
     },
     Case {
+        name: "ha group with capitals",
+        yaml: r#"state_dir: {dir}/state
+ha:
+  backend: etcd
+  group: Pay_Ments
+  etcd: { endpoints: [http://127.0.0.1:2379] }
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: "invalid config `{dir}/config.yaml`: `ha.group`: `Pay_Ments` may hold only lowercase letters, digits and `-` (it names etcd keys and Kubernetes objects)",
+    },
+    Case {
+        name: "ha takeover shorter than the claim",
+        yaml: r#"state_dir: {dir}/state
+ha:
+  backend: etcd
+  group: g1
+  claim_ttl: 90s
+  takeover_after: 30s
+  etcd: { endpoints: [http://127.0.0.1:2379] }
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: "invalid config `{dir}/config.yaml`: `ha.takeover_after`: 30s is shorter than `claim_ttl` (1m 30s): a claim could be taken over while its holder may still be sending",
+    },
+    Case {
+        name: "ha unknown key",
+        yaml: r#"state_dir: {dir}/state
+ha:
+  backend: etcd
+  group: g1
+  leese: 15s
+  etcd: { endpoints: [http://127.0.0.1:2379] }
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: "invalid config `{dir}/config.yaml`: line 5 column 3: ha: unknown key `leese`; did you mean `lease`?",
+    },
+    Case {
+        name: "ha etcd endpoint not a URL",
+        yaml: r#"state_dir: {dir}/state
+ha:
+  backend: etcd
+  group: g1
+  etcd: { endpoints: [127.0.0.1:2379] }
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: "invalid config `{dir}/config.yaml`: `ha.etcd.endpoints`: `127.0.0.1:2379` is not an http:// or https:// URL",
+    },
+    Case {
+        name: "ha kubernetes backend",
+        yaml: r#"state_dir: {dir}/state
+ha:
+  backend: kubernetes
+  group: g1
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: "invalid config `{dir}/config.yaml`: `ha.backend`: `kubernetes` is not available in this version yet; use `etcd` (a dedicated cluster), or run without `ha`",
+    },
+    Case {
+        name: "ha etcd user without password",
+        yaml: r#"state_dir: {dir}/state
+ha:
+  backend: etcd
+  group: g1
+  etcd: { endpoints: [http://127.0.0.1:2379], username: tokend }
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: "invalid config `{dir}/config.yaml`: `ha.etcd`: `username` and `password` go together: configure both or neither",
+    },
+    Case {
         name: "invalid listen",
         yaml: r#"state_dir: {dir}/state
 listen: 127.0.0.1

@@ -5,6 +5,7 @@
 
 mod credential;
 mod egress;
+mod ha;
 mod hook;
 mod output;
 mod paths;
@@ -107,6 +108,9 @@ pub fn build(
     }
 
     let sources = Sources { base, env, secrets };
+    let ha = raw
+        .ha
+        .and_then(|h| ha::build(h, &sources, &mut errors, &mut warnings));
     let mut egress = egress::EgressBuilder::new(
         &defaults,
         &SecretReader {
@@ -158,7 +162,7 @@ pub fn build(
                 level,
             },
             credentials,
-            ha: None,
+            ha,
             warnings,
         })
     } else {

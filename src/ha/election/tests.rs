@@ -19,14 +19,14 @@ fn leader(t0: Instant) -> Machine {
 }
 
 #[test]
-fn margin_is_a_fifth_of_the_ttl_within_bounds() {
+fn margin_is_a_quarter_of_the_ttl_within_bounds() {
     for (ttl, want) in [
         (ms(500), ms(200)),
         (ms(300), ms(150)),
-        (Duration::from_secs(2), ms(400)),
-        (Duration::from_secs(3), ms(600)),
-        (Duration::from_secs(15), Duration::from_secs(3)),
-        (Duration::from_secs(60), Duration::from_secs(12)),
+        (Duration::from_secs(2), ms(500)),
+        (Duration::from_secs(3), ms(750)),
+        (Duration::from_secs(15), ms(3750)),
+        (Duration::from_secs(60), Duration::from_secs(15)),
     ] {
         assert_eq!(margin(ttl), want, "ttl {ttl:?}");
     }
@@ -36,7 +36,7 @@ fn margin_is_a_fifth_of_the_ttl_within_bounds() {
 fn leads_from_campaign_until_sent_plus_ttl_minus_margin() {
     let t0 = Instant::now();
     let m = leader(t0);
-    let until = t0 + Duration::from_secs(3) - ms(600);
+    let until = t0 + Duration::from_secs(3) - ms(750);
     assert!(m.leading(t0));
     assert_eq!(m.leader_rev(t0), Some(42));
     assert_eq!(m.leader(t0), Some("a_00000001"));
@@ -61,8 +61,8 @@ fn keepalive_ok_extends_from_the_time_it_was_sent_not_answered() {
     let sent = t0 + ms(1000);
     // The answer comes 900 ms later: the deadline still counts from `sent`.
     m.keepalive_ok(sent, TTL);
-    assert!(m.leading(sent + ms(2399)));
-    assert!(!m.leading(sent + ms(2400)));
+    assert!(m.leading(sent + ms(2249)));
+    assert!(!m.leading(sent + ms(2250)));
     assert_eq!(m.poll(sent + ms(900)).wake, Some(sent + ms(1000)));
 }
 
@@ -91,10 +91,10 @@ fn keepalive_lost_steps_down_before_etcd_can_expire_the_lease() {
     }
     // etcd expires the lease at the earliest at t0 + 3 s (its TTL starts on receipt).
     let etcd_expiry = t0 + Duration::from_secs(3);
-    assert!(!m.leading(etcd_expiry - ms(600)));
-    assert!(m.leading(etcd_expiry - ms(601)));
+    assert!(!m.leading(etcd_expiry - ms(750)));
+    assert!(m.leading(etcd_expiry - ms(751)));
     // The driver is woken exactly at the step-down instant, whatever the backoff.
-    assert!(wakes.contains(&(etcd_expiry - ms(600))), "{wakes:?}");
+    assert!(wakes.contains(&(etcd_expiry - ms(750))), "{wakes:?}");
     // Backoff grows and is capped at TTL/4.
     let gaps: Vec<_> = wakes.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps.iter().all(|g| *g <= ms(750)), "{gaps:?}");

@@ -1,5 +1,5 @@
-//! The state directory: one JSON file per credential holding the current token, the current
-//! refresh token of a rotating chain and the last error, plus the single-instance lock.
+//! The local state directory: one JSON file per credential (the record, see
+//! [`super::record`]), plus the single-instance lock; a single instance's [`super::Store`].
 //!
 //! State is what makes restarts free (a valid token is reused without a provider call) and
 //! what keeps a rotating refresh token alive across restarts and crashes.
@@ -10,136 +10,15 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use crate::atomic::{self, Access};
-use crate::secret::Secret;
-use crate::token::Token;
+
+use super::{Purpose, Store, StoreError, StoreFuture, Version};
+
+use super::record::{CredentialState, VERSION};
 
 pub const LOCK_FILE: &str = "tokend.lock";
-const VERSION: u32 = 1;
-
-/// Everything tokend remembers about one credential.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct CredentialState {
-    pub version: u32,
-    pub credential: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<StoredToken>,
-    /// The refresh token to send next. Single-use: replaced before anything else happens.
-    #[serde(default, with = "opt_secret", skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<Secret>,
-    /// Fingerprint of the configured seed this chain grew from. When the configuration
-    /// provides a different seed (a new dashboard token), the chain restarts from it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_seed: Option<String>,
-    /// When the provider issued `refresh_token` (absent for a seed from the config, whose
-    /// age tokend cannot know): how old the chain is, for providers whose refresh tokens
-    /// expire (Vandar: 10 days).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_issued_at: Option<Timestamp>,
-    /// Fingerprint of who the token was issued to (provider, URL, account); a token from
-    /// another identity is never reused after a config change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_success: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<StoredError>,
-    /// Consecutive failed attempts; 0 after a success.
-    #[serde(default)]
-    pub failures: u32,
-    /// When the next attempt is planned: the jittered refresh time, or the retry time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_attempt: Option<Timestamp>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoredToken {
-    #[serde(with = "secret")]
-    pub token: Secret,
-    pub token_type: String,
-    pub issued_at: Timestamp,
-    pub expires_at: Timestamp,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoredError {
-    pub at: Timestamp,
-    pub message: String,
-    pub transient: bool,
-}
-
-/// A wall-clock instant stored as RFC 3339 with milliseconds, readable by people.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Timestamp(pub SystemTime);
-
-impl Serialize for Timestamp {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_millis(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
-            .map(Timestamp)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-impl From<&Token> for StoredToken {
-    fn from(t: &Token) -> Self {
-        StoredToken {
-            token: t.value.clone(),
-            token_type: t.token_type.clone(),
-            issued_at: Timestamp(t.issued_at),
-            expires_at: Timestamp(t.expires_at),
-        }
-    }
-}
-
-impl StoredToken {
-    pub fn to_token(&self) -> Token {
-        Token {
-            value: self.token.clone(),
-            token_type: self.token_type.clone(),
-            issued_at: self.issued_at.0,
-            expires_at: self.expires_at.0,
-        }
-    }
-}
-
-// Secrets have no Serialize impl on purpose; only the state file may write them out.
-mod secret {
-    use super::Secret;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Secret, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(v.expose())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
-        String::deserialize(d).map(Secret::new)
-    }
-}
-
-mod opt_secret {
-    use super::Secret;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(v) => s.serialize_some(v.expose()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
-        Option::<String>::deserialize(d).map(|o| o.map(Secret::new))
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -170,6 +49,10 @@ pub struct StateDir {
 }
 
 impl StateDir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Creates the directory (0700) if needed and takes the single-instance lock.
     ///
     /// An existing directory must be tokend's own: owned by its user and writable by no one
@@ -312,6 +195,64 @@ impl StateDir {
     }
 }
 
+/// The single instance's [`Store`]: the state directory, written under its lock. Nobody else
+/// writes it, so there is nothing to compare: every version is the same.
+pub struct LocalStore(pub Arc<StateDir>);
+
+const LOCAL: &str = "local";
+
+impl Store for LocalStore {
+    fn read<'a>(
+        &'a self,
+        credential: &'a str,
+    ) -> StoreFuture<'a, Result<Option<(CredentialState, Version)>, StoreError>> {
+        let (dir, name) = (self.0.clone(), credential.to_owned());
+        Box::pin(async move {
+            let loaded = blocking(move || dir.load(&name)).await?;
+            Ok(loaded.map(|r| (r, Version(LOCAL.to_owned()))))
+        })
+    }
+
+    fn create<'a>(
+        &'a self,
+        record: &'a CredentialState,
+    ) -> StoreFuture<'a, Result<Version, StoreError>> {
+        self.cas(&LOCAL_VERSION, record, Purpose::Commit)
+    }
+
+    fn cas<'a>(
+        &'a self,
+        _version: &'a Version,
+        record: &'a CredentialState,
+        _purpose: Purpose,
+    ) -> StoreFuture<'a, Result<Version, StoreError>> {
+        let (dir, record) = (self.0.clone(), record.clone());
+        Box::pin(async move {
+            blocking(move || dir.save(&record)).await?;
+            Ok(Version(LOCAL.to_owned()))
+        })
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    fn describe(&self) -> String {
+        format!("state directory {}", self.0.path.display())
+    }
+}
+
+static LOCAL_VERSION: Version = Version(String::new());
+
+/// Runs file I/O on tokio's blocking pool: thousands of credentials then fsync in
+/// parallel (the filesystem journal batches them) instead of two at a time on the workers.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// Every state file's credential name (`NAME.json`; quarantined copies and the lock aside).
 fn state_files(dir: &Path) -> Vec<String> {
     let Ok(entries) = fs::read_dir(dir) else {
@@ -382,6 +323,13 @@ pub fn load(dir: &Path, credential: &str) -> Result<Option<CredentialState>, Sta
         }
     };
     match serde_json::from_slice::<CredentialState>(&bytes) {
+        Ok(s) if s.version > VERSION => Err(StateError::Read {
+            path,
+            reason: format!(
+                "it was written by a newer tokend (record version {}, this one reads up to {VERSION}); run that version, or move the file aside to start over",
+                s.version
+            ),
+        }),
         Ok(s) if s.credential == credential => Ok(Some(s)),
         Ok(s) => Err(StateError::Read {
             path,
@@ -396,7 +344,7 @@ pub fn load(dir: &Path, credential: &str) -> Result<Option<CredentialState>, Sta
 
 /// Reads a state file only if tokend may trust it: a regular file (not a symlink), owned by
 /// tokend's user and writable by no one else. Anything else could carry a planted token.
-fn read_trusted(path: &Path) -> io::Result<Vec<u8>> {
+pub(super) fn read_trusted(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read;
     let mut file = OpenOptions::new()
         .read(true)
@@ -434,6 +382,8 @@ fn read_trusted(path: &Path) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
+    use crate::store::record::{StoredToken, Timestamp};
     use std::os::unix::fs::MetadataExt;
     use std::time::Duration;
 

@@ -2,7 +2,12 @@
 //! a fetch is needed, fetch, make a rotated refresh token durable, write outputs, run hooks.
 //!
 //! The order is the safety argument: state (with the new refresh token) is saved before any
-//! output is touched, and a failed fetch never touches an output at all.
+//! output is touched, and a failed fetch never touches an output at all. On a shared store
+//! "saved" means committed under a claim ([`shared`]): outputs never run ahead of a commit.
+
+mod shared;
+
+pub use shared::Member;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,7 +20,10 @@ use crate::output::OutputError;
 use crate::provider::{Failure, FetchError, Provider, ProviderConfig, RefreshUpdate, jwt};
 use crate::schedule;
 use crate::secret::Secret;
-use crate::state::{CredentialState, StateDir, StateError, StoredError, StoredToken, Timestamp};
+use crate::store::{
+    CredentialState, StateDir, StateError, Store, StoreError, StoredError, StoredToken, Timestamp,
+    Version,
+};
 use crate::token::{self, Token};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +44,11 @@ pub enum RefreshError {
     State {
         credential: String,
         source: StateError,
+    },
+    #[error("credential `{credential}`: {source}")]
+    Store {
+        credential: String,
+        source: StoreError,
     },
     #[error("credential `{credential}`: {message}")]
     Client { credential: String, message: String },
@@ -69,7 +82,8 @@ impl RefreshError {
             RefreshError::Fetch { source, .. } => source.is_transient(),
             RefreshError::BadToken { .. }
             | RefreshError::Output { .. }
-            | RefreshError::State { .. } => true,
+            | RefreshError::State { .. }
+            | RefreshError::Store { .. } => true,
             RefreshError::Client { .. }
             | RefreshError::ChainDied { .. }
             | RefreshError::Held { .. } => false,
@@ -87,7 +101,7 @@ impl RefreshError {
     pub fn result(&self) -> &'static str {
         match self {
             RefreshError::Output { .. } => "output_error",
-            RefreshError::State { .. } => "state_error",
+            RefreshError::State { .. } | RefreshError::Store { .. } => "state_error",
             e if e.is_transient() => "transient_error",
             _ => "permanent_error",
         }
@@ -98,10 +112,14 @@ impl RefreshError {
 #[derive(Debug)]
 pub enum Outcome {
     /// The token in state was still fresh; outputs were checked and restored if needed.
-    /// `written`: an output had to be put back (the daemon logs that it was restored).
-    Current { written: bool },
+    /// `written`: an output had to be put back (the daemon logs that it was restored), or
+    /// took a token another process of the group committed (`mirrored`).
+    Current { written: bool, mirrored: bool },
     /// A new token was fetched, saved and published.
     Refreshed,
+    /// Nothing to do before `until`: another process of the group holds the claim, or this
+    /// one follows (it never calls the provider). Not a failure.
+    Deferred { until: SystemTime },
 }
 
 /// One credential's live state, owned by whoever drives it (a `once` task or a daemon worker).
@@ -119,6 +137,19 @@ pub struct Slot {
     /// The supervisor started this attempt by the monotonic clock at a wall-clock deadline
     /// still ahead: the wall clock stepped back. Judge "due" as of that deadline.
     clock_floor: Option<SystemTime>,
+    // Shared state only (all `None` with the local store):
+    /// The store's version of `state`; `None` when the store has no record.
+    version: Option<Version>,
+    /// Our claim on the provider call, from the claim until its commit.
+    claim: Option<shared::Held>,
+    /// Another process's claim, and when this one first saw it (monotonic).
+    foreign: Option<(String, Instant)>,
+    /// Not before this: a claim held elsewhere, a lost race.
+    deferred: Option<SystemTime>,
+    /// A record the store's watch delivered: used instead of reading it again.
+    incoming: Option<(CredentialState, Version)>,
+    /// The last sync took a newer token another process committed.
+    mirrored: bool,
 }
 
 impl Slot {
@@ -150,7 +181,7 @@ impl Slot {
     /// State that is not on disk yet and holds a refresh token: losing it (a process that
     /// exits now) would lose a rotated chain.
     pub fn holds_unsaved_chain(&self) -> bool {
-        self.unsaved && self.state.refresh_token.is_some()
+        self.unsaved && (self.state.refresh_token.is_some() || self.claim.is_some())
     }
 
     /// The next attempt is judged as if the wall clock read at least `at` (see
@@ -159,8 +190,23 @@ impl Slot {
         self.clock_floor = Some(at);
     }
 
+    /// A record another process committed, seen by the store's watch: the next attempt
+    /// starts from it. Returns whether it is newer than what the slot holds.
+    pub fn offer(&mut self, record: CredentialState, version: Version) -> bool {
+        let newer = record.token_gen > self.state.token_gen
+            || record.chain_gen > self.state.chain_gen
+            || (record.claim.is_none() && self.state.claim.is_some());
+        if newer || self.version.as_ref() != Some(&version) {
+            self.incoming = Some((record, version));
+        }
+        newer
+    }
+
     /// When the driver should call [`Engine::ensure`] next.
     pub fn next_attempt(&self, now: SystemTime) -> SystemTime {
+        if let Some(at) = self.deferred {
+            return at;
+        }
         if let Some(at) = self.state.next_attempt.map(|t| t.0)
             && self.state.failures > 0
         {
@@ -179,28 +225,43 @@ impl Slot {
     }
 }
 
-/// Shared by every credential: the state directory and the HTTP client pools.
+/// Shared by every credential: the store, the local state directory (the lock, journals,
+/// and with a shared store the source of a migration) and the HTTP client pools.
 pub struct Engine {
     pub state_dir: Arc<StateDir>,
+    store: Arc<dyn Store>,
+    /// This process in its `ha` group; `None` with the local store.
+    member: Option<Member>,
     clients: HttpClients,
 }
 
-/// Runs file I/O on tokio's blocking pool: thousands of credentials then fsync in
-/// parallel (the filesystem journal batches them) instead of two at a time on the workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
-}
+use crate::store::local::blocking;
 
 impl Engine {
+    /// A single instance: state in the local directory.
     pub fn new(state_dir: StateDir) -> Self {
+        let state_dir = Arc::new(state_dir);
+        let store = Arc::new(crate::store::local::LocalStore(state_dir.clone()));
+        Engine::with_store(state_dir, store, None)
+    }
+
+    /// A member of an `ha` group: state in `store`, shared with the other members.
+    pub fn with_store(
+        state_dir: Arc<StateDir>,
+        store: Arc<dyn Store>,
+        member: Option<Member>,
+    ) -> Self {
         crate::net::install_crypto_provider();
         Engine {
-            state_dir: Arc::new(state_dir),
+            state_dir,
+            store,
+            member,
             clients: HttpClients::default(),
         }
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.store.is_shared()
     }
 
     /// Loads a credential's state. Unreadable state is moved aside (and logged): refusing
@@ -244,6 +305,12 @@ impl Engine {
             unsaved: false,
             force_pending: false,
             clock_floor: None,
+            version: None,
+            claim: None,
+            foreign: None,
+            deferred: None,
+            incoming: None,
+            mirrored: false,
         }
     }
 
@@ -253,9 +320,18 @@ impl Engine {
     /// A permanent failure recorded in state holds further fetches until its retry time
     /// (across processes: repeated `once` runs honour it too) unless `force` is set; the
     /// identity check in [`Engine::slot`] already lifted it if the credential changed.
-    pub async fn ensure(&self, slot: &mut Slot, force: bool) -> Result<Outcome, RefreshError> {
-        slot.force_pending |= force;
-        let result = self.attempt(slot).await;
+    ///
+    /// `may_fetch`: false for a follower of a shared store, which only mirrors what others
+    /// commit and never calls the provider.
+    pub async fn ensure(
+        &self,
+        slot: &mut Slot,
+        force: bool,
+        may_fetch: bool,
+    ) -> Result<Outcome, RefreshError> {
+        slot.force_pending |= force && may_fetch;
+        slot.deferred = None;
+        let result = self.attempt(slot, may_fetch).await;
         match &result {
             Ok(Outcome::Refreshed) => {
                 slot.force_pending = false;
@@ -263,6 +339,7 @@ impl Engine {
                 events::refresh_succeeded(&slot.credential.name);
             }
             Ok(Outcome::Current { .. }) => {}
+            Ok(Outcome::Deferred { until }) => slot.deferred = Some(*until),
             // Nothing was attempted: the recorded failure and its retry time stand.
             Err(RefreshError::Held { .. }) => {}
             // Every failure, wherever it happened, is recorded and backed off the same way.
@@ -271,7 +348,13 @@ impl Engine {
         result
     }
 
-    async fn attempt(&self, slot: &mut Slot) -> Result<Outcome, RefreshError> {
+    async fn attempt(&self, slot: &mut Slot, may_fetch: bool) -> Result<Outcome, RefreshError> {
+        if self.is_shared() {
+            self.sync(slot).await?;
+            if let Some(until) = slot.deferred.take() {
+                return Ok(Outcome::Deferred { until });
+            }
+        }
         let now = SystemTime::now();
         let judged = slot.clock_floor.take().map_or(now, |floor| floor.max(now));
         let cred = slot.credential.clone();
@@ -292,7 +375,8 @@ impl Engine {
                 slot.state.next_attempt = Some(Timestamp(slot.refresh_at(&token)));
                 self.save(slot).await?;
             }
-            return Ok(Outcome::Current { written });
+            let mirrored = std::mem::take(&mut slot.mirrored);
+            return Ok(Outcome::Current { written, mirrored });
         }
         if !slot.force_pending
             && let Some(until) = slot.held_until(now)
@@ -311,6 +395,24 @@ impl Engine {
                     .map(|e| strip_credential(&e.message, &cred.name))
                     .unwrap_or_default(),
             });
+        }
+        if self.is_shared() {
+            if !may_fetch {
+                // A follower: whoever leads refreshes; the watch brings the commit. Look
+                // again in a while in case no one leads.
+                if let Some(token) = slot.current_token(now) {
+                    self.publish(&cred, &token).await?;
+                }
+                return Ok(Outcome::Deferred {
+                    until: now + crate::observe::MAX_SLEEP,
+                });
+            }
+            if let Some(until) = self.claim(slot).await? {
+                if let Some(token) = slot.current_token(now) {
+                    self.publish(&cred, &token).await?;
+                }
+                return Ok(Outcome::Deferred { until });
+            }
         }
         self.refresh(slot, now).await
     }
@@ -340,27 +442,64 @@ impl Engine {
             refresh_token.as_ref(),
             cred.egress.secret(),
         ));
-        let result = crate::redact::scope(
+        let fetch = crate::redact::scope(
             redactor.clone(),
             cred.provider.fetch(&http, refresh_token.as_ref()),
-        )
-        .await;
+        );
+        let result = match self.claim_budget(slot) {
+            None => fetch.await,
+            Some(Err(())) => {
+                // Too late to start under this claim (a pause, a slow store): hand it back.
+                self.save(slot).await?;
+                return Ok(Outcome::Deferred {
+                    until: SystemTime::now(),
+                });
+            }
+            Some(Ok(budget)) => match tokio::time::timeout(budget, fetch).await {
+                Ok(r) => r,
+                Err(_) => Err(Failure {
+                    error: FetchError::Timeout {
+                        url: "the provider".to_owned(),
+                        timeout: budget,
+                    },
+                    rotated: None,
+                }),
+            },
+        };
         let took = clock.elapsed();
 
         let fetched = match result {
             Ok(f) => f,
             Err(Failure { mut error, rotated }) => {
                 error.redact(&redactor);
+                if let Some(held) = &slot.claim
+                    && refresh_token.is_some()
+                    && maybe_spent(&error)
+                {
+                    // The provider may have spent the token without our hearing the answer.
+                    slot.state.in_doubt = Some(crate::store::InDoubt {
+                        chain_gen: held.base_chain_gen,
+                        holder: self
+                            .member
+                            .as_ref()
+                            .map(|m| m.identity.clone())
+                            .unwrap_or_default(),
+                        claim_id: held.id.clone(),
+                        at: Timestamp(SystemTime::now()),
+                        why: format!("no usable answer to the refresh ({error})"),
+                    });
+                }
                 if let Some(next) = rotated.filter(|_| cred.provider.uses_refresh_chain()) {
                     // The answer was unusable, but the provider rotated the chain: the token
                     // sent is spent and this one is the only way on.
                     self.keep_rotated(slot, next, seed_fp).await?;
                 } else if matches!(error, FetchError::RefreshRejected { .. }) {
                     let why = chain_death(&cred.provider, &slot.state, started);
-                    // Dead chain: never send that token again; a new seed restarts it.
-                    slot.state.refresh_token = None;
+                    // Dead chain: never send that token again (it is kept aside, never
+                    // destroyed); a new seed restarts it.
+                    slot.state.rejected_refresh_token = slot.state.refresh_token.take();
                     slot.state.refresh_issued_at = None;
-                    slot.state.refresh_seed = seed_fp;
+                    note_seed(&mut slot.state, seed_fp, self.is_shared());
                     if let Some(why) = why {
                         return Err(RefreshError::ChainDied {
                             credential: name.to_owned(),
@@ -380,22 +519,24 @@ impl Engine {
         match &fetched.refresh {
             RefreshUpdate::Rotated(next) if cred.provider.uses_refresh_chain() => {
                 slot.state.refresh_token = Some(next.clone());
+                slot.state.rejected_refresh_token = None;
                 slot.state.refresh_issued_at = Some(Timestamp(started));
-                slot.state.refresh_seed = seed_fp;
+                note_seed(&mut slot.state, seed_fp, self.is_shared());
                 events::chain_rotated(name, &next.fingerprint());
             }
             RefreshUpdate::Restarted { next, message } if cred.provider.uses_refresh_chain() => {
                 let why = chain_death(&cred.provider, &slot.state, started);
+                slot.state.rejected_refresh_token = slot.state.refresh_token.take();
                 slot.state.refresh_token = Some(next.clone());
                 slot.state.refresh_issued_at = Some(Timestamp(started));
-                slot.state.refresh_seed = seed_fp;
+                note_seed(&mut slot.state, seed_fp, self.is_shared());
                 events::chain_restarted(name, &with_cause(message, why), &next.fingerprint());
             }
             RefreshUpdate::Rejected { message } | RefreshUpdate::Restarted { message, .. } => {
                 let why = chain_death(&cred.provider, &slot.state, started);
-                slot.state.refresh_token = None;
+                slot.state.rejected_refresh_token = slot.state.refresh_token.take();
                 slot.state.refresh_issued_at = None;
-                slot.state.refresh_seed = seed_fp;
+                note_seed(&mut slot.state, seed_fp, self.is_shared());
                 events::chain_rejected(name, &with_cause(message, why));
             }
             _ => {}
@@ -458,7 +599,13 @@ impl Engine {
         // The forced fetch happened; if the state write or an output fails now, retries
         // save and re-publish this token instead of spending another refresh token.
         slot.force_pending = false;
-        self.save(slot).await?;
+        slot.state.in_doubt = None;
+        if !self.persist(slot).await? {
+            // Another process committed a newer token first: ours is never published.
+            return Ok(Outcome::Deferred {
+                until: SystemTime::now(),
+            });
+        }
         events::token_refreshed(name, &token, fetched.flow, source, took);
 
         self.publish(&cred, &token).await?;
@@ -524,7 +671,7 @@ impl Engine {
         events::chain_rotated(&slot.credential.name, &next.fingerprint());
         slot.state.refresh_token = Some(next);
         slot.state.refresh_issued_at = Some(Timestamp(SystemTime::now()));
-        slot.state.refresh_seed = seed_fp;
+        note_seed(&mut slot.state, seed_fp, self.is_shared());
         self.save(slot).await
     }
 
@@ -570,6 +717,20 @@ impl Engine {
     }
 
     async fn save(&self, slot: &mut Slot) -> Result<(), RefreshError> {
+        self.persist(slot).await.map(|_| ())
+    }
+
+    /// Saves the slot's state: the state file, or on a shared store the commit of our
+    /// claim. `Ok(false)`: a shared store already holds a newer commit, which the slot now
+    /// holds instead (ours is dropped).
+    async fn persist(&self, slot: &mut Slot) -> Result<bool, RefreshError> {
+        if self.is_shared() {
+            return self.commit(slot).await;
+        }
+        self.save_local(slot).await.map(|_| true)
+    }
+
+    async fn save_local(&self, slot: &mut Slot) -> Result<(), RefreshError> {
         let (dir, state) = (self.state_dir.clone(), slot.state.clone());
         let result = blocking(move || dir.save(&state)).await;
         slot.unsaved = result.is_err();
@@ -577,6 +738,16 @@ impl Engine {
             credential: slot.credential.name.clone(),
             source,
         })
+    }
+}
+
+/// After this error the provider may have received and spent the refresh token: the
+/// request went out and no usable answer came back.
+fn maybe_spent(error: &FetchError) -> bool {
+    match error {
+        FetchError::Timeout { .. } | FetchError::BadAnswer { .. } => true,
+        FetchError::Unavailable { status, .. } => *status >= 500,
+        _ => false,
     }
 }
 
@@ -647,11 +818,35 @@ fn choose_refresh_token(
     }
     let seed = provider.refresh_seed();
     let seed_fp = seed.map(|s| s.fingerprint());
+    let new_seed = seed_fp.as_deref().is_some_and(|fp| is_new_seed(state, fp));
     match seed {
-        Some(_) if state.refresh_seed != seed_fp && seed_spent => (None, None),
-        Some(seed) if state.refresh_seed != seed_fp => (Some(seed.clone()), seed_fp),
+        Some(_) if new_seed && seed_spent => (None, None),
+        Some(seed) if new_seed => (Some(seed.clone()), seed_fp),
         _ => (state.refresh_token.clone(), seed_fp),
     }
+}
+
+/// A configured seed no chain in this record has grown from: a new dashboard token. A seed
+/// the record has seen before is spent (sending it again is a replay), however the config
+/// came to name it again: an old replica in a rolling update, a config rolled back.
+fn is_new_seed(state: &CredentialState, fp: &str) -> bool {
+    state.refresh_seed.as_deref() != Some(fp) && !state.seen_seeds.iter().any(|s| s == fp)
+}
+
+/// Records the seed a chain now descends from and, on a shared store, remembers it as seen.
+/// A single instance keeps its rule (a seed other than the chain's restarts it), so an
+/// operator who puts a seed back still sees what the provider says of it.
+fn note_seed(state: &mut CredentialState, seed_fp: Option<String>, remember: bool) {
+    if let Some(fp) = seed_fp.as_ref().filter(|_| remember)
+        && !state.seen_seeds.contains(fp)
+    {
+        state.seen_seeds.push(fp.clone());
+        // Fingerprints are 8 hex characters; the last few seeds are all that can return.
+        if state.seen_seeds.len() > 16 {
+            state.seen_seeds.remove(0);
+        }
+    }
+    state.refresh_seed = seed_fp;
 }
 
 /// The fingerprint of the configured seed when this refresh would send it (a chain not yet
@@ -661,7 +856,7 @@ fn seed_to_send(provider: &ProviderConfig, state: &CredentialState) -> Option<St
         .refresh_seed()
         .filter(|_| provider.uses_refresh_chain())?
         .fingerprint();
-    (state.refresh_seed.as_deref() != Some(fp.as_str())).then_some(fp)
+    is_new_seed(state, &fp).then_some(fp)
 }
 
 #[cfg(test)]
@@ -717,7 +912,7 @@ mod tests {
 
     #[test]
     fn a_dead_chain_is_explained_by_its_age_or_its_expired_access_token() {
-        use crate::state::{StoredToken, Timestamp};
+        use crate::store::{StoredToken, Timestamp};
         use std::time::Duration;
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let day = Duration::from_secs(86_400);
@@ -780,6 +975,21 @@ mod tests {
             choose_refresh_token(&vandar(Some("seed")), &grown, false).0,
             Some(Secret::new("rotated"))
         );
+    }
+
+    #[test]
+    fn a_seed_seen_before_is_never_sent_again() {
+        // An old replica still configured with the first seed, after a new one took over.
+        let mut state = CredentialState::default();
+        note_seed(&mut state, Some(fingerprint("seed-1")), true);
+        note_seed(&mut state, Some(fingerprint("seed-2")), true);
+        state.refresh_token = Some(Secret::new("rotated-from-2"));
+        let (rt, _) = choose_refresh_token(&vandar(Some("seed-1")), &state, false);
+        assert_eq!(rt, Some(Secret::new("rotated-from-2")));
+        assert_eq!(seed_to_send(&vandar(Some("seed-1")), &state), None);
+        // A truly new one still restarts the chain.
+        let (rt, _) = choose_refresh_token(&vandar(Some("seed-3")), &state, false);
+        assert_eq!(rt, Some(Secret::new("seed-3")));
     }
 
     #[test]

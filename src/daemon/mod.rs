@@ -21,8 +21,12 @@ use crate::error::Error;
 use crate::events;
 use crate::notify::Notifier;
 use crate::observe::{MAX_SLEEP, Observed, View};
+use crate::provider::Provider;
 use crate::secret::ProcessEnv;
-use crate::state::StateDir;
+
+mod group;
+
+use group::{GroupEvent, GroupInputs};
 
 /// In-flight refreshes get this long to finish on SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -38,7 +42,7 @@ pub const OUTPUT_CHECK_EVERY: Duration = MAX_SLEEP;
 const OUTPUT_CHECK_BATCH: usize = 512;
 
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), Error> {
-    let state_dir = StateDir::open(&config.state_dir)?;
+    let runtime = crate::runtime::open(&config).await?;
     let (control_tx, control_rx) = mpsc::channel(64);
     forward_signals(control_tx.clone()).map_err(Error::Signals)?;
     let nofile = raise_fd_limit();
@@ -57,11 +61,50 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), Error> {
             source,
         })?;
     }
-    let engine = Arc::new(Engine::new(state_dir));
-    Supervisor::new(engine, config_path, config, observed)
-        .run(control_rx)
-        .await;
+    let mut supervisor = Supervisor::new(runtime.engine, config_path, config, observed);
+    let mut election = None;
+    if let Some(group) = runtime.group {
+        let etcd = group.etcd.expect("the only shared backend today is etcd");
+        let leadership = match group.config.role {
+            crate::ha::Role::Follower => None,
+            crate::ha::Role::Auto => {
+                etcd.set_fence(None);
+                let e = crate::ha::etcd_session::Election::spawn(
+                    etcd.client().clone(),
+                    etcd.leader_key().to_vec(),
+                    group.identity.clone(),
+                    group.config.lease,
+                );
+                let rx = e.watch();
+                election = Some(e);
+                Some(rx)
+            }
+        };
+        events::leadership(&group.config.group, false, None);
+        supervisor.group = Some(Group {
+            name: group.config.group.clone(),
+            etcd: etcd.clone(),
+            leadership: crate::ha::Leadership::default(),
+            inputs: GroupInputs {
+                leadership,
+                watched: etcd.watch(),
+            },
+        });
+        supervisor.publish_role();
+    }
+    supervisor.run(control_rx).await;
+    if let Some(e) = election {
+        e.resign().await;
+    }
     Ok(())
+}
+
+/// The supervisor's view of its `ha` group.
+struct Group {
+    name: String,
+    etcd: Arc<crate::store::etcd::EtcdStore>,
+    leadership: crate::ha::Leadership,
+    inputs: GroupInputs,
 }
 
 /// Raises the soft descriptor limit to the hard one (systemd starts services at 1 024 soft,
@@ -113,6 +156,9 @@ struct Entry {
     outputs_note: Option<String>,
     /// A changed or removed credential whose refresh was in flight: apply on return.
     pending: Pending,
+    /// Another process committed while this credential's attempt was in flight: look again
+    /// as soon as it returns.
+    store_changed: bool,
 }
 
 enum Pending {
@@ -155,6 +201,8 @@ struct Supervisor {
     /// The systemd STATUS= line is due an update; sent at most once a second.
     status_dirty: bool,
     status_sent: Option<Instant>,
+    /// Set with an `ha` block.
+    group: Option<Group>,
 }
 
 impl Supervisor {
@@ -187,6 +235,7 @@ impl Supervisor {
             first_round: HashSet::new(),
             status_dirty: true,
             status_sent: None,
+            group: None,
         };
         for c in credentials {
             s.add(Arc::new(c));
@@ -222,6 +271,12 @@ impl Supervisor {
                 }
                 Some(loaded) = self.reloads.1.recv() => self.finish_reload(loaded),
                 Some(found) = self.checks.1.recv() => self.finish_output_check(found),
+                event = async {
+                    match self.group.as_mut() {
+                        Some(g) => g.inputs.next().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.group_event(event),
                 msg = control.recv() => match msg {
                     Some(Control::Shutdown) | None => break,
                     Some(Control::Reload) => {
@@ -290,6 +345,7 @@ impl Supervisor {
                 outputs_ok: false,
                 outputs_note: None,
                 pending: Pending::None,
+                store_changed: false,
             },
         );
         self.queue.insert(&name, next, Now::read());
@@ -365,13 +421,15 @@ impl Supervisor {
                 slot.judge_due_as_of(at);
             }
             let force = std::mem::take(&mut entry.force);
+            entry.store_changed = false;
+            let may_fetch = self.may_fetch();
             let engine = self.engine.clone();
             let task_name = name.clone();
             let handle = self.tasks.spawn(async move {
                 let name = task_name;
                 #[cfg(debug_assertions)]
                 test_fault::maybe_panic(&name);
-                let result = engine.ensure(&mut slot, force).await;
+                let result = engine.ensure(&mut slot, force, may_fetch).await;
                 (name, slot, result)
             });
             self.running.insert(handle.id(), name);
@@ -419,9 +477,9 @@ impl Supervisor {
             &credential.retry,
             fastrand::f64(),
         );
-        slot.state.next_attempt = Some(crate::state::Timestamp(now + delay));
-        slot.state.last_error = Some(crate::state::StoredError {
-            at: crate::state::Timestamp(now),
+        slot.state.next_attempt = Some(crate::store::Timestamp(now + delay));
+        slot.state.last_error = Some(crate::store::StoredError {
+            at: crate::store::Timestamp(now),
             message: message.clone(),
             transient: true,
         });
@@ -458,7 +516,10 @@ impl Supervisor {
         if entry.outputs_ok {
             entry.outputs_note = None;
         }
-        if let Ok(Outcome::Current { written: true, .. }) = &result
+        if let Ok(Outcome::Current {
+            written: true,
+            mirrored: false,
+        }) = &result
             && !self.first_round.contains(&name)
         {
             events::outputs_restored(&name);
@@ -472,7 +533,7 @@ impl Supervisor {
             return;
         };
         let now = SystemTime::now();
-        let next = if entry.force {
+        let next = if entry.force || std::mem::take(&mut entry.store_changed) {
             now
         } else {
             slot.next_attempt(now)
@@ -494,6 +555,84 @@ impl Supervisor {
         self.check_ready();
         self.status_dirty = true;
         self.notify_status();
+    }
+
+    /// Whether refreshes may call providers: always alone, only while leading in a group.
+    fn may_fetch(&self) -> bool {
+        self.group.as_ref().is_none_or(|g| g.leadership.leading)
+    }
+
+    fn group_event(&mut self, event: GroupEvent) {
+        match event {
+            GroupEvent::Leadership(l) => {
+                let Some(g) = self.group.as_mut() else {
+                    return;
+                };
+                let was = g.leadership.leading;
+                g.etcd.set_fence(l.leader_rev.filter(|_| l.leading));
+                let leader_changed = l.leader != g.leadership.leader;
+                let recovered = l.error.is_none() && g.leadership.error.is_some();
+                if l.leading != was || leader_changed {
+                    events::leadership(&g.name, l.leading, l.leader.as_deref());
+                }
+                if recovered || leader_changed {
+                    // etcd answers again, or someone new leads: a watch opened before may
+                    // be silently dead, and commits may have been missed.
+                    g.etcd.rewatch();
+                }
+                let wake = (l.leading && !was) || recovered || leader_changed;
+                g.leadership = l;
+                self.publish_role();
+                if wake {
+                    // Whatever came due while following is this process's job now, and
+                    // what others committed meanwhile is read again.
+                    self.wake_all();
+                }
+            }
+            GroupEvent::Store(crate::store::etcd::Watched::Resync) => self.wake_all(),
+            GroupEvent::Store(crate::store::etcd::Watched::Changed(change)) => {
+                let change = *change;
+                let name = change.record.credential.clone();
+                let Some(entry) = self.entries.get_mut(&name) else {
+                    return;
+                };
+                match entry.slot.as_mut() {
+                    Some(slot) => {
+                        if slot.offer(change.record, change.version) {
+                            let now = Now::read();
+                            entry.next = now.wall;
+                            self.queue.insert(&name, now.wall, now);
+                        }
+                    }
+                    None => entry.store_changed = true,
+                }
+            }
+        }
+    }
+
+    /// Every credential gets an attempt now (a read of the store first); one in flight gets
+    /// another as soon as it returns, since it may have started as a follower.
+    fn wake_all(&mut self) {
+        let now = Now::read();
+        for (name, entry) in &mut self.entries {
+            if entry.slot.is_some() {
+                entry.next = now.wall;
+                self.queue.insert(name, now.wall, now);
+            } else {
+                entry.store_changed = true;
+            }
+        }
+    }
+
+    fn publish_role(&self) {
+        if let Some(g) = &self.group {
+            self.observed.set_group(crate::observe::GroupView {
+                group: g.name.clone(),
+                leading: g.leadership.leading,
+                leader: g.leadership.leader.clone(),
+                error: g.leadership.error.clone(),
+            });
+        }
     }
 
     /// READY=1 once every credential has a token or has failed its first attempt.
@@ -553,8 +692,11 @@ impl Supervisor {
         if new.state_dir != self.config.state_dir
             || new.listen != self.config.listen
             || new.log != self.config.log
+            || new.ha != self.config.ha
         {
-            tracing::warn!("state_dir, listen and log changes take effect only after a restart");
+            tracing::warn!(
+                "state_dir, listen, log and ha changes take effect only after a restart"
+            );
         }
         let (mut added, mut changed, mut removed, mut kept) = (0, 0, 0, 0);
         let credentials = std::mem::take(&mut new.credentials);
@@ -728,12 +870,14 @@ fn publish_view(
     attempted: bool,
     next: SystemTime,
 ) {
-    events::health(name, crate::status::needs_person(&slot.state));
+    let summary = slot.state.summary();
+    events::health(name, crate::status::needs_person(&summary));
     observed.set(
         name,
         View {
             provider: slot.credential.provider.kind().as_str(),
-            state: slot.state.clone(),
+            state: summary,
+            chain_lifetime: slot.credential.provider.refresh_token_lifetime(),
             outputs_ok,
             outputs_note,
             attempted,

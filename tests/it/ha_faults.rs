@@ -1,0 +1,240 @@
+//! Shared state under faults (issue 12, HA.md §5.2), each its own test, each judged by the
+//! same oracles: zero replays of a spent refresh token, chain generations +1, every running
+//! process's outputs current within 1 s of each commit, never an older token.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::etcd_support::EtcdCluster;
+use crate::ha_support::{CRED, Group, emulator};
+use crate::harness::{Endpoint, wait_for};
+
+const REFRESH: &str = "    refresh: { at: 50%, jitter: 0% }\n";
+const LAG: Duration = Duration::from_secs(1);
+const LIFETIME: Duration = Duration::from_secs(3);
+
+fn running(g: &Group) -> Vec<usize> {
+    (0..g.nodes.len())
+        .filter(|&i| g.nodes[i].is_some())
+        .collect()
+}
+
+fn wait_leader(g: &Group) -> usize {
+    let mut leader = None;
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            leader = g.leader();
+            leader.is_some()
+        }),
+        "no leader\n{}",
+        g.logs()
+    );
+    leader.unwrap()
+}
+
+fn advance(g: &Group, by: u64, why: &str) {
+    let target = g.last_commit().map_or(0, |c| c.chain_gen) + by;
+    assert!(
+        g.wait_chain_gen(target, Duration::from_secs(40)),
+        "the chain did not reach generation {target} {why}\n{}",
+        g.logs()
+    );
+}
+
+#[test]
+fn a_paused_leader_is_replaced_and_its_late_work_never_forks_the_chain() {
+    let mut g = Group::start(3, emulator(LIFETIME), REFRESH);
+    g.start_all();
+    advance(&g, 2, "before the pause");
+    let leader = wait_leader(&g);
+    // Past its lease (2 s) but not past takeover_after (6 s): a GC pause, a stalled VM.
+    g.node(leader).signal(Signal::SIGSTOP);
+    let paused = Instant::now();
+    advance(&g, 2, "while the leader was paused");
+    let elapsed = paused.elapsed();
+    if elapsed < Duration::from_secs(4) {
+        std::thread::sleep(Duration::from_secs(4) - elapsed);
+    }
+    g.node(leader).signal(Signal::SIGCONT);
+    let resumed = Instant::now();
+    advance(&g, 3, "after the pause");
+    std::thread::sleep(LAG);
+    let others: Vec<usize> = running(&g).into_iter().filter(|&i| i != leader).collect();
+    g.assert_oracles(LAG, &others);
+    // The resumed one may lag while it was stopped, never after, and never regress.
+    g.assert_oracles_since(
+        LAG + Duration::from_millis(500),
+        &[leader],
+        Some(resumed + LAG),
+    );
+}
+
+#[test]
+fn kill_9_between_the_providers_answer_and_the_commit_loses_nothing() {
+    let mut g = Group::start(1, emulator(Duration::from_secs(600)), "");
+    // The failpoint (debug builds only) kills the process right after the journal's fsync.
+    g.start_node_with(0, &[("TOKEND_TEST_DIE_AFTER_JOURNAL", CRED)]);
+    let journal = g.env.path(&format!("state-0/{CRED}.pending"));
+    assert!(
+        wait_for(Duration::from_secs(20), || journal.exists()
+            && g.nodes[0].as_mut().is_some_and(|n| n
+                .child
+                .try_wait()
+                .ok()
+                .flatten()
+                .is_some())),
+        "the process did not die after journalling\n{}",
+        g.logs()
+    );
+    assert_eq!(g.env.emu.successes(Endpoint::VandarRefresh), 1);
+    // The seed is spent at the provider; only the journal holds its successor.
+    g.nodes[0] = None;
+    g.start_node(0);
+    assert!(
+        wait_for(Duration::from_secs(20), || g
+            .last_commit()
+            .is_some_and(|c| c.chain_gen >= 1 && c.token.is_some())),
+        "the journalled answer was not committed\n{}",
+        g.logs()
+    );
+    assert!(
+        g.log(0).contains("committed a journalled answer"),
+        "{}",
+        g.logs()
+    );
+    assert!(!journal.exists(), "the journal outlived its commit");
+    let token = g.last_commit().unwrap().token.unwrap();
+    assert!(wait_for(Duration::from_secs(5), || g.output(0).trim() == token));
+    // Recovered without another provider call, and without a replay.
+    assert_eq!(g.env.emu.requests(Endpoint::VandarRefresh), 1);
+    g.assert_oracles(LAG, &[]);
+}
+
+#[test]
+fn kill_9_at_random_moments_never_forks_the_chain() {
+    let mut g = Group::start(3, emulator(LIFETIME), REFRESH);
+    g.start_all();
+    advance(&g, 1, "at start");
+    let mut rng = fastrand::Rng::with_seed(
+        std::env::var("TOKEND_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(12),
+    );
+    for round in 0..6 {
+        let victim = rng.usize(..3);
+        std::thread::sleep(Duration::from_millis(rng.u64(100..1500)));
+        g.kill_node(victim);
+        std::thread::sleep(Duration::from_millis(rng.u64(0..800)));
+        g.start_node(victim);
+        let _ = round;
+    }
+    let restarted = Instant::now();
+    advance(&g, 3, "after the kills");
+    std::thread::sleep(LAG);
+    g.assert_oracles_since(LAG, &[0, 1, 2], Some(restarted + Duration::from_secs(2)));
+}
+
+#[test]
+fn a_process_cut_off_from_etcd_keeps_its_token_and_catches_up_when_back() {
+    let mut g = Group::start(3, emulator(LIFETIME), REFRESH);
+    g.start_all();
+    advance(&g, 2, "before the cut");
+    let leader = wait_leader(&g);
+    let before = g.output(leader);
+    g.proxies[leader].blackhole();
+    // The rest of the group carries on; the cut-off one keeps its last good token.
+    advance(&g, 3, "while one process was cut off");
+    assert!(!g.output(leader).is_empty());
+    assert!(
+        g.log(leader).contains("event=\"following\""),
+        "the cut-off leader did not step down\n{}",
+        g.logs()
+    );
+    let _ = before;
+    g.proxies[leader].restore();
+    let restored = Instant::now();
+    advance(&g, 2, "after the cut healed");
+    std::thread::sleep(LAG);
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    g.assert_oracles(LAG, &others);
+    // Back within a few seconds (the watch reconnects), then current like the others.
+    g.assert_oracles_since(LAG, &[leader], Some(restored + Duration::from_secs(5)));
+}
+
+#[test]
+fn restarting_the_etcd_leader_member_and_then_the_whole_cluster_forks_nothing() {
+    crate::etcd_support::require_etcd();
+    let etcd = EtcdCluster::start(3);
+    etcd.wait_all_healthy().expect("etcd healthy");
+    let mut g = Group::direct(3, emulator(LIFETIME), REFRESH, etcd);
+    g.start_all();
+    advance(&g, 2, "before etcd restarts");
+    let member = g.etcd.leader().expect("an etcd leader");
+    g.etcd.restart_member(member);
+    g.etcd.wait_all_healthy().expect("etcd healthy again");
+    advance(&g, 2, "after the etcd leader restarted");
+    g.etcd.kill_all();
+    std::thread::sleep(Duration::from_secs(2));
+    g.etcd.start_all();
+    g.etcd.wait_all_healthy().expect("etcd back");
+    let back = Instant::now();
+    advance(&g, 3, "after the whole cluster restarted");
+    std::thread::sleep(LAG);
+    g.assert_oracles_since(LAG, &[0, 1, 2], Some(back + Duration::from_secs(5)));
+}
+
+#[test]
+fn restarting_all_three_at_once_calls_no_provider_for_a_fresh_token() {
+    let mut g = Group::start(3, emulator(Duration::from_secs(600)), "");
+    g.start_all();
+    advance(&g, 1, "at start");
+    let token = g.last_commit().unwrap().token.unwrap();
+    assert!(wait_for(Duration::from_secs(5), || (0..3)
+        .all(|i| g.output(i).trim() == token)));
+    let calls = g.env.emu.requests(Endpoint::VandarRefresh);
+    for i in 0..3 {
+        g.kill_node(i);
+    }
+    for i in 0..3 {
+        let _ = std::fs::remove_file(g.output_path(i));
+    }
+    g.start_all();
+    assert!(
+        wait_for(Duration::from_secs(10), || (0..3)
+            .all(|i| g.output(i).trim() == token)),
+        "not every process wrote the shared token back\n{}",
+        g.logs()
+    );
+    assert_eq!(g.env.emu.requests(Endpoint::VandarRefresh), calls);
+    // The outputs were deleted by the test: judge the lag of what was committed after.
+    g.assert_oracles_since(LAG, &[0, 1, 2], Some(Instant::now()));
+}
+
+#[test]
+fn a_rolling_update_with_old_and_new_configs_side_by_side_never_replays_a_seed() {
+    let mut g = Group::start(3, emulator(LIFETIME), REFRESH);
+    g.start_all();
+    advance(&g, 2, "on the old config");
+    // The operator puts a new dashboard token into the new config, and rolls it out one
+    // process at a time: old and new run side by side, and leadership moves between them.
+    g.env.emu.add_refresh_seed("def502seed-two");
+    g.env.secret("vandar-refresh-2", "def502seed-two\n");
+    for i in 0..3 {
+        g.write_config_with(
+            i,
+            "vandar-refresh-2",
+            "    refresh: { at: 60%, jitter: 0% }\n",
+        );
+        g.stop_node(i);
+        g.start_node(i);
+        advance(&g, 1, &format!("after updating process {i}"));
+    }
+    let updated = Instant::now();
+    advance(&g, 2, "on the new config");
+    std::thread::sleep(LAG);
+    g.assert_oracles_since(LAG, &[0, 1, 2], Some(updated + Duration::from_secs(2)));
+    // The new seed was sent once at most; the old one never again.
+    assert_eq!(g.env.emu.reused_refresh_tokens(), 0);
+}
