@@ -287,8 +287,9 @@ impl Machine {
     }
 
     /// The leader key was written by `holder_lease`'s owner.
+    /// After a DELETE in the same batch the campaign due reads the key anyway.
     pub fn key_put(&mut self, holder: Option<String>, holder_lease: i64) {
-        if self.lease_id() == Some(holder_lease) {
+        if self.lease_id() == Some(holder_lease) || self.phase == Phase::Campaign {
             return;
         }
         self.phase = Phase::Following;

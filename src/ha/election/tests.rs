@@ -218,3 +218,18 @@ fn a_keepalive_answer_of_zero_loses_the_lease_and_leadership() {
     assert_eq!(m.lease_id(), None);
     assert_eq!(m.poll(t0 + ms(1000)).action, Some(Action::Grant));
 }
+
+#[test]
+fn a_delete_and_a_new_holder_in_one_batch_lead_to_a_campaign_that_reads_the_key() {
+    let t0 = Instant::now();
+    let mut m = Machine::new("b".into());
+    m.granted(t0, 9, TTL);
+    m.campaign_lost(Some("a".into()), 7, 42, 43);
+    m.watch_opened();
+    m.key_deleted();
+    m.key_put(Some("c".into()), 11);
+    assert_eq!(m.poll(t0).action, Some(Action::Campaign(9)));
+    m.campaign_lost(Some("c".into()), 11, 50, 50);
+    assert_eq!(m.leader(t0), Some("c"));
+    assert_eq!(m.watch_from(), 51);
+}
