@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::harness::*;
+use crate::support::*;
 
 const S: Duration = Duration::from_secs(1);
 /// Address space for a tokend that must not eat memory: far above what it needs, far below
@@ -71,12 +71,6 @@ fn run_within(cmd: &mut Command, timeout: Duration) -> Option<Run> {
     })
 }
 
-fn state_token(env: &Env, credential: &str) -> Option<String> {
-    env.state(credential)["token"]["token"]
-        .as_str()
-        .map(str::to_owned)
-}
-
 fn state_time(env: &Env, credential: &str, pointer: &str) -> Option<SystemTime> {
     let state = env.state(credential);
     let text = state.pointer(pointer)?.as_str()?;
@@ -85,10 +79,10 @@ fn state_time(env: &Env, credential: &str, pointer: &str) -> Option<SystemTime> 
 
 /// Waits until the credential's state holds `n` tokens it did not hold before (each seen).
 fn wait_for_new_tokens(env: &Env, credential: &str, n: usize, timeout: Duration) -> bool {
-    let mut seen: Vec<String> = state_token(env, credential).into_iter().collect();
+    let mut seen: Vec<String> = env.state(credential).token().into_iter().collect();
     let start = seen.len();
     wait_for(timeout, || {
-        if let Some(t) = state_token(env, credential)
+        if let Some(t) = env.state(credential).token()
             && !seen.contains(&t)
         {
             seen.push(t);
@@ -208,7 +202,7 @@ fn an_idle_connection_flood_leaves_refreshes_working_and_slow_headers_are_cut() 
         "refreshes stopped under the connection flood:\n{}",
         env.read("daemon.log")
     );
-    let latest = state_token(&env, "pharmacy").unwrap();
+    let latest = env.state("pharmacy").token().unwrap();
     assert!(
         wait_for(3 * S, || env.read("out/pharmacy.token") == latest),
         "the output does not hold the state's token:\n{}",
@@ -326,7 +320,7 @@ fn a_fifo_ca_file_or_secret_on_sighup_blocks_neither_other_credentials_nor_sigte
     };
     config(yav_credential("other", &secret, ""));
     let mut d = env.daemon();
-    assert!(wait_for(10 * S, || state_token(&env, "other").is_some()));
+    assert!(wait_for(10 * S, || env.state("other").token().is_some()));
 
     let fifo_path = fifo.display().to_string();
     for (n, other) in [
@@ -368,7 +362,7 @@ fn an_output_that_is_a_fifo_is_replaced_not_read() {
     assert!(meta.is_file());
     assert_eq!(
         env.read("out/pharmacy.token"),
-        state_token(&env, "pharmacy").unwrap()
+        env.state("pharmacy").token().unwrap()
     );
 }
 
@@ -398,7 +392,9 @@ fn a_dir_output_whose_data_leads_to_dev_zero_is_replaced_not_read() {
     // space limit turns an unbounded read into an error after 4 GB instead of an OOM.
     let d = env.daemon_with(&mut limited(&env, &[AS_LIMIT], &["run"]));
     assert!(
-        wait_for(20 * S, || state_token(&env, "pharmacy")
+        wait_for(20 * S, || env
+            .state("pharmacy")
+            .token()
             .is_some_and(|t| env.read("out/pharmacy/token") == t)),
         "the dir output was not replaced:\n{}",
         d.log()
@@ -483,8 +479,8 @@ fn an_absurd_retry_after_is_not_honoured_past_the_tokens_expiry() {
         "    lifetime: 8s\n    refresh: { at: 50%, jitter: 0% }\n",
     );
     let d = env.daemon();
-    assert!(wait_for(10 * S, || state_token(&env, "pharmacy").is_some()));
-    let first = state_token(&env, "pharmacy").unwrap();
+    assert!(wait_for(10 * S, || env.state("pharmacy").token().is_some()));
+    let first = env.state("pharmacy").token().unwrap();
     let expires = state_time(&env, "pharmacy", "/token/expires_at").unwrap();
     env.emu.push_fault(
         Endpoint::Yavapteke,
@@ -496,8 +492,7 @@ fn an_absurd_retry_after_is_not_honoured_past_the_tokens_expiry() {
         1,
     );
     assert!(
-        wait_for(10 * S, || env.state("pharmacy")["failures"].as_u64()
-            >= Some(1)),
+        wait_for(10 * S, || env.state("pharmacy").failures() >= 1),
         "no 429 seen:\n{}",
         d.log()
     );
@@ -507,7 +502,9 @@ fn an_absurd_retry_after_is_not_honoured_past_the_tokens_expiry() {
         "next attempt {next:?} is after the token's expiry {expires:?}"
     );
     assert!(
-        wait_for(15 * S, || state_token(&env, "pharmacy")
+        wait_for(15 * S, || env
+            .state("pharmacy")
+            .token()
             .is_some_and(|t| t != first)),
         "no refresh after the 429:\n{}",
         d.log()
@@ -674,8 +671,7 @@ fn a_rejected_chain_without_login_is_unhealthy_while_its_token_is_still_valid() 
         .push_fault(Endpoint::VandarRefresh, Fault::Revoke, 1);
     d.signal(nix::sys::signal::Signal::SIGUSR1);
     assert!(
-        wait_for(10 * S, || env.state("vandar-main")["failures"].as_u64()
-            >= Some(1)),
+        wait_for(10 * S, || env.state("vandar-main").failures() >= 1),
         "{}",
         d.log()
     );
@@ -728,7 +724,7 @@ fn a_deleted_or_altered_output_is_restored_from_state() {
         "{}",
         d.log()
     );
-    let token = state_token(&env, "pharmacy").unwrap();
+    let token = env.state("pharmacy").token().unwrap();
     let out = env.path("out/pharmacy.token");
 
     // Deleted: put back by the periodic check, without calling the provider.

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::harness::*;
+use crate::support::*;
 
 const S: Duration = Duration::from_secs(1);
 const INSTALL: &str = "install the `faketime` Debian package (apt-get install faketime): the \

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::harness::*;
+use crate::support::*;
 
 #[track_caller]
 fn status_json(env: &Env, code: i32) -> Vec<serde_json::Value> {
@@ -190,9 +190,9 @@ fn status_after_once_is_valid_with_expiry() {
     assert!(expires <= now + five_days + Duration::from_secs(1), "{e}");
     // Agrees with the state file, to the second.
     let stored = parse_time(
-        env.state("vandar-main")["token"]["expires_at"]
-            .as_str()
-            .unwrap(),
+        &env.state("vandar-main")
+            .expires_at()
+            .expect("an expiry in state"),
     );
     let diff = stored
         .duration_since(expires)

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::*;
+use crate::support::*;
 
 /// One invalid config: a name for failure messages, the whole file (`{dir}` and `{url}` are
 /// replaced; every snippet starts with its own `state_dir` line so line numbers are literal)
@@ -666,6 +666,25 @@ credentials:
       - file: {dir}/out/pharmacy.token
 "#,
         expect: "invalid config `{dir}/config.yaml`: `ha.etcd.endpoints`: `127.0.0.1:2379` is not an http:// or https:// URL",
+    },
+    // `check` prints the endpoints: a password written into one must be refused, unechoed.
+    Case {
+        name: "ha etcd endpoint with a password in it",
+        yaml: r#"state_dir: {dir}/state
+ha:
+  backend: etcd
+  group: g1
+  etcd: { endpoints: [https://root:Hunter2canary@10.0.0.5:2379] }
+credentials:
+  - name: pharmacy
+    provider: yavapteke
+    token_url: {url}/YavaptekeAPI/connect/token
+    client_id: abc
+    client_secret: { file: {dir}/secrets/yav }
+    outputs:
+      - file: {dir}/out/pharmacy.token
+"#,
+        expect: "invalid config `{dir}/config.yaml`: `ha.etcd.endpoints`: endpoint 1 holds a user name or password (not shown); write it as `https://host:port` and set `username` and `password` (a secret)",
     },
     Case {
         name: "ha kubernetes backend",

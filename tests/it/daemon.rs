@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
 
-use crate::harness::*;
+use crate::support::*;
 
 const S: Duration = Duration::from_secs(1);
 
@@ -85,34 +85,6 @@ fn state_token(env: &Env, credential: &str) -> Option<(String, SystemTime, Syste
     let issued = parse_time(state["token"]["issued_at"].as_str()?);
     let expires = parse_time(state["token"]["expires_at"].as_str()?);
     Some((token, issued, expires))
-}
-
-/// The log without terminal colour codes.
-fn plain(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ parameters final-byte
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Log lines at `level` (text format: `TIME LEVEL message fields`).
-fn lines_at(log: &str, level: &str) -> Vec<String> {
-    plain(log)
-        .lines()
-        .filter(|l| l.split_whitespace().nth(1) == Some(level))
-        .map(str::to_owned)
-        .collect()
 }
 
 fn file_id(path: &std::path::Path) -> (u64, i64, i64) {

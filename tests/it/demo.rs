@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::*;
+use crate::support::*;
 
 #[test]
 fn the_demo_tells_its_story_and_stops_cleanly_on_ctrl_c() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::harness::*;
+use crate::support::*;
 
 const PROXY_PASSWORD: &str = "CANARY-proxy-pw-9b1e@:/x";
 const YAV_SECRET: &str = "yav-secret";
@@ -473,7 +473,7 @@ fn a_wrong_proxy_password_fails_clearly_without_showing_it() {
     let status = run(&env, &["status", "--json"], &[]);
     let plain = run(&env, &["status"], &[]);
     let check = run(&env, &["check"], &[]);
-    let states = env.read("state/via-http.json") + &env.read("state/via-socks.json");
+    let states = env.state("via-http").raw() + &env.state("via-socks").raw();
     for (what, text) in [
         ("once", r.all()),
         ("status --json", status.all()),

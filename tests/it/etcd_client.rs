@@ -8,7 +8,7 @@ use tokend::net::etcd::{
 };
 use tokend::secret::Secret;
 
-use crate::etcd_support::{EtcdCluster, TcpProxy};
+use crate::support::etcd::{EtcdCluster, TcpProxy};
 
 fn client(endpoints: Vec<String>, timeout: Duration) -> EtcdClient {
     let mut opts = EtcdOptions::new(endpoints);

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
 
-use crate::harness::*;
+use crate::support::*;
 
 const YAV_SECRET: &str = "yav-secret";
 const VANDAR_PASSWORD: &str = "vandar-pass";
@@ -31,61 +31,6 @@ fn long() -> bool {
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-// ---------------------------------------------------------------------------------------
-// Canaries
-
-/// Collects every text a test showed to an operator (logs, stderr, stdout, status) and
-/// checks, at the end, that none holds a secret or a token the emulator issued.
-struct Canary {
-    texts: Vec<(String, String)>,
-    secrets: Vec<String>,
-}
-
-impl Canary {
-    fn new(secrets: &[&str]) -> Canary {
-        Canary {
-            texts: Vec::new(),
-            secrets: secrets.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    fn add(&mut self, what: &str, text: impl Into<String>) {
-        self.texts.push((what.to_owned(), text.into()));
-    }
-
-    fn run(&mut self, what: &str, r: &Run) {
-        self.add(what, r.all());
-    }
-
-    fn secret(&mut self, s: &str) {
-        self.secrets.push(s.to_owned());
-    }
-
-    /// Adds `status --json` and checks everything collected.
-    #[track_caller]
-    fn check(&mut self, env: &Env) {
-        let status = env.run(&["status", "--json"]);
-        self.run("status --json", &status);
-        let mut needles: Vec<(String, &str)> =
-            self.secrets.iter().map(|s| (s.clone(), "secret")).collect();
-        needles.extend(
-            env.emu
-                .issued_tokens()
-                .into_iter()
-                .map(|t| (t, "issued token")),
-        );
-        for (what, text) in &self.texts {
-            for (needle, kind) in &needles {
-                // A token is long and random; a hit is a leak, never a coincidence.
-                assert!(
-                    !text.contains(needle.as_str()),
-                    "{kind} `{needle}` leaked into {what}:\n{text}"
-                );
-            }
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -137,10 +82,6 @@ fn vandar_env(config: EmulatorConfig, with_login: bool, extra: &str) -> Env {
 "#
     ));
     env
-}
-
-fn state_refresh_token(env: &Env, name: &str) -> Option<String> {
-    env.state(name)["refresh_token"].as_str().map(str::to_owned)
 }
 
 fn last_issued(env: &Env) -> String {
@@ -460,10 +401,10 @@ fn probe_windows(env: &Env, stop: &AtomicBool) -> WindowProbe {
         samples: Vec::new(),
         fsync: Vec::new(),
     };
-    let state_path = env.path("state/vandar-main.json");
+    let state_path = env.state_file("vandar-main");
     let mut last_success = env.emu.successes(Endpoint::VandarRefresh);
     let mut consumed: Option<Instant> = None;
-    let mut last_rt = state_refresh_token(env, "vandar-main");
+    let mut last_rt = env.state("vandar-main").refresh_token();
     while !stop.load(Ordering::Relaxed) {
         let s = env.emu.successes(Endpoint::VandarRefresh);
         if s != last_success {
@@ -674,7 +615,10 @@ fn kill_inside_the_window(env: &Env, canary: &mut Canary) -> bool {
         "no first token:\n{}",
         d.log()
     );
-    let sent = state_refresh_token(env, "vandar-main").expect("a chain in state");
+    let sent = env
+        .state("vandar-main")
+        .refresh_token()
+        .expect("a chain in state");
     env.emu
         .push_fault(Endpoint::VandarRefresh, Fault::Delay { ms: 300 }, 1);
     let before = env.emu.successes(Endpoint::VandarRefresh);
@@ -687,7 +631,7 @@ fn kill_inside_the_window(env: &Env, canary: &mut Canary) -> bool {
     d.signal(Signal::SIGKILL);
     d.wait_exit(Duration::from_secs(5));
     canary.add("killed daemon log", d.log());
-    state_refresh_token(env, "vandar-main").as_deref() == Some(sent.as_str())
+    env.state("vandar-main").refresh_token().as_deref() == Some(sent.as_str())
 }
 
 #[test]
@@ -705,7 +649,7 @@ fn a_kill_inside_the_window_breaks_the_chain_and_login_recovers_it() {
     // The kill races tokend's own save; a few tries make the demonstration certain.
     let broke = (0..10).any(|_| kill_inside_the_window(&env, &mut canary));
     assert!(broke, "no kill landed inside the window in 10 tries");
-    let stale = state_refresh_token(&env, "vandar-main").unwrap();
+    let stale = env.state("vandar-main").refresh_token().unwrap();
     assert!(
         !env.emu.valid_refresh_tokens().contains(&stale),
         "the state's refresh token is still valid: the chain did not break"
@@ -1021,7 +965,7 @@ fn a_state_file_corrupted_before_start_is_quarantined_and_replaced() {
     r.assert_code(0);
     canary.run("once", &r);
     let old = env.read("out/pharmacy.token");
-    let state = env.path("state/pharmacy.json");
+    let state = env.state_file("pharmacy");
     std::fs::write(&state, b"{\"version\": 1, \"credential\": \"pharm").unwrap();
 
     let mut d = env.daemon();
@@ -1057,19 +1001,18 @@ fn a_state_file_corrupted_while_running_is_rewritten_and_the_chain_continues() {
     let mut canary = Canary::new(&[VANDAR_PASSWORD, VANDAR_SEED]);
     let mut d = env.daemon();
     d.wait_started();
-    assert!(wait_for(Duration::from_secs(5), || state_refresh_token(
-        &env,
-        "vandar-main"
-    )
-    .is_some()));
-    let state = env.path("state/vandar-main.json");
+    assert!(wait_for(Duration::from_secs(5), || env
+        .state("vandar-main")
+        .refresh_token()
+        .is_some()));
+    let state = env.state_file("vandar-main");
     std::fs::write(&state, b"\0\0garbage").unwrap();
     d.signal(Signal::SIGUSR1);
     assert!(
         wait_for(Duration::from_secs(5), || {
             let valid = env.emu.valid_refresh_tokens();
             valid.len() == 1
-                && state_refresh_token(&env, "vandar-main").as_ref() == valid.first()
+                && env.state("vandar-main").refresh_token().as_ref() == valid.first()
                 && env.read("out/vandar.token") == last_issued_access(&env)
         }),
         "the state was not rewritten with the live refresh token:\n{}",
@@ -1117,7 +1060,7 @@ fn full_state_directory(check_order: bool, check_recovery: bool) {
     let old = env.read("out/vandar.token");
     let filler = fill(&env.path("state"));
     d.signal(Signal::SIGUSR1);
-    let state = env.path("state/vandar-main.json");
+    let state = env.state_file("vandar-main");
     let want = format!("cannot write state file `{}`", state.display());
     assert!(
         wait_for(Duration::from_secs(5), || d.log().contains(&want)),
@@ -1143,7 +1086,7 @@ fn full_state_directory(check_order: bool, check_recovery: bool) {
             || wait_for(Duration::from_secs(5), || {
                 let valid = env.emu.valid_refresh_tokens();
                 valid.len() == 1
-                    && state_refresh_token(&env, "vandar-main").as_ref() == valid.first()
+                    && env.state("vandar-main").refresh_token().as_ref() == valid.first()
                     && env.read("out/vandar.token") == last_issued_access(&env)
             }),
         "the live refresh token never reached the state:\n{}",
@@ -1550,7 +1493,7 @@ fn a_429_under_run_waits_for_retry_after() {
         1,
     );
     assert!(
-        wait_for(Duration::from_secs(5), || env.state("pharmacy")["failures"]
+        wait_for(Duration::from_secs(5), || env.state("pharmacy").failures()
             == 1),
         "{}",
         d.log()

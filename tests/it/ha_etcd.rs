@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use crate::ha_support::{CRED, Group, emulator};
-use crate::harness::{Endpoint, http, wait_for};
+use crate::support::group::{CRED, Group, emulator};
+use crate::support::{Endpoint, http, wait_for};
 
 const REFRESH: &str = "    refresh: { at: 50%, jitter: 0% }\n";
 const LAG: Duration = Duration::from_secs(1);
@@ -78,7 +78,7 @@ fn a_local_state_directory_is_imported_on_first_start() {
         out
     };
     std::fs::write(&single, without_ha).unwrap();
-    let out = std::process::Command::new(crate::harness::BIN)
+    let out = std::process::Command::new(crate::support::BIN)
         .arg("--config")
         .arg(&single)
         .arg("once")
@@ -105,8 +105,11 @@ fn a_local_state_directory_is_imported_on_first_start() {
         "{}",
         g.logs()
     );
-    let imported = g.last_commit().unwrap();
-    assert!(imported.refresh_token.is_some());
+    // The chain as the single instance left it: the same refresh token, generation 0.
+    let imported = g.state();
+    assert!(imported.refresh_token().is_some(), "{imported}");
+    assert_eq!(imported.chain_gen(), 0);
+    assert_eq!(imported.token_gen(), 0);
     // The local file is set aside so it is never imported again.
     assert!(!g.env.path(&format!("state-0/{CRED}.json")).exists());
 }
@@ -160,7 +163,7 @@ fn status_readyz_and_metrics_show_role_leader_generation_and_store_errors() {
         );
     }
     // `tokend status` reads the shared store, not the (empty) local state directory.
-    let out = std::process::Command::new(crate::harness::BIN)
+    let out = std::process::Command::new(crate::support::BIN)
         .arg("--config")
         .arg(g.config_path(follower))
         .args(["status", "--json"])
@@ -252,7 +255,7 @@ fn check_describes_the_group_and_the_etcd_password_appears_nowhere() {
     assert!(text.contains("username: tokend"), "{text}");
     std::fs::write(&path, format!("log: {{ level: trace }}\n{text}")).unwrap();
     let run = |args: &[&str]| {
-        std::process::Command::new(crate::harness::BIN)
+        std::process::Command::new(crate::support::BIN)
             .arg("--config")
             .arg(&path)
             .args(args)

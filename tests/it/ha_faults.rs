@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::etcd_support::EtcdCluster;
-use crate::ha_support::{CRED, Group, emulator};
-use crate::harness::{Endpoint, wait_for};
+use crate::support::etcd::EtcdCluster;
+use crate::support::group::{CRED, Group, emulator};
+use crate::support::{Endpoint, wait_for};
 
 const REFRESH: &str = "    refresh: { at: 50%, jitter: 0% }\n";
 const LAG: Duration = Duration::from_secs(1);
@@ -104,6 +104,9 @@ fn kill_9_between_the_providers_answer_and_the_commit_loses_nothing() {
         g.logs()
     );
     assert!(!journal.exists(), "the journal outlived its commit");
+    let state = g.state();
+    assert_eq!((state.chain_gen(), state.token_gen()), (1, 1), "{state}");
+    assert_eq!(state.claim_holder(), None, "{state}");
     let token = g.last_commit().unwrap().token.unwrap();
     assert!(wait_for(Duration::from_secs(5), || g.output(0).trim() == token));
     // Recovered without another provider call, and without a replay.
@@ -165,7 +168,7 @@ fn a_process_cut_off_from_etcd_keeps_its_token_and_catches_up_when_back() {
 
 #[test]
 fn restarting_the_etcd_leader_member_and_then_the_whole_cluster_forks_nothing() {
-    crate::etcd_support::require_etcd();
+    crate::support::etcd::require_etcd();
     let etcd = EtcdCluster::start(3);
     etcd.wait_all_healthy().expect("etcd healthy");
     let mut g = Group::direct(3, emulator(LIFETIME), REFRESH, etcd);

@@ -8,7 +8,7 @@ use tokend::net::etcd::{EtcdClient, EtcdOptions};
 use tokend::store::etcd::{EtcdStore, Watched};
 use tokend::store::{CredentialState, Purpose, Store, StoreError};
 
-use crate::etcd_support::{EtcdCluster, require_etcd};
+use crate::support::etcd::{EtcdCluster, require_etcd};
 
 fn store(cluster: &EtcdCluster) -> EtcdStore {
     let client = EtcdClient::new(EtcdOptions::new(cluster.endpoints())).unwrap();

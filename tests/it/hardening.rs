@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::*;
+use crate::support::*;
 
 /// The uid of `nobody`: "another user" for ownership tests (they run as root).
 const OTHER_UID: u32 = 65534;
@@ -76,8 +76,8 @@ fn a_state_file_owned_by_another_user_is_never_trusted() {
     yavapteke_config(&env, "");
     env.run(&["once"]).assert_code(0);
     // Someone else's file with a still-fresh token of their choosing.
-    let file = env.path("state/pharmacy.json");
-    let mut state = env.state("pharmacy");
+    let file = env.state_file("pharmacy");
+    let mut state = env.state("pharmacy").0;
     state["token"]["token"] = "planted-token-0123456789".into();
     std::fs::remove_file(&file).unwrap();
     std::fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
@@ -99,8 +99,8 @@ fn a_state_file_others_can_write_is_never_trusted() {
     let env = Env::new();
     yavapteke_config(&env, "");
     env.run(&["once"]).assert_code(0);
-    let file = env.path("state/pharmacy.json");
-    let mut state = env.state("pharmacy");
+    let file = env.state_file("pharmacy");
+    let mut state = env.state("pharmacy").0;
     state["token"]["token"] = "planted-token-0123456789".into();
     std::fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
     chmod(&file, 0o666);
@@ -514,7 +514,7 @@ credentials:
         Some("client_secret_basic")
     );
     // Start over so that the daemon asks the provider at once.
-    std::fs::remove_file(env.path("state/any-idp.json")).unwrap();
+    std::fs::remove_file(env.state_file("any-idp")).unwrap();
     let form: String = form_urlencoded::byte_serialize(SECRET.as_bytes()).collect();
     // RFC 6749 §2.3.1: the Basic pair is form-encoded, then Base64-encoded.
     let basic = {
@@ -554,7 +554,7 @@ credentials:
     .0 != 0));
     let mut seen = vec![
         ("log", d.log()),
-        ("state", env.read("state/any-idp.json")),
+        ("state", env.state("any-idp").raw()),
         ("status", env.run(&["status"]).all()),
         ("status --json", env.run(&["status", "--json"]).all()),
         ("/v1/status", http(port, "GET", "/v1/status").1),
@@ -597,12 +597,6 @@ fn the_warning_for_a_rejected_refresh_is_redacted() {
 // ---------------------------------------------------------------------------------------
 // A refresh chain is never lost (points 2, 3, 4)
 
-fn vandar_refresh_token(env: &Env) -> Option<String> {
-    env.state("vandar-main")["refresh_token"]
-        .as_str()
-        .map(str::to_owned)
-}
-
 #[test]
 fn sigterm_during_a_rotation_in_once_keeps_the_rotated_token() {
     let env = Env::new();
@@ -617,7 +611,7 @@ fn sigterm_during_a_rotation_in_once_keeps_the_rotated_token() {
     once.signal(nix::sys::signal::Signal::SIGTERM);
     let code = once.wait_exit(Duration::from_secs(15));
     assert!(code.is_some(), "once did not stop:\n{}", once.log());
-    let rotated = vandar_refresh_token(&env);
+    let rotated = env.state("vandar-main").refresh_token();
     assert!(
         rotated.as_deref().is_some_and(|t| t != "def502seed"),
         "the rotated refresh token was not saved (exit {code:?}):\n{}",
@@ -697,7 +691,9 @@ fn once_with_a_full_state_filesystem_keeps_the_rotated_token_until_it_is_saved()
     let code = once.wait_exit(Duration::from_secs(15));
     assert_eq!(code, Some(0), "{}", once.log());
     assert!(
-        vandar_refresh_token(&env).is_some_and(|t| t != "def502seed"),
+        env.state("vandar-main")
+            .refresh_token()
+            .is_some_and(|t| t != "def502seed"),
         "{}",
         once.log()
     );

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::harness::*;
+use crate::support::*;
 
 const S: Duration = Duration::from_secs(1);
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::*;
+use crate::support::*;
 
 /// A daemon with one yavapteke credential and `listen` set, once /readyz says 200.
 fn ready_daemon() -> (Env, u16, Daemon) {

@@ -1,7 +1,7 @@
 //! `provider: http_json` against the emulator: Vandar's and Saba's logins described in the
 //! config instead of in code, and configuration errors that name the placeholder at fault.
 
-use crate::harness::*;
+use crate::support::*;
 
 #[test]
 fn vandar_login_and_saba_authenticate_as_http_json() {

@@ -24,7 +24,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::harness::*;
+use crate::support::*;
 
 /// A client secret made of characters that form encoding and HTTP Basic both treat specially.
 const RESERVED_SECRET: &str = "a:b%c+d e&f=g/h?";
@@ -735,12 +735,6 @@ fn server_log(server: &Peer) -> ServerLog {
     }
 }
 
-fn state_refresh(env: &Env) -> Option<String> {
-    env.state("app")["refresh_token"]
-        .as_str()
-        .map(str::to_owned)
-}
-
 /// The refresh token the server's last successful answer issued.
 fn last_issued_refresh(log: &ServerLog) -> String {
     log.requests
@@ -824,7 +818,10 @@ fn node_oauth2_server_daemon_logs_in_once_then_follows_the_rotating_chain() {
         }
     }
     assert_distinct(&log.presented, "refresh tokens presented to the server");
-    assert_eq!(state_refresh(&env), Some(last_issued_refresh(&log)));
+    assert_eq!(
+        env.state("app").refresh_token(),
+        Some(last_issued_refresh(&log))
+    );
     let last_access = log.requests.last().unwrap()["access_token"]
         .as_str()
         .unwrap();
@@ -854,7 +851,7 @@ fn node_oauth2_server_refresh_token_chain_rotates_across_processes() {
         assert_eq!(last["auth"], "post");
         let issued = last_issued_refresh(&log);
         assert_eq!(
-            state_refresh(&env).as_deref(),
+            env.state("app").refresh_token().as_deref(),
             Some(issued.as_str()),
             "run {run}"
         );
@@ -909,7 +906,10 @@ fn node_oauth2_server_revoked_chain_falls_back_to_password_login() {
     );
     assert_active(&server, &token);
     let fresh = last_issued_refresh(&log);
-    assert_eq!(state_refresh(&env).as_deref(), Some(fresh.as_str()));
+    assert_eq!(
+        env.state("app").refresh_token().as_deref(),
+        Some(fresh.as_str())
+    );
 
     // The new chain is used from then on.
     env.run(&["once", "--force"]).assert_code(0);
@@ -1224,7 +1224,10 @@ fn node_oauth2_server_daemon_logs_in_again_when_the_chain_is_revoked() {
     assert_eq!(refused[0]["refresh_token"], revoked["revoked"][0]);
     let last = log.requests.last().unwrap();
     assert_eq!(last["grant_type"], "refresh_token");
-    assert_eq!(state_refresh(&env), Some(last_issued_refresh(&log)));
+    assert_eq!(
+        env.state("app").refresh_token(),
+        Some(last_issued_refresh(&log))
+    );
 }
 
 #[test]

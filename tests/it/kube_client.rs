@@ -11,7 +11,7 @@ use tokend::net::kube::{
 };
 use tokend::secret::Secret;
 
-use crate::kube_fake::{Fault, KubeFake, Res, Rule};
+use crate::support::kube_fake::{Fault, KubeFake, Res, Rule};
 
 const NS: &str = "apps";
 

@@ -1,7 +1,7 @@
 //! Integration tests: the real `tokend` binary against the provider emulators on 127.0.0.1,
 //! asserting what an operator sees — files, modes, exit codes and logs.
 
-mod harness;
+mod support;
 
 mod availability;
 mod clock;
@@ -11,20 +11,17 @@ mod daemon;
 mod demo;
 mod egress;
 mod etcd_client;
-mod etcd_support;
 mod faults;
 mod ha_election;
 mod ha_etcd;
 mod ha_faults;
 mod ha_store;
-mod ha_support;
 mod hardening;
 mod hooks;
 mod http;
 mod http_json;
 mod interop;
 mod kube_client;
-mod kube_fake;
 mod notify;
 mod outputs;
 mod providers;

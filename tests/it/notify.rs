@@ -4,7 +4,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use crate::harness::*;
+use crate::support::*;
 
 #[test]
 fn ready_status_and_watchdog_reach_the_notify_socket() {

@@ -13,7 +13,7 @@ use tokend::output::{Format, Output, Target};
 use tokend::secret::Secret;
 use tokend::token::Token;
 
-use crate::harness::*;
+use crate::support::*;
 
 /// `tokend --config ... ARGS` started by `sh` after `umask UMASK`, with the harness's clean
 /// environment.

@@ -2,184 +2,10 @@
 //! bad credentials and broken answers print (and that they never touch a good output), and
 //! Vandar's rotating refresh chain with its fallback to login.
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use crate::harness::*;
-
-/// A client secret full of characters that form and Basic encoding must escape.
-const OAUTH_SECRET: &str = "a:b%c+d e&f=g";
-/// What the emulated Vandar login and Saba answer for a wrong password.
-const PERSIAN_WRONG_CREDENTIALS: &str = "نام کاربری یا رمز عبور اشتباه وارد شده است";
-
-/// The credentials under test: one per provider flow.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
-    VandarChain,
-    VandarLogin,
-    Saba,
-    Yavapteke,
-    OAuth2Post,
-    OAuth2Basic,
-}
-
-const ALL: [Kind; 6] = [
-    Kind::VandarChain,
-    Kind::VandarLogin,
-    Kind::Saba,
-    Kind::Yavapteke,
-    Kind::OAuth2Post,
-    Kind::OAuth2Basic,
-];
-
-fn emulator() -> EmulatorConfig {
-    EmulatorConfig {
-        oauth2_client_secret: OAUTH_SECRET.into(),
-        ..EmulatorConfig::default()
-    }
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::VandarChain => "vandar-chain",
-            Kind::VandarLogin => "vandar-login",
-            Kind::Saba => "saba-sms",
-            Kind::Yavapteke => "pharmacy",
-            Kind::OAuth2Post => "idp-post",
-            Kind::OAuth2Basic => "idp-basic",
-        }
-    }
-
-    fn endpoint(self) -> Endpoint {
-        match self {
-            Kind::VandarChain => Endpoint::VandarRefresh,
-            Kind::VandarLogin => Endpoint::VandarLogin,
-            Kind::Saba => Endpoint::Saba,
-            Kind::Yavapteke => Endpoint::Yavapteke,
-            Kind::OAuth2Post | Kind::OAuth2Basic => Endpoint::OAuth2,
-        }
-    }
-
-    /// The default output, relative to the temp dir.
-    fn out(self) -> String {
-        format!("out/{}.token", self.name())
-    }
-
-    fn secret(self, good: bool) -> &'static str {
-        match (self, good) {
-            (Kind::VandarChain, true) => "def502seed",
-            (Kind::VandarChain, false) => "def502never-issued",
-            (Kind::VandarLogin, true) => "vandar-pass",
-            (Kind::Saba, true) => "saba-pass",
-            (Kind::Yavapteke, true) => "yav-secret",
-            (Kind::OAuth2Post | Kind::OAuth2Basic, true) => OAUTH_SECRET,
-            (_, false) => "wrong-secret",
-        }
-    }
-
-    /// What stderr must show when the credentials are wrong: the provider's own words.
-    fn rejection(self) -> &'static [&'static str] {
-        match self {
-            Kind::VandarChain => &[
-                "provider rejected the refresh token (HTTP 401)",
-                "unauthorized",
-                "dashboard",
-            ],
-            Kind::VandarLogin => &["HTTP 400", PERSIAN_WRONG_CREDENTIALS],
-            Kind::Saba => &[
-                "HTTP 401",
-                PERSIAN_WRONG_CREDENTIALS,
-                "Username or password is incorrect",
-            ],
-            Kind::Yavapteke | Kind::OAuth2Post | Kind::OAuth2Basic => &["invalid_client"],
-        }
-    }
-
-    fn cred(self) -> Cred {
-        Cred {
-            kind: self,
-            good: true,
-            timeout: "2s",
-            extra: String::new(),
-            outputs: format!("      - file: {{dir}}/{}\n", self.out()),
-        }
-    }
-}
-
-/// One credential block of a config, built per test.
-struct Cred {
-    kind: Kind,
-    good: bool,
-    timeout: &'static str,
-    extra: String,
-    outputs: String,
-}
-
-impl Cred {
-    fn bad(mut self) -> Cred {
-        self.good = false;
-        self
-    }
-
-    fn timeout(mut self, timeout: &'static str) -> Cred {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Extra credential keys, each line indented four spaces.
-    fn extra(mut self, extra: &str) -> Cred {
-        self.extra.push_str(extra);
-        self
-    }
-
-    /// Output list items, each starting with `      - `.
-    fn outputs(mut self, outputs: &str) -> Cred {
-        self.outputs = outputs.to_owned();
-        self
-    }
-
-    /// Writes this credential's secret file and returns its YAML block.
-    fn yaml(&self, env: &Env) -> String {
-        let name = self.kind.name();
-        env.secret(name, &format!("{}\n", self.kind.secret(self.good)));
-        let secret = format!("{{ file: {{dir}}/secrets/{name} }}");
-        let keys = match self.kind {
-            Kind::VandarChain => format!(
-                "    provider: vandar\n    base_url: {{url}}\n    refresh_token: {secret}\n"
-            ),
-            // The v2 login of the seed: no chain, one login per token.
-            Kind::VandarLogin => format!(
-                "    provider: vandar\n    base_url: {{url}}\n    mobile: \"09123456789\"\n    password: {secret}\n    login_version: v2\n"
-            ),
-            Kind::Saba => format!(
-                "    provider: saba\n    base_url: {{url}}\n    username: sabauser\n    password: {secret}\n    virtual_number: \"30001234\"\n"
-            ),
-            Kind::Yavapteke => format!(
-                "    provider: yavapteke\n    token_url: {{url}}/YavaptekeAPI/connect/token\n    client_id: 3f37b142-e371-461e-924c-a913ff878534\n    client_secret: {secret}\n"
-            ),
-            Kind::OAuth2Post | Kind::OAuth2Basic => {
-                let auth = if self.kind == Kind::OAuth2Post {
-                    "client_secret_post"
-                } else {
-                    "client_secret_basic"
-                };
-                format!(
-                    "    provider: oauth2\n    token_url: {{url}}/oauth2/token\n    client_id: tokend\n    client_secret: {secret}\n    auth: {auth}\n"
-                )
-            }
-        };
-        format!(
-            "  - name: {name}\n{keys}    timeout: {}\n    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}\n{}    outputs:\n{}",
-            self.timeout, self.extra, self.outputs
-        )
-    }
-}
-
-fn write_config(env: &Env, creds: &[Cred]) -> PathBuf {
-    let blocks: String = creds.iter().map(|c| c.yaml(env)).collect();
-    env.config(&format!("credentials:\n{blocks}"))
-}
+use crate::support::config::*;
+use crate::support::*;
 
 /// The newest access token the emulator issued (Vandar refresh tokens, `def502...`, are
 /// issued after their access token and are skipped).
@@ -189,10 +15,6 @@ fn last_access_token(env: &Env) -> Option<String> {
         .into_iter()
         .rev()
         .find(|t| !t.starts_with("def502"))
-}
-
-fn total_requests(env: &Env) -> u64 {
-    Endpoint::ALL.iter().map(|&e| env.emu.requests(e)).sum()
 }
 
 fn read_bytes(env: &Env, rel: &str) -> Option<Vec<u8>> {
@@ -245,10 +67,6 @@ fn assert_no_token_leaked(kind: Kind, env: &Env, text: &str) {
     }
 }
 
-fn parse_time(text: &str) -> SystemTime {
-    humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("`{text}` is not RFC 3339: {e}"))
-}
-
 #[test]
 fn every_provider_writes_exactly_an_issued_token() {
     for_each_kind(|kind| {
@@ -270,10 +88,10 @@ fn every_provider_writes_exactly_an_issued_token() {
             "{kind:?}: the output is not the token the provider issued last"
         );
         assert_eq!(env.emu.successes(kind.endpoint()), 1, "{kind:?}");
-        assert_eq!(total_requests(&env), 1, "{kind:?}: exactly one request");
+        assert_eq!(env.total_requests(), 1, "{kind:?}: exactly one request");
         assert_no_token_leaked(kind, &env, &r.all());
         // Secrets and Vandar's personal profile data stay out of logs and state.
-        let state = env.read(&format!("state/{}.json", kind.name()));
+        let state = env.state(kind.name()).raw();
         for private in [kind.secret(true), "national_code", "maryam@example.com"] {
             assert!(
                 !r.all().contains(private) && !state.contains(private),
@@ -507,12 +325,6 @@ fn vandar_chain_env_with(with_login: bool, config: EmulatorConfig) -> Env {
     env
 }
 
-fn state_refresh_token(env: &Env) -> Option<String> {
-    env.state("vandar-chain")["refresh_token"]
-        .as_str()
-        .map(str::to_owned)
-}
-
 #[test]
 fn vandar_refresh_rejected_without_login_says_a_person_must_act() {
     let env = vandar_chain_env(false);
@@ -560,7 +372,7 @@ fn vandar_rotation_sends_the_latest_refresh_token_across_processes() {
         let valid = env.emu.valid_refresh_tokens();
         assert_eq!(valid.len(), 1, "run {run}: {valid:?}");
         assert_eq!(
-            state_refresh_token(&env).as_ref(),
+            env.state("vandar-chain").refresh_token().as_ref(),
             valid.last(),
             "run {run}: state does not hold the newest refresh token"
         );
@@ -592,7 +404,7 @@ fn vandar_falls_back_to_login_and_never_resends_the_dead_refresh_token() {
     assert_eq!(env.emu.requests(Endpoint::VandarRefresh), 2);
     let token = env.read("out/vandar-chain.token");
     assert_eq!(last_access_token(&env).as_ref(), Some(&token));
-    assert_eq!(state_refresh_token(&env), None);
+    assert_eq!(env.state("vandar-chain").refresh_token(), None);
 
     let r = env.run(&["once", "--force"]);
     r.assert_code(0);
@@ -625,7 +437,7 @@ fn vandar_new_seed_after_the_chain_died_is_used() {
     assert_eq!(env.emu.successes(Endpoint::VandarRefresh), 2);
     assert_eq!(env.emu.reused_refresh_tokens(), 0);
     assert_eq!(
-        state_refresh_token(&env).as_ref(),
+        env.state("vandar-chain").refresh_token().as_ref(),
         env.emu.valid_refresh_tokens().last()
     );
     let token = env.read("out/vandar-chain.token");
@@ -741,12 +553,12 @@ fn once_reuses_a_fresh_token_and_force_fetches_one() {
         write_config(&env, &[kind.cred()]);
         env.run(&["once"]).assert_code(0);
         let first = env.read(&kind.out());
-        assert_eq!(total_requests(&env), 1, "{kind:?}");
+        assert_eq!(env.total_requests(), 1, "{kind:?}");
 
         let r = env.run(&["once"]);
         r.assert_code(0);
         assert_eq!(
-            total_requests(&env),
+            env.total_requests(),
             1,
             "{kind:?}: a second `once` asked the provider again:\n{}",
             r.stderr
@@ -754,7 +566,7 @@ fn once_reuses_a_fresh_token_and_force_fetches_one() {
         assert_eq!(env.read(&kind.out()), first, "{kind:?}");
 
         env.run(&["once", "--force"]).assert_code(0);
-        assert_eq!(total_requests(&env), 2, "{kind:?}");
+        assert_eq!(env.total_requests(), 2, "{kind:?}");
         assert_eq!(env.emu.requests(kind.endpoint()), 2, "{kind:?}");
         let forced = env.read(&kind.out());
         assert_ne!(forced, first, "{kind:?}: --force did not write a new token");

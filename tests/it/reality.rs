@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::harness::*;
+use crate::support::*;
 
 const RETRY: &str = "    retry: { initial: 100ms, max: 300ms, permanent: 1h }\n";
 
@@ -36,10 +36,6 @@ fn vandar(env: &Env, seed: Option<&str>, login: bool, extra: &str) {
         "credentials:\n{}",
         vandar_block("vandar-main", seed, login, extra)
     ));
-}
-
-fn refresh_token(env: &Env, name: &str) -> Option<String> {
-    env.state(name)["refresh_token"].as_str().map(str::to_owned)
 }
 
 fn issued(env: &Env, path: &str) -> bool {
@@ -203,7 +199,7 @@ fn vandar_chain_survives_three_block_pages_in_a_row() {
     let env = Env::new();
     vandar(&env, Some("def502seed"), false, "");
     env.run(&["once"]).assert_code(0);
-    let chain = refresh_token(&env, "vandar-main").unwrap();
+    let chain = env.state("vandar-main").refresh_token().unwrap();
 
     env.emu
         .push_fault(Endpoint::VandarRefresh, Fault::BlockPage { code: 403 }, 1);
@@ -224,7 +220,10 @@ fn vandar_chain_survives_three_block_pages_in_a_row() {
             r.stderr
         );
         assert!(!r.stderr.contains("dashboard"), "{}", r.stderr);
-        assert_eq!(refresh_token(&env, "vandar-main").as_ref(), Some(&chain));
+        assert_eq!(
+            env.state("vandar-main").refresh_token().as_ref(),
+            Some(&chain)
+        );
         assert_eq!(env.state("vandar-main")["last_error"]["transient"], true);
     }
     let r = env.run(&["once", "--force"]);
@@ -300,7 +299,7 @@ fn http_json_and_oauth2_chains_survive_block_pages() {
             oauth2(&env, "refresh_token");
         }
         env.run(&["once"]).assert_code(0);
-        let chain = refresh_token(&env, name).unwrap();
+        let chain = env.state(name).refresh_token().unwrap();
         let logins = env.emu.requests(Endpoint::VandarLogin);
         for fault in [
             Fault::BlockPage { code: 403 },
@@ -315,7 +314,11 @@ fn http_json_and_oauth2_chains_survive_block_pages() {
                 "{name}: {}",
                 r.stderr
             );
-            assert_eq!(refresh_token(&env, name).as_ref(), Some(&chain), "{name}");
+            assert_eq!(
+                env.state(name).refresh_token().as_ref(),
+                Some(&chain),
+                "{name}"
+            );
         }
         assert_eq!(
             env.emu.requests(Endpoint::VandarLogin),
@@ -323,7 +326,11 @@ fn http_json_and_oauth2_chains_survive_block_pages() {
             "{name}: logged in"
         );
         env.run(&["once", "--force"]).assert_code(0);
-        assert_ne!(refresh_token(&env, name).as_ref(), Some(&chain), "{name}");
+        assert_ne!(
+            env.state(name).refresh_token().as_ref(),
+            Some(&chain),
+            "{name}"
+        );
         assert_eq!(env.emu.reused_refresh_tokens(), 0, "{name}");
     }
 }
@@ -362,12 +369,12 @@ fn a_rotated_refresh_token_is_kept_when_the_access_token_is_unusable() {
                 for fault in faults {
                     let good = env.read(&format!("out/{name}.token"));
                     let what = format!("{name} {fault:?}");
-                    let before = refresh_token(&env, name);
+                    let before = env.state(name).refresh_token();
                     env.emu.push_fault(endpoint, fault, 1);
                     let r = env.run(&["once", "--force"]);
                     r.assert_code(1);
                     assert_eq!(env.read(&format!("out/{name}.token")), good, "{what}");
-                    assert_ne!(refresh_token(&env, name), before, "{what}: not kept");
+                    assert_ne!(env.state(name).refresh_token(), before, "{what}: not kept");
                     // The next refresh presents the rotated token, not the spent one.
                     let r = env.run(&["once", "--force"]);
                     r.assert_code(0);
@@ -390,7 +397,7 @@ fn vandar_v3_login_seeds_the_chain_and_later_renewals_refresh() {
     r.assert_code(0);
     assert_eq!(env.emu.successes(Endpoint::VandarLogin), 1);
     assert!(issued(&env, "out/vandar-main.token"));
-    let chain = refresh_token(&env, "vandar-main");
+    let chain = env.state("vandar-main").refresh_token();
     assert_eq!(chain.as_ref(), env.emu.valid_refresh_tokens().last());
     for run in 1..=2 {
         env.run(&["once", "--force"]).assert_code(0);
@@ -417,7 +424,7 @@ fn vandar_login_falls_back_to_v2_when_v3_is_gone_unless_pinned() {
     env.run(&["once"]).assert_code(0);
     assert_eq!(env.emu.successes(Endpoint::VandarLogin), 1);
     assert!(issued(&env, "out/vandar-main.token"));
-    assert_eq!(refresh_token(&env, "vandar-main"), None);
+    assert_eq!(env.state("vandar-main").refresh_token(), None);
 
     let env = Env::with(old_api);
     vandar(&env, None, true, "    login_version: v3\n");
@@ -442,7 +449,7 @@ fn a_rejected_chain_falls_back_to_a_v3_login_that_starts_a_new_one() {
         r.stderr
     );
     assert_eq!(env.emu.successes(Endpoint::VandarLogin), 1);
-    let chain = refresh_token(&env, "vandar-main");
+    let chain = env.state("vandar-main").refresh_token();
     assert_eq!(chain.as_ref(), env.emu.valid_refresh_tokens().last());
     env.run(&["once", "--force"]).assert_code(0);
     assert_eq!(env.emu.successes(Endpoint::VandarRefresh), 2);
@@ -481,7 +488,7 @@ fn status_and_check_show_the_chain_age_and_warn_early() {
     assert!(check.stdout.contains("refresh chain"), "{}", check.stdout);
 
     // An old chain is warned about: rewrite its issue time 8 days back.
-    let path = env.path("state/vandar-main.json");
+    let path = env.state_file("vandar-main");
     let mut state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let old = SystemTime::now() - Duration::from_secs(8 * 86_400);
@@ -507,9 +514,10 @@ fn a_chain_that_died_in_an_outage_says_why_and_what_to_do() {
     env.run(&["once"]).assert_code(0);
     // The outage: nothing refreshes until the access token has expired.
     let expired = || {
-        let at = env.state("vandar-main")["token"]["expires_at"]
-            .as_str()
-            .map(|t| humantime::parse_rfc3339(t).unwrap());
+        let at = env
+            .state("vandar-main")
+            .expires_at()
+            .map(|t| humantime::parse_rfc3339(&t).unwrap());
         at.is_some_and(|at| SystemTime::now() > at + Duration::from_millis(200))
     };
     assert!(wait_for(Duration::from_secs(5), expired));
@@ -562,7 +570,7 @@ fn forty_five_vandar_credentials_cold_start_under_the_rate_limit() {
     for i in 0..N {
         let name = format!("v{i:02}");
         assert!(
-            refresh_token(&env, &name).is_some(),
+            env.state(&name).refresh_token().is_some(),
             "{name} lost its chain"
         );
         assert!(issued(&env, &format!("out/{name}.token")), "{name}");
@@ -588,17 +596,18 @@ fn a_429_never_costs_a_chain_and_its_retry_after_is_honoured() {
     assert_eq!(env.emu.successes(Endpoint::VandarRefresh), 2);
 
     // A long one is left to the schedule, and the chain stays.
-    let chain = refresh_token(&env, "vandar-main");
+    let chain = env.state("vandar-main").refresh_token();
     env.emu
         .push_fault(Endpoint::VandarRefresh, throttled(60), 1);
     let before = SystemTime::now();
     let r = env.run(&["once", "--force"]);
     r.assert_code(1);
     assert!(r.stderr.contains("HTTP 429"), "{}", r.stderr);
-    assert_eq!(refresh_token(&env, "vandar-main"), chain);
-    let next = env.state("vandar-main")["next_attempt"]
-        .as_str()
-        .map(|t| humantime::parse_rfc3339(t).unwrap())
+    assert_eq!(env.state("vandar-main").refresh_token(), chain);
+    let next = env
+        .state("vandar-main")
+        .next_attempt()
+        .map(|t| humantime::parse_rfc3339(&t).unwrap())
         .unwrap();
     assert!(next >= before + Duration::from_secs(59));
     assert_eq!(env.emu.requests(Endpoint::VandarLogin), 0);
@@ -638,7 +647,7 @@ fn a_chain_that_outlived_its_ten_days_says_so() {
     vandar(&env, Some("def502seed"), true, "    login_version: v2\n");
     env.run(&["once"]).assert_code(0);
     // Pretend the chain's refresh token was issued 11 days ago (the emulator's is 2 s).
-    let path = env.path("state/vandar-main.json");
+    let path = env.state_file("vandar-main");
     let mut state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let old = SystemTime::now() - Duration::from_secs(11 * 86_400);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::harness::*;
+use crate::support::*;
 
 const VANDAR_PASSWORD: &str = "CANARY-vandar-pw-7f3a91";
 const VANDAR_SEED: &str = "def502CANARYseed4be1c0de";
@@ -91,32 +91,12 @@ fn canary_config(env: &Env, top: &str, extra: &str) {
 /// Every value that must never be printed: the configured secrets, every token the
 /// emulator issued, and the refresh tokens it currently holds valid.
 fn canaries(env: &Env) -> Vec<String> {
-    let mut all: Vec<String> = SECRETS.iter().map(|s| s.to_string()).collect();
-    all.extend(env.emu.issued_tokens());
-    all.extend(env.emu.valid_refresh_tokens());
-    all.sort();
-    all.dedup();
-    all
+    Canary::new(&SECRETS).needles(env)
 }
 
-/// Fails naming the first canary found in `text` (the whole value, or the last 20
-/// characters of a long one, so a truncated token is caught too).
 #[track_caller]
 fn assert_no_canary(env: &Env, what: &str, text: &str) {
-    for c in canaries(env) {
-        let tail = &c[c.len().saturating_sub(20)..];
-        let needles = if c.len() >= 40 {
-            vec![&c[..], tail]
-        } else {
-            vec![&c[..]]
-        };
-        for n in needles {
-            assert!(
-                !text.contains(n),
-                "{what} shows a secret or token (`{n}`):\n{text}"
-            );
-        }
-    }
+    Canary::new(&SECRETS).assert_clean(env, what, text);
 }
 
 #[test]
@@ -470,7 +450,7 @@ fn a_provider_echoing_a_secret_in_its_error_does_not_leak_it() {
     assert!(!r.stderr.contains("saba-pass"), "{}", r.stderr);
     let status = env.run(&["status", "--json"]);
     assert!(!status.stdout.contains("saba-pass"), "{}", status.stdout);
-    assert!(!env.read("state/saba-sms.json").contains("saba-pass"));
+    assert!(!env.state("saba-sms").raw().contains("saba-pass"));
 }
 
 /// A proxy password is a secret like the others: every provider goes through an
@@ -521,10 +501,7 @@ fn no_proxy_password_in_any_output_at_trace_level() {
     }
     // State files hold tokens by design, never the proxy password.
     for name in ["vandar-main", "saba-sms", "pharmacy", "any-idp"] {
-        outputs.push((
-            format!("state/{name}.json"),
-            env.read(&format!("state/{name}.json")),
-        ));
+        outputs.push((format!("state/{name}.json"), env.state(name).raw()));
     }
     for (what, text) in &outputs {
         assert!(

@@ -1,6 +1,6 @@
 //! The first thing to break if anything does: each provider end to end through `once`.
 
-use crate::harness::*;
+use crate::support::*;
 
 #[test]
 fn once_writes_a_yavapteke_token() {

@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::*;
+use crate::support::*;
 
 fn oauth2_config(env: &Env, token_url: &str, scope: &str) {
     env.secret("idp", "oauth-secret\n");
@@ -44,7 +44,7 @@ fn state_dir_is_0700_and_state_file_0600_even_under_umask_000() {
         .unwrap();
     Run::from(out).assert_code(0);
     assert_eq!(mode(&env.path("state")), 0o700);
-    assert_eq!(mode(&env.path("state/pharmacy.json")), 0o600);
+    assert_eq!(mode(&env.state_file("pharmacy")), 0o600);
     let state = env.state("pharmacy");
     assert_eq!(
         state["token"]["token"].as_str(),
@@ -107,7 +107,7 @@ fn a_corrupted_state_file_is_quarantined_and_once_still_succeeds() {
     yavapteke_config(&env, "");
     env.run(&["once"]).assert_code(0);
     let garbage = "{\"version\": 1, \"credential\": \"pharm\u{0}";
-    std::fs::write(env.path("state/pharmacy.json"), garbage).unwrap();
+    std::fs::write(env.state_file("pharmacy"), garbage).unwrap();
 
     let r = env.run(&["once"]);
     r.assert_code(0);

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::harness::*;
+use crate::support::*;
 
 const S: Duration = Duration::from_secs(1);
 

@@ -33,6 +33,36 @@ fn group_problem(group: &str) -> Option<String> {
     }
 }
 
+/// An etcd client URL. One with a user name or password in it is refused without being
+/// echoed: `check` prints the endpoints, and the password belongs in `password` (a secret).
+fn endpoint_problem(index: usize, ep: &str) -> Option<String> {
+    if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+        if ep.contains('@') {
+            return Some(format!(
+                "endpoint {} is not an http:// or https:// URL (not shown: it holds an `@`)",
+                index + 1
+            ));
+        }
+        return Some(format!("`{ep}` is not an http:// or https:// URL"));
+    }
+    match reqwest::Url::parse(ep) {
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => Some(format!(
+            "endpoint {} holds a user name or password (not shown); write it as `{}://host:port` and set `username` and `password` (a secret)",
+            index + 1,
+            u.scheme()
+        )),
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => {
+            Some(format!("`{ep}` names no host, like https://10.0.0.5:2379"))
+        }
+        Ok(_) => None,
+        Err(_) if ep.contains('@') => Some(format!(
+            "endpoint {} is not a URL (not shown: it holds an `@`)",
+            index + 1
+        )),
+        Err(e) => Some(format!("`{ep}` is not a URL: {e}")),
+    }
+}
+
 pub(super) fn build(
     raw: RawHa,
     sources: &Sources,
@@ -105,12 +135,9 @@ pub(super) fn build(
                     "lists no endpoint; give etcd's client URLs, like https://10.0.0.5:2379",
                 );
             }
-            for ep in &e.endpoints {
-                if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-                    errors.push(
-                        "`ha.etcd.endpoints`",
-                        format!("`{ep}` is not an http:// or https:// URL"),
-                    );
+            for (i, ep) in e.endpoints.iter().enumerate() {
+                if let Some(p) = endpoint_problem(i, ep) {
+                    errors.push("`ha.etcd.endpoints`", p);
                 }
             }
             let prefix = e.prefix.unwrap_or_else(|| DEFAULT_ETCD_PREFIX.to_owned());
@@ -197,6 +224,46 @@ pub(super) fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_are_urls_without_credentials_in_them() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("http://127.0.0.1:2379", None),
+            ("https://10.0.0.5:2379", None),
+            ("https://etcd-0.etcd:2379/", None),
+            (
+                "127.0.0.1:2379",
+                Some("`127.0.0.1:2379` is not an http:// or https:// URL"),
+            ),
+            (
+                "https://root:s3cret@10.0.0.5:2379",
+                Some(
+                    "endpoint 1 holds a user name or password (not shown); write it as `https://host:port` and set `username` and `password` (a secret)",
+                ),
+            ),
+            (
+                "http://root@10.0.0.5:2379",
+                Some(
+                    "endpoint 1 holds a user name or password (not shown); write it as `http://host:port` and set `username` and `password` (a secret)",
+                ),
+            ),
+            (
+                "root:s3cret@10.0.0.5:2379",
+                Some("endpoint 1 is not an http:// or https:// URL (not shown: it holds an `@`)"),
+            ),
+            (
+                "https://root:s3cret@[zz]:2379",
+                Some("endpoint 1 is not a URL (not shown: it holds an `@`)"),
+            ),
+        ];
+        for (ep, want) in cases {
+            let got = endpoint_problem(0, ep);
+            assert_eq!(got.as_deref(), *want, "{ep}");
+            if let Some(g) = got {
+                assert!(!g.contains("s3cret"), "{g}");
+            }
+        }
+    }
 
     #[test]
     fn group_names_fit_keys_and_kubernetes_names() {

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::etcd_support::{EtcdCluster, TcpProxy, require_etcd};
-use crate::harness::{BIN, EmulatorConfig, Env};
+use crate::support::etcd::{EtcdCluster, TcpProxy, require_etcd};
+use crate::support::{BIN, EmulatorConfig, Env};
 
 pub const GROUP: &str = "g1";
 pub const CRED: &str = "vandar-main";
@@ -106,7 +106,7 @@ impl Group {
             watchers: Vec::new(),
             extra: extra.to_owned(),
             direct: None,
-            ports: (0..n).map(|_| crate::harness::free_port()).collect(),
+            ports: (0..n).map(|_| crate::support::free_port()).collect(),
             timings: HA_TIMINGS.to_owned(),
         };
         for i in 0..n {
@@ -248,6 +248,16 @@ impl Group {
         })
     }
 
+    /// The shared record of the group's credential, read from etcd like any state.
+    pub fn state(&self) -> crate::support::StateView {
+        crate::support::StateSource::Etcd {
+            endpoints: self.etcd.endpoints(),
+            prefix: "/tokend/".to_owned(),
+            group: GROUP.to_owned(),
+        }
+        .read(CRED)
+    }
+
     pub fn commits(&self) -> Vec<Commit> {
         self.commits.lock().unwrap().clone()
     }
@@ -262,7 +272,7 @@ impl Group {
 
     /// Waits until the shared chain has reached `chain_gen`.
     pub fn wait_chain_gen(&self, chain_gen: u64, timeout: Duration) -> bool {
-        crate::harness::wait_for(timeout, || {
+        crate::support::wait_for(timeout, || {
             self.last_commit().is_some_and(|c| c.chain_gen >= chain_gen)
         })
     }

@@ -1,5 +1,19 @@
-//! The shared test harness: a temp directory, a provider emulator on loopback, a config
-//! writer and a builder for the real `tokend` binary, plus polling helpers (no fixed sleeps).
+//! What every integration test shares: a temp directory, a provider emulator on loopback, a
+//! config writer and a builder for the real `tokend` binary, polling helpers (no fixed
+//! sleeps), and in submodules the config builder, the state view, the canaries, log helpers,
+//! real etcd, the fake Kubernetes API server and the `ha` group harness.
+
+pub mod canary;
+pub mod config;
+pub mod etcd;
+pub mod group;
+pub mod kube_fake;
+pub mod log;
+pub mod state_view;
+
+pub use canary::Canary;
+pub use log::{lines_at, plain};
+pub use state_view::{StateSource, StateView};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -116,9 +130,21 @@ impl Env {
         std::fs::read_to_string(self.path(rel)).unwrap_or_default()
     }
 
-    pub fn state(&self, credential: &str) -> serde_json::Value {
-        let text = self.read(&format!("state/{credential}.json"));
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    /// Where this env's `tokend` keeps its records (`state_dir: {dir}/state`).
+    pub fn state_source(&self) -> StateSource {
+        StateSource::Local {
+            dir: self.path("state"),
+        }
+    }
+
+    /// The record of `credential`, read through the store (see [`state_view`]).
+    pub fn state(&self, credential: &str) -> StateView {
+        self.state_source().read(credential)
+    }
+
+    /// The local state file itself, for the tests that plant, corrupt or age one on purpose.
+    pub fn state_file(&self, credential: &str) -> PathBuf {
+        self.path(&format!("state/{credential}.json"))
     }
 }
 

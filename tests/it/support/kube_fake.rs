@@ -1024,7 +1024,7 @@ fn chunk(conn: &mut Conn, line: &Value) -> std::io::Result<()> {
 /// the fake's rustls config: client certificates from the CA authenticate, none is needed.
 fn make_tls(dir: &Path) -> (TlsFiles, rustls::ServerConfig) {
     // The same test PKI as the etcd cluster's (a CA, a server and a client certificate).
-    let files = crate::etcd_support::make_certs(dir);
+    let files = crate::support::etcd::make_certs(dir);
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -1,0 +1,130 @@
+//! What tokend remembers about a credential, as a test sees it: read through the store the
+//! process used (the local state directory, or the `ha` group's etcd key), never by a path
+//! the test builds itself, so a scenario can run on any backend.
+//!
+//! Tests that plant or corrupt a state file on purpose (hardening) use
+//! [`crate::support::Env::state_file`] instead; grep for it to find every exception.
+
+use std::ops::Deref;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+/// Where a process keeps its records.
+#[derive(Clone, Debug)]
+pub enum StateSource {
+    /// `state_dir`: one `<credential>.json` per credential.
+    Local { dir: PathBuf },
+    /// An `ha` group on etcd: `<prefix><group>/state/<credential>`.
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+        group: String,
+    },
+}
+
+impl StateSource {
+    /// The record of `credential` (`Value::Null` when there is none).
+    pub fn read(&self, credential: &str) -> StateView {
+        let raw = match self {
+            StateSource::Local { dir } => {
+                std::fs::read_to_string(dir.join(format!("{credential}.json")))
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok())
+            }
+            StateSource::Etcd {
+                endpoints,
+                prefix,
+                group,
+            } => read_etcd(endpoints, &format!("{prefix}{group}/state/{credential}")),
+        };
+        StateView(raw.unwrap_or(Value::Null))
+    }
+}
+
+fn read_etcd(endpoints: &[String], key: &str) -> Option<Value> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let client = tokend::net::etcd::EtcdClient::new(tokend::net::etcd::EtcdOptions::new(
+            endpoints.to_vec(),
+        ))
+        .ok()?;
+        let r = client.get(key).await.ok()?;
+        serde_json::from_slice(&r.kvs.first()?.value).ok()
+    })
+}
+
+/// One credential's record. Derefs to the JSON for anything the accessors do not cover.
+#[derive(Clone, Debug)]
+pub struct StateView(pub Value);
+
+impl Deref for StateView {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for StateView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl StateView {
+    fn text(&self, pointer: &str) -> Option<String> {
+        self.0.pointer(pointer)?.as_str().map(str::to_owned)
+    }
+
+    pub fn exists(&self) -> bool {
+        !self.0.is_null()
+    }
+
+    /// The access token in the record.
+    pub fn token(&self) -> Option<String> {
+        self.text("/token/token")
+    }
+
+    pub fn expires_at(&self) -> Option<String> {
+        self.text("/token/expires_at")
+    }
+
+    /// The refresh token to send next (the live chain).
+    pub fn refresh_token(&self) -> Option<String> {
+        self.text("/refresh_token")
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.0["failures"].as_u64().unwrap_or(0)
+    }
+
+    pub fn next_attempt(&self) -> Option<String> {
+        self.text("/next_attempt")
+    }
+
+    /// +1 per committed rotation (shared state; 0 for a single instance).
+    pub fn chain_gen(&self) -> u64 {
+        self.0["chain_gen"].as_u64().unwrap_or(0)
+    }
+
+    /// +1 per committed access token (shared state; 0 for a single instance).
+    pub fn token_gen(&self) -> u64 {
+        self.0["token_gen"].as_u64().unwrap_or(0)
+    }
+
+    pub fn claim_holder(&self) -> Option<String> {
+        self.text("/claim/holder")
+    }
+
+    /// Everything in the record as text (secret-leak checks search it).
+    pub fn raw(&self) -> String {
+        if self.exists() {
+            self.0.to_string()
+        } else {
+            String::new()
+        }
+    }
+}
