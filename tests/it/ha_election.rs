@@ -9,7 +9,7 @@ use tokend::ha::{Election, Leadership};
 use tokend::net::etcd::{EtcdClient, EtcdOptions};
 use tokio::sync::watch;
 
-use crate::etcd_support::{EtcdCluster, TcpProxy};
+use crate::support::etcd::{EtcdCluster, TcpProxy};
 
 const TTL: Duration = Duration::from_secs(2);
 const KEY: &[u8] = b"/tokend/g1/leader";
