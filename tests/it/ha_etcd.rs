@@ -100,8 +100,11 @@ fn a_local_state_directory_is_imported_on_first_start() {
         g.logs()
     );
     assert_eq!(g.env.emu.requests(Endpoint::VandarRefresh), calls);
+    // The log line follows the write that the test may see first.
     assert!(
-        g.log(0).contains("imported the local state"),
+        wait_for(Duration::from_secs(5), || g
+            .log(0)
+            .contains("imported the local state")),
         "{}",
         g.logs()
     );

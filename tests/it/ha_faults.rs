@@ -85,8 +85,11 @@ fn kill_9_between_the_providers_answer_and_the_commit_loses_nothing() {
         "the journalled answer was not committed\n{}",
         g.logs()
     );
+    // The log line follows the commit that the test may see first.
     assert!(
-        g.log(0).contains("committed a journalled answer"),
+        wait_for(Duration::from_secs(5), || g
+            .log(0)
+            .contains("committed a journalled answer")),
         "{}",
         g.logs()
     );
