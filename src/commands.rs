@@ -2,6 +2,7 @@
 //! `main` prints and maps to the contract's exit code; logs (once the config is known)
 //! follow `log:`.
 
+use crate::output::kubernetes_secret;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,7 +66,13 @@ fn print_bytes(bytes: &[u8]) -> Result<(), Error> {
 /// error. An API server that does not answer stops `check` and `once` (exit 1); `run`
 /// starts anyway and writes the Secrets once it answers, as it would after an outage.
 async fn prove_kube_access(config: &Config, daemon: bool) -> Result<(), Error> {
-    let access = crate::output::kubernetes_secret::prove_access(config).await;
+    let access = crate::output::kubernetes_secret::prove_access(
+        config
+            .credentials
+            .iter()
+            .map(|c| (c.name.as_str(), c.kube_outputs.as_slice())),
+    )
+    .await;
     if !access.refused.is_empty() {
         return Err(config::ConfigError::Invalid {
             path: config.path.clone(),
@@ -99,7 +106,7 @@ async fn check(path: &Path, offline: bool) -> Result<(), Error> {
         Secrets::Resolve
     };
     let config = load(path, secrets)?;
-    let kube_warnings = crate::output::kubernetes_secret::propagation_warnings(&config);
+    let kube_warnings = kube_propagation_warnings(&config);
     for w in config
         .warnings
         .iter()
@@ -486,4 +493,42 @@ async fn emulate(listen: std::net::SocketAddr, settings: Option<&Path>) -> Resul
     );
     crate::signals::wait_for_termination().await;
     Ok(())
+}
+
+/// `check`'s words on `kubernetes_secret` outputs whose consumers may see an expired token:
+/// a refresh margin under [`PROPAGATION_MARGIN`], or env keys, which never update.
+fn kube_propagation_warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in config
+        .credentials
+        .iter()
+        .filter(|c| !c.kube_outputs.is_empty())
+    {
+        let lifetime = c.lifetime.or_else(|| c.provider.documented_lifetime());
+        if let Some(lifetime) = lifetime {
+            let refresh_after = match c.refresh.every {
+                Some(every) => every.min(c.refresh.at.of(lifetime)),
+                None => c.refresh.at.of(lifetime),
+            };
+            let margin = lifetime.saturating_sub(refresh_after);
+            if margin < kubernetes_secret::PROPAGATION_MARGIN {
+                out.push(format!(
+                    "credential `{}`: a new token is written {} before the old one expires, but pods that mount a `kubernetes_secret` see it only after the kubelet's sync (about 60-90 s, never with subPath or env vars): refresh earlier (a lower `refresh.at`) for a margin of at least {}, or use a sidecar with a `dir` output",
+                    c.name,
+                    humantime::format_duration(margin),
+                    humantime::format_duration(kubernetes_secret::PROPAGATION_MARGIN),
+                ));
+            }
+        }
+        for o in &c.kube_outputs {
+            if matches!(o.format, kubernetes_secret::SecretFormat::Env { .. }) {
+                out.push(format!(
+                    "credential `{}`: output {} has env keys, and environment variables never change in a running pod: restart the consumers when the token changes (e.g. stakater Reloader), or mount the Secret as files",
+                    c.name,
+                    o.describe()
+                ));
+            }
+        }
+    }
+    out
 }

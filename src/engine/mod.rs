@@ -641,7 +641,7 @@ impl Engine {
         })?;
         // Remote outputs (Kubernetes Secrets) after the files, so a slow API server never delays them.
         let written = written
-            | crate::output::kubernetes_secret::publish(cred, token)
+            | crate::output::kubernetes_secret::publish(&cred.kube_outputs, &cred.name, token)
                 .await
                 .map_err(|source| {
                     events::output_failed(&cred.name);

@@ -16,9 +16,7 @@ use serde_json::{Value, json};
 
 use super::OutputError;
 use super::render;
-use crate::config::{Config, Credential};
 use crate::net::kube::{DryRun, KubeClient, KubeConfig, KubeError, KubeOptions, Resource};
-use crate::provider::Provider;
 use crate::token::Token;
 use crate::util::rfc3339;
 
@@ -203,11 +201,15 @@ fn target(ns: &str, name: &str) -> PathBuf {
     PathBuf::from(format!("kubernetes_secret {ns}/{name}"))
 }
 
-/// Writes `token` to every `kubernetes_secret` output of `cred`; whether any changed.
-pub async fn publish(cred: &Credential, token: &Token) -> Result<bool, OutputError> {
+/// Writes `token` to every `kubernetes_secret` output of `credential`; whether any changed.
+pub async fn publish(
+    outputs: &[KubeSecret],
+    credential: &str,
+    token: &Token,
+) -> Result<bool, OutputError> {
     let mut written = false;
-    for out in &cred.kube_outputs {
-        written |= write(out, token, &cred.name).await?;
+    for out in outputs {
+        written |= write(out, token, credential).await?;
     }
     Ok(written)
 }
@@ -290,16 +292,15 @@ pub struct Access {
 }
 
 /// Proves, with a GET and a dry-run write of each output Secret, that tokend may write them.
-pub async fn prove_access(config: &Config) -> Access {
+/// `credentials`: each credential's name and its `kubernetes_secret` outputs.
+pub async fn prove_access<'a>(
+    credentials: impl IntoIterator<Item = (&'a str, &'a [KubeSecret])>,
+) -> Access {
     let mut access = Access::default();
-    for cred in &config.credentials {
-        for out in &cred.kube_outputs {
-            if let Err((refused, why)) = prove_one(out, &cred.name).await {
-                let line = format!(
-                    "credential `{}`: output {}: {why}",
-                    cred.name,
-                    out.describe()
-                );
+    for (name, outputs) in credentials {
+        for out in outputs {
+            if let Err((refused, why)) = prove_one(out, name).await {
+                let line = format!("credential `{name}`: output {}: {why}", out.describe());
                 if refused {
                     access.refused.push(line);
                 } else {
@@ -381,44 +382,6 @@ async fn prove_one(out: &KubeSecret, credential: &str) -> Result<(), (bool, Stri
 /// Mounted Secrets reach consumers after the kubelet's sync (about 60–90 s, never with
 /// `subPath` or env vars); under this refresh margin a consumer may see an expired token.
 pub const PROPAGATION_MARGIN: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// `check`'s words on `kubernetes_secret` outputs whose consumers may see an expired token:
-/// a refresh margin under [`PROPAGATION_MARGIN`], or env keys, which never update.
-pub fn propagation_warnings(config: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    for c in config
-        .credentials
-        .iter()
-        .filter(|c| !c.kube_outputs.is_empty())
-    {
-        let lifetime = c.lifetime.or_else(|| c.provider.documented_lifetime());
-        if let Some(lifetime) = lifetime {
-            let refresh_after = match c.refresh.every {
-                Some(every) => every.min(c.refresh.at.of(lifetime)),
-                None => c.refresh.at.of(lifetime),
-            };
-            let margin = lifetime.saturating_sub(refresh_after);
-            if margin < PROPAGATION_MARGIN {
-                out.push(format!(
-                    "credential `{}`: a new token is written {} before the old one expires, but pods that mount a `kubernetes_secret` see it only after the kubelet's sync (about 60-90 s, never with subPath or env vars): refresh earlier (a lower `refresh.at`) for a margin of at least {}, or use a sidecar with a `dir` output",
-                    c.name,
-                    humantime::format_duration(margin),
-                    humantime::format_duration(PROPAGATION_MARGIN),
-                ));
-            }
-        }
-        for o in &c.kube_outputs {
-            if matches!(o.format, SecretFormat::Env { .. }) {
-                out.push(format!(
-                    "credential `{}`: output {} has env keys, and environment variables never change in a running pod: restart the consumers when the token changes (e.g. stakater Reloader), or mount the Secret as files",
-                    c.name,
-                    o.describe()
-                ));
-            }
-        }
-    }
-    out
-}
 
 #[cfg(test)]
 mod tests {
