@@ -8,7 +8,52 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{Egress, EgressKey, Proxy};
-use crate::provider::{Answer, FetchError, parse_retry_after};
+
+/// An HTTP answer, body already read and capped.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub url: String,
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+#[cfg(test)]
+impl Answer {
+    /// An answer as parse functions see it, for unit tests.
+    pub fn fake(status: u16, body: &str) -> Answer {
+        Answer {
+            url: "http://127.0.0.1/token".into(),
+            status,
+            retry_after: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// Why no answer came back; the provider layer turns it into its own error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// Nothing (or nothing usable) came back within the deadline.
+    Timeout { url: String, timeout: Duration },
+    /// The request could not be made or was cut off; `reason` is the root cause.
+    Connect { url: String, reason: String },
+    /// The body is larger than [`MAX_BODY_BYTES`].
+    Oversized { status: u16 },
+}
+
+/// `Retry-After` in its seconds form; the HTTP-date form is rare on token endpoints and is
+/// ignored (the backoff applies instead). Capped at a day so a bogus header cannot park us.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let secs: u64 = value.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(86_400)))
+}
 
 /// Responses are read up to this many bytes; a token endpoint never needs more.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -96,13 +141,13 @@ impl HttpClient {
     }
 
     /// GETs a JSON document (OIDC discovery).
-    pub async fn get(&self, url: &str) -> Result<Answer, FetchError> {
+    pub async fn get(&self, url: &str) -> Result<Answer, SendError> {
         let req = self.client.get(url);
         self.send(url, req).await
     }
 
     /// POSTs a JSON body.
-    pub async fn post_json(&self, url: &str, body: &Value) -> Result<Answer, FetchError> {
+    pub async fn post_json(&self, url: &str, body: &Value) -> Result<Answer, SendError> {
         let req = self.client.post(url).json(body);
         self.send(url, req).await
     }
@@ -113,7 +158,7 @@ impl HttpClient {
         url: &str,
         form: &[(&str, &str)],
         basic: Option<(&str, &str)>,
-    ) -> Result<Answer, FetchError> {
+    ) -> Result<Answer, SendError> {
         let mut req = self.client.post(url).form(form);
         if let Some((user, pass)) = basic {
             req = req.basic_auth(user, Some(pass));
@@ -121,7 +166,7 @@ impl HttpClient {
         self.send(url, req).await
     }
 
-    async fn send(&self, url: &str, req: reqwest::RequestBuilder) -> Result<Answer, FetchError> {
+    async fn send(&self, url: &str, req: reqwest::RequestBuilder) -> Result<Answer, SendError> {
         let req = req
             .timeout(self.timeout)
             .header(reqwest::header::ACCEPT, "application/json");
@@ -129,18 +174,14 @@ impl HttpClient {
         // hold a refresh forever.
         match tokio::time::timeout(self.timeout, self.exchange(url, req)).await {
             Ok(result) => result,
-            Err(_) => Err(FetchError::Timeout {
+            Err(_) => Err(SendError::Timeout {
                 url: url.to_owned(),
                 timeout: self.timeout,
             }),
         }
     }
 
-    async fn exchange(
-        &self,
-        url: &str,
-        req: reqwest::RequestBuilder,
-    ) -> Result<Answer, FetchError> {
+    async fn exchange(&self, url: &str, req: reqwest::RequestBuilder) -> Result<Answer, SendError> {
         let mut resp = req.send().await.map_err(|e| self.transport_error(url, e))?;
         let status = resp.status().as_u16();
         // Only a proxy answers 407 (a forwarding proxy, for http targets; for https the tunnel
@@ -148,7 +189,7 @@ impl HttpClient {
         if status == 407
             && let Some(via) = &self.via
         {
-            return Err(FetchError::Connect {
+            return Err(SendError::Connect {
                 url: url.to_owned(),
                 reason: format!(
                     "proxy {via} refused the request (HTTP 407 Proxy Authentication Required): check the proxy's `username` and `password`"
@@ -185,9 +226,9 @@ impl HttpClient {
         })
     }
 
-    fn transport_error(&self, url: &str, e: reqwest::Error) -> FetchError {
+    fn transport_error(&self, url: &str, e: reqwest::Error) -> SendError {
         if e.is_timeout() {
-            return FetchError::Timeout {
+            return SendError::Timeout {
                 url: url.to_owned(),
                 timeout: self.timeout,
             };
@@ -211,16 +252,13 @@ impl HttpClient {
             }
             None => {}
         }
-        FetchError::Connect {
+        SendError::Connect {
             url: url.to_owned(),
             reason,
         }
     }
 }
 
-fn oversized(status: u16) -> FetchError {
-    FetchError::BadAnswer {
-        status,
-        reason: format!("the body is larger than {} KiB", MAX_BODY_BYTES / 1024),
-    }
+fn oversized(status: u16) -> SendError {
+    SendError::Oversized { status }
 }

@@ -10,31 +10,28 @@ use serde_json::Value;
 use super::FetchError;
 use crate::secret::Secret;
 
-/// An HTTP answer, body already read and capped.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub url: String,
-    pub status: u16,
-    pub retry_after: Option<Duration>,
-    pub body: Vec<u8>,
+pub use crate::net::client::Answer;
+
+/// What a provider reads from an HTTP answer, in its own error terms.
+pub trait AnswerExt {
+    /// The body as JSON, or the reason it is not, phrased for an operator.
+    fn json(&self) -> Result<Value, FetchError>;
+    /// The standard classification of a non-success status.
+    fn error(&self, message: String) -> FetchError;
+    /// A short, printable excerpt of an error body for the log.
+    fn excerpt(&self) -> String;
 }
 
-impl Answer {
-    pub fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
-
-    /// The body as JSON, or the reason it is not, phrased for an operator.
-    pub fn json(&self) -> Result<Value, FetchError> {
+impl AnswerExt for Answer {
+    fn json(&self) -> Result<Value, FetchError> {
         serde_json::from_slice(&self.body).map_err(|_| FetchError::BadAnswer {
             status: self.status,
             reason: format!("the body is not JSON ({})", body_kind(&self.body)),
         })
     }
 
-    /// The standard classification of a non-success status; `rejected` builds the error for
-    /// a 4xx that means "these credentials are wrong".
-    pub fn error(&self, message: String) -> FetchError {
+    /// `rejected` builds the error for a 4xx that means "these credentials are wrong".
+    fn error(&self, message: String) -> FetchError {
         match self.status {
             408 | 425 | 429 | 500..=599 => FetchError::Unavailable {
                 url: self.url.clone(),
@@ -51,10 +48,10 @@ impl Answer {
         }
     }
 
-    /// A short, printable excerpt of an error body for the log: providers put their
-    /// reason there. Only used for non-2xx answers, which carry no token. Redacted before
-    /// anything else, so a secret straddling the cut cannot leave its head behind.
-    pub fn excerpt(&self) -> String {
+    /// Providers put their reason there. Only used for non-2xx answers, which carry no
+    /// token. Redacted before anything else, so a secret straddling the cut cannot leave
+    /// its head behind.
+    fn excerpt(&self) -> String {
         let text = crate::redact::redact(&String::from_utf8_lossy(&self.body));
         let clean = text.split_whitespace().collect::<Vec<_>>().join(" ");
         cut(&crate::util::escape_control(&clean), EXCERPT_CHARS)
@@ -150,25 +147,7 @@ pub fn token_field(answer: &Answer, v: &Value, path: &[&str]) -> Result<Secret, 
     }
 }
 
-#[cfg(test)]
-impl Answer {
-    /// An answer as parse functions see it, for unit tests.
-    pub fn fake(status: u16, body: &str) -> Answer {
-        Answer {
-            url: "http://127.0.0.1/token".into(),
-            status,
-            retry_after: None,
-            body: body.as_bytes().to_vec(),
-        }
-    }
-}
-
-/// `Retry-After` in its seconds form; the HTTP-date form is rare on token endpoints and is
-/// ignored (the backoff applies instead). Capped at a day so a bogus header cannot park us.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let secs: u64 = value.trim().parse().ok()?;
-    Some(Duration::from_secs(secs.min(86_400)))
-}
+pub use crate::net::client::parse_retry_after;
 
 /// The entries of an `errors` member as one-line texts: `"message (code 4001)"` for Saba's
 /// objects, `"field: message"` for Laravel's map, strings as they are.
@@ -300,6 +279,12 @@ impl From<FetchError> for Failure {
             error,
             rotated: None,
         }
+    }
+}
+
+impl From<crate::net::client::SendError> for Failure {
+    fn from(e: crate::net::client::SendError) -> Self {
+        FetchError::from(e).into()
     }
 }
 

@@ -36,6 +36,20 @@ pub enum FetchError {
     Misconfigured(String),
 }
 
+impl From<crate::net::client::SendError> for FetchError {
+    fn from(e: crate::net::client::SendError) -> FetchError {
+        use crate::net::client::{MAX_BODY_BYTES, SendError};
+        match e {
+            SendError::Timeout { url, timeout } => FetchError::Timeout { url, timeout },
+            SendError::Connect { url, reason } => FetchError::Connect { url, reason },
+            SendError::Oversized { status } => FetchError::BadAnswer {
+                status,
+                reason: format!("the body is larger than {} KiB", MAX_BODY_BYTES / 1024),
+            },
+        }
+    }
+}
+
 fn detail(message: &str) -> String {
     if message.is_empty() {
         String::new()
@@ -96,7 +110,7 @@ impl FetchError {
 
 #[cfg(test)]
 mod tests {
-    use crate::provider::{Answer, provider_message};
+    use crate::provider::{Answer, AnswerExt, provider_message};
 
     #[test]
     fn redact_hides_echoed_secrets() {

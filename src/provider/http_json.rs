@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Answer, Failure, FetchError, Fetched, Provider, RefreshUpdate};
+use super::{Answer, AnswerExt, Failure, FetchError, Fetched, Provider, RefreshUpdate};
 use crate::net::HttpClient;
 use crate::secret::Secret;
 

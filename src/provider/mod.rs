@@ -25,7 +25,7 @@ use sha2::Sha256;
 use crate::net::HttpClient;
 use crate::secret::Secret;
 pub use answer::{
-    Answer, Failure, blocked, code_of, error_list, expires_in, get_ci, is_block_page,
+    Answer, AnswerExt, Failure, blocked, code_of, error_list, expires_in, get_ci, is_block_page,
     is_json_object, parse_retry_after, provider_message, salvage_refresh_token, str_at,
     token_field,
 };

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Answer, Failure, FetchError, Fetched, Provider, RefreshUpdate, get_ci};
+use super::{Answer, AnswerExt, Failure, FetchError, Fetched, Provider, RefreshUpdate, get_ci};
 use crate::net::HttpClient;
 use crate::secret::Secret;
 

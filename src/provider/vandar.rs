@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::limit;
-use super::{Answer, Failure, FetchError, Fetched, Provider, RefreshUpdate};
+use super::{Answer, AnswerExt, Failure, FetchError, Fetched, Provider, RefreshUpdate};
 use crate::net::HttpClient;
 use crate::secret::Secret;
 
