@@ -12,8 +12,6 @@ use nix::sys::signal::Signal;
 
 use crate::support::*;
 
-const S: Duration = Duration::from_secs(1);
-
 fn secs(n: f64) -> Duration {
     Duration::from_secs_f64(n)
 }
@@ -77,16 +75,6 @@ fn all_secrets(env: &Env) {
     env.secret("saba", "saba-pass\n");
 }
 
-/// `(token, issued_at, expires_at)` of the token in a credential's state file, with the
-/// state file's millisecond precision.
-fn state_token(env: &Env, credential: &str) -> Option<(String, SystemTime, SystemTime)> {
-    let state = env.state(credential);
-    let token = state["token"]["token"].as_str()?.to_owned();
-    let issued = parse_time(state["token"]["issued_at"].as_str()?);
-    let expires = parse_time(state["token"]["expires_at"].as_str()?);
-    Some((token, issued, expires))
-}
-
 fn file_id(path: &std::path::Path) -> (u64, i64, i64) {
     let m = std::fs::metadata(path).unwrap();
     (m.ino(), m.mtime(), m.mtime_nsec())
@@ -147,7 +135,8 @@ fn short_tokens_are_replaced_before_expiry_and_readers_only_ever_see_whole_token
             seen.push((r.clone(), now));
             // The state file is saved before the outputs, so it holds this token (a newer
             // one would need another refresh, seconds away).
-            if let Some((t, i, e)) = state_token(&env, "pharmacy") {
+            let st = env.state("pharmacy");
+            if let (Some(t), Some(i), Some(e)) = (st.token(), st.issued_time(), st.expires_time()) {
                 times.insert(t, (i, e));
             }
         }

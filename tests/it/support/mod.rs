@@ -24,6 +24,9 @@ pub use tokend::emulator::{Emulator, EmulatorConfig, Endpoint, Fault};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tokend");
 
+/// One second, so durations read `4 * S`.
+pub const S: Duration = Duration::from_secs(1);
+
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub emu: Emulator,
