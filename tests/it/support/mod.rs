@@ -18,6 +18,7 @@ pub use state_view::{StateSource, StateView};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use tokend::emulator::{Emulator, EmulatorConfig, Endpoint, Fault};
@@ -30,6 +31,8 @@ pub const S: Duration = Duration::from_secs(1);
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub emu: Emulator,
+    /// Armed by [`Env::watch_for_leaks`]; checked by [`Env::assert_no_leak`] or on drop.
+    leaks: Mutex<Option<Canary>>,
 }
 
 impl Env {
@@ -41,6 +44,7 @@ impl Env {
         Env {
             dir: tempfile::tempdir().expect("temp dir"),
             emu: Emulator::start_background(config).expect("emulator"),
+            leaks: Mutex::new(None),
         }
     }
 
@@ -106,7 +110,9 @@ impl Env {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        Run::from(self.tokend(args).output().expect("run tokend"))
+        let r = Run::from(self.tokend(args).output().expect("run tokend"));
+        self.leak_text(&format!("`tokend {}`", args.join(" ")), r.all());
+        r
     }
 
     /// Starts `tokend run` in the background; stderr goes to `daemon.log`.
@@ -116,6 +122,8 @@ impl Env {
 
     pub fn daemon_with(&self, cmd: &mut Command) -> Daemon {
         let log = self.path("daemon.log");
+        // The next daemon truncates the log: the leak watch keeps what the last one wrote.
+        self.leak_text("an earlier daemon log", self.read("daemon.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = cmd
             .stdin(Stdio::null())
@@ -420,5 +428,52 @@ impl Env {
     /// Requests the emulator received, all endpoints together.
     pub fn total_requests(&self) -> u64 {
         Endpoint::ALL.iter().map(|ep| self.emu.requests(*ep)).sum()
+    }
+}
+
+/// The leak watch (see [`canary`]): one per test, over every channel an operator sees.
+impl Env {
+    /// From now on, every `env.run`, every daemon log and `status --json` at the end are
+    /// searched for `secrets` and for every token the emulator issued or still accepts.
+    pub fn watch_for_leaks(&self, secrets: &[&str]) {
+        let mut leaks = self.leaks.lock().unwrap();
+        let canary = leaks.get_or_insert_with(Canary::default);
+        for s in secrets {
+            canary.secret(s);
+        }
+    }
+
+    /// Another value that must never be printed (a seed added during the test).
+    pub fn leak_secret(&self, secret: &str) {
+        if let Some(c) = self.leaks.lock().unwrap().as_mut() {
+            c.secret(secret);
+        }
+    }
+
+    /// A text the operator saw that `env.run` and the daemon log do not cover.
+    pub fn leak_text(&self, what: &str, text: impl Into<String>) {
+        if let Some(c) = self.leaks.lock().unwrap().as_mut() {
+            c.add(what, text);
+        }
+    }
+
+    /// Checks everything recorded, the current daemon log and `status --json` now, and
+    /// disarms the watch (a test that does not call it is checked when its `Env` drops).
+    #[track_caller]
+    pub fn assert_no_leak(&self) {
+        let Some(mut canary) = self.leaks.lock().unwrap().take() else {
+            panic!("assert_no_leak without watch_for_leaks: nothing was watched");
+        };
+        canary.add("daemon log", self.read("daemon.log"));
+        canary.check(self);
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // A test that already failed says why; a second panic would abort the run.
+        if !std::thread::panicking() && self.leaks.get_mut().unwrap().is_some() {
+            self.assert_no_leak();
+        }
     }
 }
