@@ -19,23 +19,15 @@ fn secs(n: f64) -> Duration {
 /// A yavapteke credential named `name` writing `{dir}/out/NAME.token` (raw) and, when
 /// `json` is set, `{dir}/out/NAME.json`; `extra` is inserted as credential keys.
 fn yav_credential(name: &str, json: bool, extra: &str) -> String {
-    let json_output = if json {
-        format!("      - file: {{dir}}/out/{name}.json\n        format: json\n")
-    } else {
-        String::new()
-    };
-    format!(
-        r#"  - name: {name}
-    provider: yavapteke
-    token_url: {{url}}/YavaptekeAPI/connect/token
-    client_id: 3f37b142-e371-461e-924c-a913ff878534
-    client_secret: {{ file: {{dir}}/secrets/yav }}
-    timeout: 2s
-    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}
-{extra}    outputs:
-      - file: {{dir}}/out/{name}.token
-{json_output}"#
-    )
+    let mut outputs = format!("      - file: {{dir}}/out/{name}.token\n");
+    if json {
+        outputs += &format!("      - file: {{dir}}/out/{name}.json\n        format: json\n");
+    }
+    let cred = Kind::Yavapteke
+        .cred()
+        .named(name)
+        .secret_in("yav", "yav-secret");
+    cred.extra(extra).outputs(&outputs).block()
 }
 
 fn oauth2_credential(name: &str, extra: &str) -> String {

@@ -37,17 +37,10 @@ fn ms(n: u64) -> Duration {
 // Configs
 
 fn yav_credential(outputs: &str, extra: &str) -> String {
+    let cred = Kind::Yavapteke.cred().secret_in("yav", YAV_SECRET);
     format!(
-        r#"credentials:
-  - name: pharmacy
-    provider: yavapteke
-    token_url: {{url}}/YavaptekeAPI/connect/token
-    client_id: 3f37b142-e371-461e-924c-a913ff878534
-    client_secret: {{ file: {{dir}}/secrets/yav }}
-    timeout: 2s
-    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}
-{extra}    outputs:
-{outputs}"#
+        "credentials:\n{}",
+        cred.extra(extra).outputs(outputs).block()
     )
 }
 
@@ -62,25 +55,18 @@ fn yav_env(config: EmulatorConfig, outputs: &str, extra: &str) -> Env {
 /// password file is `secrets/vpw` so its path never contains the password itself.
 fn vandar_env(config: EmulatorConfig, with_login: bool, extra: &str) -> Env {
     let env = Env::with(config);
-    env.secret("vrt", &format!("{VANDAR_SEED}\n"));
     env.secret("vpw", &format!("{VANDAR_PASSWORD}\n"));
     let login = if with_login {
         "    mobile: \"09123456789\"\n    password: { file: {dir}/secrets/vpw }\n"
     } else {
         ""
     };
-    env.config(&format!(
-        r#"credentials:
-  - name: vandar-main
-    provider: vandar
-    base_url: {{url}}
-    refresh_token: {{ file: {{dir}}/secrets/vrt }}
-{login}    timeout: 2s
-    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}
-{extra}    outputs:
-      - file: {{dir}}/out/vandar.token
-"#
-    ));
+    let cred = Kind::VandarChain.cred().named("vandar-main");
+    let cred = cred.secret_in("vrt", VANDAR_SEED).extra(login).extra(extra);
+    write_config(
+        &env,
+        &[cred.outputs("      - file: {dir}/out/vandar.token\n")],
+    );
     env
 }
 

@@ -12,6 +12,7 @@ pub mod log;
 pub mod state_view;
 
 pub use canary::Canary;
+pub use config::{Kind, write_config};
 pub use log::{lines_at, plain};
 pub use state_view::{StateSource, StateView};
 
@@ -269,60 +270,43 @@ pub fn read_all(mut r: impl Read) -> String {
 
 /// A standard single-credential config per provider, pointing at the emulator.
 pub fn yavapteke_config(env: &Env, extra: &str) -> PathBuf {
-    env.secret("yav", "yav-secret\n");
-    env.config(&format!(
-        r#"credentials:
-  - name: pharmacy
-    provider: yavapteke
-    token_url: {{url}}/YavaptekeAPI/connect/token
-    client_id: 3f37b142-e371-461e-924c-a913ff878534
-    client_secret: {{ file: {{dir}}/secrets/yav }}
-    timeout: 2s
-    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}
-{extra}    outputs:
-      - file: {{dir}}/out/pharmacy.token
-"#
-    ))
+    write_config(
+        env,
+        &[Kind::Yavapteke
+            .cred()
+            .secret_in("yav", "yav-secret")
+            .extra(extra)],
+    )
 }
 
 pub fn vandar_config(env: &Env, with_login: bool, extra: &str) -> PathBuf {
-    env.secret("vandar-refresh", "def502seed\n");
     env.secret("vandar-password", "vandar-pass\n");
     let login = if with_login {
         "    mobile: \"09123456789\"\n    password: { file: {dir}/secrets/vandar-password }\n"
     } else {
         ""
     };
-    env.config(&format!(
-        r#"credentials:
-  - name: vandar-main
-    provider: vandar
-    base_url: {{url}}
-    refresh_token: {{ file: {{dir}}/secrets/vandar-refresh }}
-{login}    timeout: 2s
-    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}
-{extra}    outputs:
-      - file: {{dir}}/out/vandar.token
-"#
-    ))
+    write_config(
+        env,
+        &[Kind::VandarChain
+            .cred()
+            .named("vandar-main")
+            .secret_in("vandar-refresh", "def502seed")
+            .extra(login)
+            .extra(extra)
+            .outputs("      - file: {dir}/out/vandar.token\n")],
+    )
 }
 
 pub fn saba_config(env: &Env, extra: &str) -> PathBuf {
-    env.secret("saba", "saba-pass\n");
-    env.config(&format!(
-        r#"credentials:
-  - name: saba-sms
-    provider: saba
-    base_url: {{url}}
-    username: sabauser
-    password: {{ file: {{dir}}/secrets/saba }}
-    virtual_number: "30001234"
-    timeout: 2s
-    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}
-{extra}    outputs:
-      - file: {{dir}}/out/saba.token
-"#
-    ))
+    write_config(
+        env,
+        &[Kind::Saba
+            .cred()
+            .secret_in("saba", "saba-pass")
+            .extra(extra)
+            .outputs("      - file: {dir}/out/saba.token\n")],
+    )
 }
 
 /// A tmpfs mounted over `path` for one test, unmounted (lazily) on drop. Tests run as root
