@@ -63,7 +63,10 @@ pub struct KubeBackend {
     pub kubeconfig: Option<PathBuf>,
 }
 
+pub mod election;
 pub mod etcd_session;
+
+pub use etcd_session::Election;
 
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(90);

@@ -66,6 +66,27 @@ impl EtcdStore {
         self.rewatch.notify_one();
     }
 
+    /// Writes `record` if every guard holds; [`StoreError::Conflict`] if one does not.
+    async fn put_if(
+        &self,
+        record: &CredentialState,
+        guards: Vec<Compare>,
+    ) -> Result<Version, StoreError> {
+        let key = self.key(&record.credential);
+        let r = self
+            .client
+            .txn(&guards, &[Op::put(&key, encode(record), 0)], &[])
+            .await
+            .map_err(|e| self.unavailable(&record.credential, e))?;
+        if r.succeeded {
+            Ok(Version(r.revision.to_string()))
+        } else {
+            Err(StoreError::Conflict {
+                credential: record.credential.clone(),
+            })
+        }
+    }
+
     fn key(&self, credential: &str) -> String {
         format!("{}{credential}", self.state_prefix)
     }
@@ -260,24 +281,10 @@ impl Store for EtcdStore {
         &'a self,
         record: &'a CredentialState,
     ) -> StoreFuture<'a, Result<Version, StoreError>> {
+        let key = self.key(&record.credential);
         Box::pin(async move {
-            let key = self.key(&record.credential);
-            let r = self
-                .client
-                .txn(
-                    &[Compare::create_revision(&key, 0)],
-                    &[Op::put(&key, encode(record), 0)],
-                    &[],
-                )
+            self.put_if(record, vec![Compare::create_revision(&key, 0)])
                 .await
-                .map_err(|e| self.unavailable(&record.credential, e))?;
-            if r.succeeded {
-                Ok(Version(r.revision.to_string()))
-            } else {
-                Err(StoreError::Conflict {
-                    credential: record.credential.clone(),
-                })
-            }
         })
     }
 
@@ -287,26 +294,13 @@ impl Store for EtcdStore {
         record: &'a CredentialState,
         purpose: Purpose,
     ) -> StoreFuture<'a, Result<Version, StoreError>> {
-        Box::pin(async move {
-            let key = self.key(&record.credential);
-            let mut guards = vec![Compare::mod_revision(&key, revision(version))];
-            let fence = self.fence.load(Ordering::SeqCst);
-            if purpose == Purpose::Claim && fence != 0 {
-                guards.push(Compare::create_revision(&self.leader_key, fence));
-            }
-            let r = self
-                .client
-                .txn(&guards, &[Op::put(&key, encode(record), 0)], &[])
-                .await
-                .map_err(|e| self.unavailable(&record.credential, e))?;
-            if r.succeeded {
-                Ok(Version(r.revision.to_string()))
-            } else {
-                Err(StoreError::Conflict {
-                    credential: record.credential.clone(),
-                })
-            }
-        })
+        let key = self.key(&record.credential);
+        let mut guards = vec![Compare::mod_revision(&key, revision(version))];
+        let fence = self.fence.load(Ordering::SeqCst);
+        if purpose == Purpose::Claim && fence != 0 {
+            guards.push(Compare::create_revision(&self.leader_key, fence));
+        }
+        Box::pin(async move { self.put_if(record, guards).await })
     }
 
     fn is_shared(&self) -> bool {

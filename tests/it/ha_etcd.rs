@@ -119,12 +119,7 @@ fn status_readyz_and_metrics_show_role_leader_generation_and_store_errors() {
     let mut g = Group::start(2, emulator(Duration::from_secs(600)), "");
     g.start_all();
     assert!(g.wait_chain_gen(1, Duration::from_secs(20)), "{}", g.logs());
-    let mut leader = None;
-    assert!(wait_for(Duration::from_secs(10), || {
-        leader = g.leader();
-        leader.is_some()
-    }));
-    let leader = leader.unwrap();
+    let leader = g.wait_leader();
     let follower = 1 - leader;
     let token = g.last_commit().unwrap().token.unwrap();
     assert!(wait_for(Duration::from_secs(5), || g
@@ -198,12 +193,8 @@ fn a_leader_stopped_cleanly_hands_over_at_once_and_one_cut_off_says_why() {
     g.set_timings("  lease: 12s\n  claim_ttl: 3s\n  takeover_after: 6s\n");
     g.start_all();
     assert!(g.wait_chain_gen(1, Duration::from_secs(20)), "{}", g.logs());
-    let mut leader = None;
-    assert!(wait_for(Duration::from_secs(10), || {
-        leader = g.leader();
-        leader.is_some()
-    }));
-    let (leader, other) = (leader.unwrap(), 1 - leader.unwrap());
+    let leader = g.wait_leader();
+    let other = 1 - leader;
     // SIGTERM: the leader deletes its key and revokes its lease on the way out, so the other
     // leads at its next look (a quarter of the lease), long before the lease runs out.
     let stopped = std::time::Instant::now();

@@ -20,19 +20,6 @@ fn running(g: &Group) -> Vec<usize> {
         .collect()
 }
 
-fn wait_leader(g: &Group) -> usize {
-    let mut leader = None;
-    assert!(
-        wait_for(Duration::from_secs(20), || {
-            leader = g.leader();
-            leader.is_some()
-        }),
-        "no leader\n{}",
-        g.logs()
-    );
-    leader.unwrap()
-}
-
 fn advance(g: &Group, by: u64, why: &str) {
     let target = g.last_commit().map_or(0, |c| c.chain_gen) + by;
     assert!(
@@ -47,7 +34,7 @@ fn a_paused_leader_is_replaced_and_its_late_work_never_forks_the_chain() {
     let mut g = Group::start(3, emulator(LIFETIME), REFRESH);
     g.start_all();
     advance(&g, 2, "before the pause");
-    let leader = wait_leader(&g);
+    let leader = g.wait_leader();
     // Past its lease (2 s) but not past takeover_after (6 s): a GC pause, a stalled VM.
     g.node(leader).signal(Signal::SIGSTOP);
     let paused = Instant::now();
@@ -144,7 +131,7 @@ fn a_process_cut_off_from_etcd_keeps_its_token_and_catches_up_when_back() {
     let mut g = Group::start(3, emulator(LIFETIME), REFRESH);
     g.start_all();
     advance(&g, 2, "before the cut");
-    let leader = wait_leader(&g);
+    let leader = g.wait_leader();
     let before = g.output(leader);
     g.proxies[leader].blackhole();
     // The rest of the group carries on; the cut-off one keeps its last good token.

@@ -12,6 +12,7 @@ mod demo;
 mod egress;
 mod etcd_client;
 mod faults;
+mod ha_election;
 mod ha_etcd;
 mod ha_faults;
 mod ha_store;
