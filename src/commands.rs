@@ -18,7 +18,7 @@ use crate::{daemon, logging, status};
 pub async fn dispatch(cli: Cli) -> Result<(), Error> {
     let path = cli.config.unwrap_or_else(config::default_path);
     match cli.command {
-        Command::Check { offline } => check(&path, offline),
+        Command::Check { offline } => check(&path, offline).await,
         Command::Once { force } => once(&path, force).await,
         Command::Status { json } => status_cmd(&path, json).await,
         Command::Run => {
@@ -28,6 +28,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), Error> {
                 tracing::error!("cannot write here, every refresh will fail: {p}");
             }
             report_orphans(&config);
+            prove_kube_access(&config, true).await?;
             daemon::run(path, config).await
         }
         #[cfg(feature = "emulator")]
@@ -59,19 +60,52 @@ fn print_bytes(bytes: &[u8]) -> Result<(), Error> {
     }
 }
 
+/// Proves that every `kubernetes_secret` output can be written (GET and a dry-run write),
+/// before any provider call spends a one-time input: a refusal (RBAC) is a configuration
+/// error. An API server that does not answer stops `check` and `once` (exit 1); `run`
+/// starts anyway and writes the Secrets once it answers, as it would after an outage.
+async fn prove_kube_access(config: &Config, daemon: bool) -> Result<(), Error> {
+    let access = crate::output::kubernetes_secret::prove_access(config).await;
+    if !access.refused.is_empty() {
+        return Err(config::ConfigError::Invalid {
+            path: config.path.clone(),
+            errors: access.refused,
+        }
+        .into());
+    }
+    if access.unreachable.is_empty() {
+        return Ok(());
+    }
+    if daemon {
+        for line in &access.unreachable {
+            tracing::error!(
+                "cannot check the Kubernetes output at start, will retry at each write: {line}"
+            );
+        }
+        return Ok(());
+    }
+    Err(Error::Kubernetes(access.unreachable.join("; ")))
+}
+
 /// Loads the config (and its secrets, unless skipped), with the load deadline.
 fn load(path: &Path, secrets: Secrets) -> Result<Config, Error> {
     Ok(config::load_within(path, ProcessEnv, secrets)?)
 }
 
-fn check(path: &Path, offline: bool) -> Result<(), Error> {
+async fn check(path: &Path, offline: bool) -> Result<(), Error> {
     let secrets = if offline {
         Secrets::Skip
     } else {
         Secrets::Resolve
     };
     let config = load(path, secrets)?;
-    for w in config.warnings.iter().chain(&exposure_warnings(&config)) {
+    let kube_warnings = crate::output::kubernetes_secret::propagation_warnings(&config);
+    for w in config
+        .warnings
+        .iter()
+        .chain(&exposure_warnings(&config))
+        .chain(&kube_warnings)
+    {
         eprintln!("warning: {w}");
     }
     for (name, path) in orphans(&config) {
@@ -86,6 +120,7 @@ fn check(path: &Path, offline: bool) -> Result<(), Error> {
         for p in crate::preflight::unwritable(&config) {
             eprintln!("warning: {p}");
         }
+        prove_kube_access(&config, false).await?;
     }
     println!("{}", plan(&config, &ProcessEnv));
     if offline {
@@ -191,6 +226,9 @@ pub fn plan(config: &Config, env: &dyn Environment) -> String {
         for o in &c.outputs {
             out.push_str(&format!("  -> {}\n", o.describe()));
         }
+        for o in &c.kube_outputs {
+            out.push_str(&format!("  -> {}\n", o.describe()));
+        }
         for h in &c.hooks {
             out.push_str(&format!("  on refresh: {}\n", h.describe()));
         }
@@ -210,6 +248,7 @@ async fn once(path: &Path, force: bool) -> Result<(), Error> {
     // Installed before any request goes out: from here on SIGTERM/SIGINT never kill a
     // rotation in flight (an init container deleted, a CI job cancelled).
     let stop_signal = crate::signals::Stop::install().map_err(Error::Signals)?;
+    prove_kube_access(&config, false).await?;
     let engine = crate::runtime::open(&config).await?.engine;
     report_orphans(&config);
     let stopping = Arc::new(AtomicBool::new(false));

@@ -19,6 +19,9 @@ pub enum Error {
     /// The shared store (`ha`) cannot work as configured.
     #[error("cannot use the shared store: {0}")]
     Store(String),
+    /// The API server of a `kubernetes_secret` output did not answer the start-up check.
+    #[error("cannot reach the Kubernetes API for the Secret outputs: {0}")]
+    Kubernetes(String),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]

@@ -357,3 +357,14 @@ pub fn leadership(group: &str, leading: bool, leader: Option<&str>) {
         );
     }
 }
+
+/// A `kubernetes_secret` output now holds the token (`token_gen` in its annotation).
+pub fn secret_written(credential: &str, secret: &str, token_gen: u64) {
+    tracing::debug!(
+        credential,
+        event = "written",
+        secret,
+        token_gen,
+        "Kubernetes Secret written"
+    );
+}

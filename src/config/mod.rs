@@ -54,6 +54,8 @@ pub struct Credential {
     /// Overrides whatever the provider says about the token's lifetime.
     pub lifetime: Option<Duration>,
     pub outputs: Vec<Output>,
+    /// `kubernetes_secret` outputs: written over the network, after `outputs`.
+    pub kube_outputs: Vec<crate::output::kubernetes_secret::KubeSecret>,
     pub hooks: Vec<Hook>,
 }
 

@@ -198,6 +198,22 @@ pub struct RawOutput {
     pub env_prefix: Option<String>,
     pub mode: Option<Mode>,
     pub group: Option<String>,
+    pub kubernetes_secret: Option<RawKubeSecret>,
+}
+
+/// `kubernetes_secret:` of an output (SPEC.md "Kubernetes Secret output").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKubeSecret {
+    pub name: String,
+    pub namespace: Option<String>,
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
+    /// `env` for `NAME_TOKEN`/`NAME_EXPIRES_AT` keys; absent: the `dir` output's keys.
+    pub format: Option<OutputFormat>,
+    pub env_prefix: Option<String>,
+    /// `None`: in-cluster (the pod's ServiceAccount), else `$KUBECONFIG` if set.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

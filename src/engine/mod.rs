@@ -639,6 +639,17 @@ impl Engine {
                 source,
             }
         })?;
+        // Remote outputs (Kubernetes Secrets) after the files, so a slow API server never delays them.
+        let written = written
+            | crate::output::kubernetes_secret::publish(cred, token)
+                .await
+                .map_err(|source| {
+                    events::output_failed(&cred.name);
+                    RefreshError::Output {
+                        credential: cred.name.clone(),
+                        source,
+                    }
+                })?;
         if written {
             let paths: Vec<String> = cred
                 .outputs

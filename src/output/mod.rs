@@ -2,6 +2,7 @@
 //! (`render.rs`); writing is a plain file ([`crate::atomic`]) or a kubelet-style directory (`dir.rs`).
 
 pub mod dir;
+pub mod kubernetes_secret;
 pub mod render;
 
 use std::path::{Path, PathBuf};

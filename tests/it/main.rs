@@ -22,6 +22,7 @@ mod http;
 mod http_json;
 mod interop;
 mod kube_client;
+mod kube_output;
 mod notify;
 mod outputs;
 mod providers;

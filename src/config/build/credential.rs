@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::hook::build_hook;
-use super::output::build_output;
+use super::output::{build_kube_secret, build_output};
 use super::{Errors, SecretReader, Sources};
 use crate::config::Credential;
 use crate::config::provider;
@@ -65,11 +65,17 @@ pub(super) fn build(
         );
     }
 
+    let mut kube_outputs = Vec::new();
     let outputs: Vec<Output> = match &rc.outputs {
         Some(list) if !list.is_empty() => list
             .iter()
             .enumerate()
             .filter_map(|(i, o)| {
+                if let Some(k) = &o.kubernetes_secret {
+                    let ctx = format!("{ctx}: outputs[{i}]: kubernetes_secret");
+                    kube_outputs.extend(build_kube_secret(o, k, &rc.name, base, &ctx, errors));
+                    return None;
+                }
                 let ctx = format!("{ctx}: outputs[{i}]");
                 build_output(o, &rc.name, base, &ctx, sources.secrets, errors, warnings)
             })
@@ -98,6 +104,7 @@ pub(super) fn build(
         egress: Default::default(),
         lifetime,
         outputs,
+        kube_outputs,
         hooks,
     })
 }

@@ -5,7 +5,8 @@ use std::path::Path;
 use super::paths::resolve;
 use super::{Errors, Secrets};
 use crate::atomic::Access;
-use crate::config::raw::{OutputFormat, RawOutput};
+use crate::config::raw::{OutputFormat, RawKubeSecret, RawOutput};
+use crate::output::kubernetes_secret::{KubeSecret, SecretFormat};
 use crate::output::{Format, Output, Target, render};
 
 pub(super) fn build_output(
@@ -116,11 +117,146 @@ pub(super) fn build_output(
             return None;
         }
         (None, None) => {
-            errors.push(ctx, "an output needs `file:` or `dir:`");
+            errors.push(
+                ctx,
+                "an output needs `file:`, `dir:` or `kubernetes_secret:`",
+            );
             return None;
         }
     };
     (errors.0.len() == before).then_some(Output { target, access })
+}
+
+/// A `kubernetes_secret` output. The other keys of the output (`file`, `mode`, …) do not
+/// apply: the Secret's keys, labels and annotations say everything.
+pub(super) fn build_kube_secret(
+    o: &RawOutput,
+    k: &RawKubeSecret,
+    credential: &str,
+    base: &Path,
+    ctx: &str,
+    errors: &mut Errors,
+) -> Option<KubeSecret> {
+    let before = errors.0.len();
+    if o.file.is_some()
+        || o.dir.is_some()
+        || o.format.is_some()
+        || o.template.is_some()
+        || o.env_prefix.is_some()
+        || o.mode.is_some()
+        || o.group.is_some()
+    {
+        errors.push(
+            ctx,
+            "an output is a `kubernetes_secret` or a `file`/`dir`; put `format` and `env_prefix` inside `kubernetes_secret:`, and `mode`/`group` do not apply to a Secret",
+        );
+    }
+    if !is_dns_subdomain(&k.name) {
+        errors.push(
+            ctx,
+            format!(
+                "`name` `{}` is not a valid Secret name: lower-case letters, digits, `-` and `.`, starting and ending with a letter or digit, at most 253 characters",
+                k.name
+            ),
+        );
+    }
+    if let Some(ns) = &k.namespace
+        && (ns.len() > 63 || ns.contains('.') || !is_dns_subdomain(ns))
+    {
+        errors.push(
+            ctx,
+            format!("`namespace` `{ns}` is not a valid namespace name: lower-case letters, digits and `-`, at most 63 characters"),
+        );
+    }
+    // These say which token the Secret holds; a user value would defeat the never-older rule.
+    let reserved =
+        |key: &String| key.starts_with("tokend.dev/") || key == "app.kubernetes.io/managed-by";
+    for (what, map) in [("labels", &k.labels), ("annotations", &k.annotations)] {
+        for key in map
+            .iter()
+            .flatten()
+            .map(|(key, _)| key)
+            .filter(|key| reserved(key))
+        {
+            errors.push(
+                ctx,
+                format!("`{what}` may not set `{key}`: tokend sets it (`tokend.dev/*` and `app.kubernetes.io/managed-by` are tokend's)"),
+            );
+        }
+    }
+    let format = match (k.format.unwrap_or_default(), &k.env_prefix) {
+        (OutputFormat::Raw, None) => SecretFormat::Files,
+        (OutputFormat::Env, prefix) => {
+            let prefix = prefix
+                .clone()
+                .unwrap_or_else(|| render::env_prefix(credential));
+            let valid = prefix
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                errors.push(
+                    ctx,
+                    format!("`env_prefix` `{prefix}` is not a valid variable name prefix"),
+                );
+            }
+            SecretFormat::Env { prefix }
+        }
+        (OutputFormat::Raw, Some(_)) => {
+            errors.push(ctx, "`env_prefix` only applies to `format: env`");
+            SecretFormat::Files
+        }
+        (OutputFormat::Json | OutputFormat::Template, _) => {
+            errors.push(
+                ctx,
+                "`format` of a `kubernetes_secret` is `env` or absent (the `dir` output's keys: token, token.json, expires_at)",
+            );
+            SecretFormat::Files
+        }
+    };
+    (errors.0.len() == before).then(|| KubeSecret {
+        name: k.name.clone(),
+        namespace: k.namespace.clone(),
+        labels: k.labels.clone().unwrap_or_default(),
+        annotations: k.annotations.clone().unwrap_or_default(),
+        format,
+        kubeconfig: k.kubeconfig.as_ref().map(|p| resolve(base, p)),
+    })
+}
+
+/// Two `kubernetes_secret` outputs naming one Secret would overwrite each other's token.
+pub(super) fn check_unique_secrets(credentials: &[crate::config::Credential], errors: &mut Errors) {
+    let mut seen: std::collections::HashMap<
+        (&Option<String>, &Option<std::path::PathBuf>, &str),
+        &str,
+    > = std::collections::HashMap::new();
+    for c in credentials {
+        for o in &c.kube_outputs {
+            let key = (&o.namespace, &o.kubeconfig, o.name.as_str());
+            if let Some(other) = seen.insert(key, &c.name) {
+                errors.push(
+                    &format!("credential `{}`", c.name),
+                    format!(
+                        "output {} is also an output of credential `{other}`; two outputs cannot write the same Secret",
+                        o.describe()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// RFC 1123 subdomain, as Kubernetes requires of object names.
+fn is_dns_subdomain(name: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !name.is_empty()
+        && name.len() <= 253
+        && name.starts_with(alnum)
+        && name.ends_with(alnum)
+        && name.chars().all(|c| alnum(c) || c == '-' || c == '.')
 }
 
 fn resolve_group(group: &str) -> Result<u32, String> {
@@ -195,7 +331,10 @@ mod tests {
     fn invalid_outputs() {
         let cases: &[(&str, &[&str])] = &[
             ("{file: t, dir: d}", &["c: set `file` or `dir`, not both"]),
-            ("{mode: '0600'}", &["c: an output needs `file:` or `dir:`"]),
+            (
+                "{mode: '0600'}",
+                &["c: an output needs `file:`, `dir:` or `kubernetes_secret:`"],
+            ),
             (
                 "{file: t, format: template}",
                 &["c: `format: template` needs a `template:`"],
@@ -226,6 +365,72 @@ mod tests {
         for (yaml, want) in cases {
             let (o, errors, _) = output(yaml, Secrets::Resolve);
             assert_eq!(errors, *want, "{yaml}");
+            assert!(o.is_none(), "{yaml}");
+        }
+    }
+
+    /// The `kubernetes_secret` output built from `yaml` (errors).
+    fn kube(yaml: &str) -> (Option<KubeSecret>, Vec<String>) {
+        let raw: RawOutput = serde_yaml::from_str(yaml).unwrap();
+        let k = raw.kubernetes_secret.as_ref().unwrap();
+        let (o, errors, _) =
+            run(|_, e, _| build_kube_secret(&raw, k, "my-api", Path::new("/b"), "c", e));
+        (o, errors)
+    }
+
+    #[test]
+    fn kubernetes_secret_outputs() {
+        let (o, errors) = kube(
+            "{kubernetes_secret: {name: t.k-1, namespace: apps, labels: {a: b}, kubeconfig: kc}}",
+        );
+        assert_eq!(errors, Vec::<String>::new());
+        assert_eq!(
+            o.unwrap(),
+            KubeSecret {
+                name: "t.k-1".into(),
+                namespace: Some("apps".into()),
+                labels: [("a".to_owned(), "b".to_owned())].into(),
+                annotations: Default::default(),
+                format: SecretFormat::Files,
+                kubeconfig: Some("/b/kc".into()),
+            }
+        );
+        let (o, _) = kube("{kubernetes_secret: {name: t, format: env}}");
+        assert_eq!(
+            o.unwrap().format,
+            SecretFormat::Env {
+                prefix: "MY_API".into()
+            }
+        );
+        let cases: &[(&str, &str)] = &[
+            (
+                "{kubernetes_secret: {name: Tok}}",
+                "c: `name` `Tok` is not a valid Secret name: lower-case letters, digits, `-` and `.`, starting and ending with a letter or digit, at most 253 characters",
+            ),
+            (
+                "{kubernetes_secret: {name: t, namespace: a.b}}",
+                "c: `namespace` `a.b` is not a valid namespace name: lower-case letters, digits and `-`, at most 63 characters",
+            ),
+            (
+                "{kubernetes_secret: {name: t, format: json}}",
+                "c: `format` of a `kubernetes_secret` is `env` or absent (the `dir` output's keys: token, token.json, expires_at)",
+            ),
+            (
+                "{kubernetes_secret: {name: t, env_prefix: X}}",
+                "c: `env_prefix` only applies to `format: env`",
+            ),
+            (
+                "{kubernetes_secret: {name: t, annotations: {tokend.dev/token-gen: '9'}}}",
+                "c: `annotations` may not set `tokend.dev/token-gen`: tokend sets it (`tokend.dev/*` and `app.kubernetes.io/managed-by` are tokend's)",
+            ),
+            (
+                "{kubernetes_secret: {name: t}, mode: '0600'}",
+                "c: an output is a `kubernetes_secret` or a `file`/`dir`; put `format` and `env_prefix` inside `kubernetes_secret:`, and `mode`/`group` do not apply to a Secret",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let (o, errors) = kube(yaml);
+            assert_eq!(errors, [*want], "{yaml}");
             assert!(o.is_none(), "{yaml}");
         }
     }
