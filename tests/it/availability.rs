@@ -14,7 +14,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::*;
 
-const S: Duration = Duration::from_secs(1);
 /// Address space for a tokend that must not eat memory: far above what it needs, far below
 /// what an unbounded read of /dev/zero or 300 MB of hook output would take.
 const AS_LIMIT: &str = "--as=4000000000";

@@ -8,11 +8,10 @@
 //! clock, so only tokend sees the jump.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use crate::support::*;
 
-const S: Duration = Duration::from_secs(1);
 const INSTALL: &str = "install the `faketime` Debian package (apt-get install faketime): the \
                        clock-jump tests run tokend under libfaketime";
 
@@ -46,13 +45,10 @@ fn set_offset(file: &Path, offset: &str) {
     std::fs::rename(&tmp, file).unwrap();
 }
 
-/// `(token, issued_at)` from the credential's state file, in tokend's (faked) time.
+/// `(token, issued_at)` from the credential's record, in tokend's (faked) time.
 fn state_token(env: &Env) -> Option<(String, SystemTime)> {
     let state = env.state("pharmacy");
-    Some((
-        state["token"]["token"].as_str()?.to_owned(),
-        parse_time(state["token"]["issued_at"].as_str()?),
-    ))
+    Some((state.token()?, state.issued_time()?))
 }
 
 fn offset_of(t: SystemTime) -> f64 {

@@ -235,7 +235,7 @@ fn status_after_expiry_is_expired_and_exit_1() {
     yavapteke_config(&env, "    lifetime: 1s\n");
     env.run(&["once"]).assert_code(0);
     let state = env.state("pharmacy");
-    let expires = parse_time(state["token"]["expires_at"].as_str().unwrap());
+    let expires = state.expires_time().unwrap();
     assert!(
         wait_for(Duration::from_secs(3), || SystemTime::now()
             > expires + Duration::from_millis(50)),

@@ -12,8 +12,6 @@ use nix::sys::signal::Signal;
 
 use crate::support::*;
 
-const S: Duration = Duration::from_secs(1);
-
 fn secs(n: f64) -> Duration {
     Duration::from_secs_f64(n)
 }
@@ -21,23 +19,15 @@ fn secs(n: f64) -> Duration {
 /// A yavapteke credential named `name` writing `{dir}/out/NAME.token` (raw) and, when
 /// `json` is set, `{dir}/out/NAME.json`; `extra` is inserted as credential keys.
 fn yav_credential(name: &str, json: bool, extra: &str) -> String {
-    let json_output = if json {
-        format!("      - file: {{dir}}/out/{name}.json\n        format: json\n")
-    } else {
-        String::new()
-    };
-    format!(
-        r#"  - name: {name}
-    provider: yavapteke
-    token_url: {{url}}/YavaptekeAPI/connect/token
-    client_id: 3f37b142-e371-461e-924c-a913ff878534
-    client_secret: {{ file: {{dir}}/secrets/yav }}
-    timeout: 2s
-    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}
-{extra}    outputs:
-      - file: {{dir}}/out/{name}.token
-{json_output}"#
-    )
+    let mut outputs = format!("      - file: {{dir}}/out/{name}.token\n");
+    if json {
+        outputs += &format!("      - file: {{dir}}/out/{name}.json\n        format: json\n");
+    }
+    let cred = Kind::Yavapteke
+        .cred()
+        .named(name)
+        .secret_in("yav", "yav-secret");
+    cred.extra(extra).outputs(&outputs).block()
 }
 
 fn oauth2_credential(name: &str, extra: &str) -> String {
@@ -75,16 +65,6 @@ fn all_secrets(env: &Env) {
     env.secret("yav", "yav-secret\n");
     env.secret("oauth", "oauth-secret\n");
     env.secret("saba", "saba-pass\n");
-}
-
-/// `(token, issued_at, expires_at)` of the token in a credential's state file, with the
-/// state file's millisecond precision.
-fn state_token(env: &Env, credential: &str) -> Option<(String, SystemTime, SystemTime)> {
-    let state = env.state(credential);
-    let token = state["token"]["token"].as_str()?.to_owned();
-    let issued = parse_time(state["token"]["issued_at"].as_str()?);
-    let expires = parse_time(state["token"]["expires_at"].as_str()?);
-    Some((token, issued, expires))
 }
 
 fn file_id(path: &std::path::Path) -> (u64, i64, i64) {
@@ -147,7 +127,8 @@ fn short_tokens_are_replaced_before_expiry_and_readers_only_ever_see_whole_token
             seen.push((r.clone(), now));
             // The state file is saved before the outputs, so it holds this token (a newer
             // one would need another refresh, seconds away).
-            if let Some((t, i, e)) = state_token(&env, "pharmacy") {
+            let st = env.state("pharmacy");
+            if let (Some(t), Some(i), Some(e)) = (st.token(), st.issued_time(), st.expires_time()) {
                 times.insert(t, (i, e));
             }
         }

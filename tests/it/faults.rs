@@ -37,17 +37,10 @@ fn ms(n: u64) -> Duration {
 // Configs
 
 fn yav_credential(outputs: &str, extra: &str) -> String {
+    let cred = Kind::Yavapteke.cred().secret_in("yav", YAV_SECRET);
     format!(
-        r#"credentials:
-  - name: pharmacy
-    provider: yavapteke
-    token_url: {{url}}/YavaptekeAPI/connect/token
-    client_id: 3f37b142-e371-461e-924c-a913ff878534
-    client_secret: {{ file: {{dir}}/secrets/yav }}
-    timeout: 2s
-    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}
-{extra}    outputs:
-{outputs}"#
+        "credentials:\n{}",
+        cred.extra(extra).outputs(outputs).block()
     )
 }
 
@@ -62,25 +55,18 @@ fn yav_env(config: EmulatorConfig, outputs: &str, extra: &str) -> Env {
 /// password file is `secrets/vpw` so its path never contains the password itself.
 fn vandar_env(config: EmulatorConfig, with_login: bool, extra: &str) -> Env {
     let env = Env::with(config);
-    env.secret("vrt", &format!("{VANDAR_SEED}\n"));
     env.secret("vpw", &format!("{VANDAR_PASSWORD}\n"));
     let login = if with_login {
         "    mobile: \"09123456789\"\n    password: { file: {dir}/secrets/vpw }\n"
     } else {
         ""
     };
-    env.config(&format!(
-        r#"credentials:
-  - name: vandar-main
-    provider: vandar
-    base_url: {{url}}
-    refresh_token: {{ file: {{dir}}/secrets/vrt }}
-{login}    timeout: 2s
-    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}
-{extra}    outputs:
-      - file: {{dir}}/out/vandar.token
-"#
-    ));
+    let cred = Kind::VandarChain.cred().named("vandar-main");
+    let cred = cred.secret_in("vrt", VANDAR_SEED).extra(login).extra(extra);
+    write_config(
+        &env,
+        &[cred.outputs("      - file: {dir}/out/vandar.token\n")],
+    );
     env
 }
 
@@ -294,7 +280,7 @@ fn readers_in_other_processes_never_see_a_torn_token() {
         torn_outputs(),
         "",
     );
-    let mut canary = Canary::new(&[YAV_SECRET]);
+    env.watch_for_leaks(&[YAV_SECRET]);
     let mut d = env.daemon();
     assert!(
         wait_for(Duration::from_secs(5), || env
@@ -378,8 +364,7 @@ fn readers_in_other_processes_never_see_a_torn_token() {
         "only {} tokens seen and {refreshes} refreshes: too few rotations",
         tokens.len()
     );
-    canary.add("daemon log", d.log());
-    canary.check(&env);
+    env.assert_no_leak();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -463,7 +448,7 @@ fn kill_9_at_random_moments_keeps_outputs_whole_and_the_chain_alive() {
         false,
         "    refresh: { at: 50% }\n",
     );
-    let mut canary = Canary::new(&[YAV_SECRET, VANDAR_PASSWORD, VANDAR_SEED]);
+    env.watch_for_leaks(&[YAV_SECRET, VANDAR_PASSWORD, VANDAR_SEED]);
     let stop = AtomicBool::new(false);
     let mut breaks = 0u64;
     let mut seeds = 0;
@@ -480,7 +465,6 @@ fn kill_9_at_random_moments_keeps_outputs_whole_and_the_chain_alive() {
                 d.signal(Signal::SIGKILL);
                 assert!(d.wait_exit(Duration::from_secs(5)).is_some());
                 running += up.elapsed();
-                canary.add(&format!("daemon log, cycle {cycle}"), d.log());
 
                 match std::fs::read(env.path("out/vandar.token")) {
                     Ok(bytes) => {
@@ -505,7 +489,7 @@ fn kill_9_at_random_moments_keeps_outputs_whole_and_the_chain_alive() {
                     let seed = format!("{VANDAR_SEED}-{seeds}");
                     env.emu.add_refresh_seed(&seed);
                     env.secret("vrt", &format!("{seed}\n"));
-                    canary.secret(&seed);
+                    env.leak_secret(&seed);
                     eprintln!("cycle {cycle}: chain broke (total {breaks}); reseeded");
                 }
             }
@@ -532,7 +516,6 @@ fn kill_9_at_random_moments_keeps_outputs_whole_and_the_chain_alive() {
             continued() || chain_breaks(&env) > breaks
         });
         d.kill();
-        canary.add("final daemon log", d.log());
         if continued() {
             break;
         }
@@ -546,7 +529,7 @@ fn kill_9_at_random_moments_keeps_outputs_whole_and_the_chain_alive() {
         let seed = format!("{VANDAR_SEED}-{seeds}");
         env.emu.add_refresh_seed(&seed);
         env.secret("vrt", &format!("{seed}\n"));
-        canary.secret(&seed);
+        env.leak_secret(&seed);
         eprintln!("the last kill broke the chain (total {breaks}); reseeded");
     }
     breaks = breaks.max(chain_breaks(&env));
@@ -585,7 +568,7 @@ fn kill_9_at_random_moments_keeps_outputs_whole_and_the_chain_alive() {
         breaks <= allowed,
         "{breaks} chain breaks in {cycles} cycles; the measured window allows {allowed}"
     );
-    canary.check(&env);
+    env.assert_no_leak();
 }
 
 fn last_issued_access(env: &Env) -> String {
@@ -604,7 +587,7 @@ fn last_issued_access(env: &Env) -> String {
 /// (the emulator's success counter moves under a `Delay` that makes the moment easy to
 /// catch), i.e. inside the window. Returns whether the chain broke, judged by the state
 /// still holding the consumed token.
-fn kill_inside_the_window(env: &Env, canary: &mut Canary) -> bool {
+fn kill_inside_the_window(env: &Env) -> bool {
     let mut d = env.daemon();
     d.wait_started();
     assert!(
@@ -630,7 +613,6 @@ fn kill_inside_the_window(env: &Env, canary: &mut Canary) -> bool {
     }
     d.signal(Signal::SIGKILL);
     d.wait_exit(Duration::from_secs(5));
-    canary.add("killed daemon log", d.log());
     env.state("vandar-main").refresh_token().as_deref() == Some(sent.as_str())
 }
 
@@ -645,9 +627,9 @@ fn a_kill_inside_the_window_breaks_the_chain_and_login_recovers_it() {
         true,
         "",
     );
-    let mut canary = Canary::new(&[VANDAR_PASSWORD, VANDAR_SEED]);
+    env.watch_for_leaks(&[VANDAR_PASSWORD, VANDAR_SEED]);
     // The kill races tokend's own save; a few tries make the demonstration certain.
-    let broke = (0..10).any(|_| kill_inside_the_window(&env, &mut canary));
+    let broke = (0..10).any(|_| kill_inside_the_window(&env));
     assert!(broke, "no kill landed inside the window in 10 tries");
     let stale = env.state("vandar-main").refresh_token().unwrap();
     assert!(
@@ -693,15 +675,14 @@ fn a_kill_inside_the_window_breaks_the_chain_and_login_recovers_it() {
         "the dead refresh token was sent again"
     );
     d.kill();
-    canary.add("recovering daemon log", log);
-    canary.check(&env);
+    env.assert_no_leak();
 }
 
 #[test]
 fn a_kill_inside_the_window_without_login_is_reported_plainly_and_not_fatal() {
     let env = vandar_env(EmulatorConfig::default(), false, "");
-    let mut canary = Canary::new(&[VANDAR_PASSWORD, VANDAR_SEED]);
-    let broke = (0..10).any(|_| kill_inside_the_window(&env, &mut canary));
+    env.watch_for_leaks(&[VANDAR_PASSWORD, VANDAR_SEED]);
+    let broke = (0..10).any(|_| kill_inside_the_window(&env));
     assert!(broke, "no kill landed inside the window in 10 tries");
     let output = env.read("out/vandar.token");
     let mut d = env.daemon();
@@ -730,8 +711,7 @@ fn a_kill_inside_the_window_without_login_is_reported_plainly_and_not_fatal() {
         status.stdout
     );
     d.kill();
-    canary.add("daemon log", d.log());
-    canary.check(&env);
+    env.assert_no_leak();
 }
 
 trait DaemonExt {
@@ -801,8 +781,8 @@ fn output_disk_fault(
     fault: impl FnOnce(),
     reason: &str,
     heal: impl FnOnce(),
-) -> Canary {
-    let mut canary = Canary::new(&[YAV_SECRET]);
+) {
+    env.watch_for_leaks(&[YAV_SECRET]);
     let file = env.path(&format!("{rel}/pharmacy.token"));
     let dir_token = env.path(&format!("{rel}/tokdir/token"));
     let mut d = env.daemon();
@@ -872,26 +852,24 @@ fn output_disk_fault(
     assert_eq!(versions, 1, "stale dir versions left");
     assert!(d.is_running());
     d.kill();
-    canary.add("daemon log", d.log());
-    canary
 }
 
 #[test]
 fn a_read_only_output_directory_keeps_the_old_token_until_it_is_writable() {
     let env = yav_env(EmulatorConfig::default(), &outputs_in("ro"), "");
     if let Some(fs) = Tmpfs::mount(&env.path("ro"), "1m") {
-        let mut canary = output_disk_fault(
+        output_disk_fault(
             &env,
             "ro",
             || fs.remount("ro"),
             "read-only file system",
             || fs.remount("rw"),
         );
-        canary.check(&env);
+        env.assert_no_leak();
     } else {
         // Fallback without mount (root ignores chmod 0555): the output's parent is a file,
         // so every write fails until the file is replaced by a directory.
-        let mut canary = output_disk_fault(
+        output_disk_fault(
             &env,
             "ro",
             || {
@@ -904,7 +882,7 @@ fn a_read_only_output_directory_keeps_the_old_token_until_it_is_writable() {
                 std::fs::rename(env.path("ro.moved"), env.path("ro")).unwrap();
             },
         );
-        canary.check(&env);
+        env.assert_no_leak();
     }
 }
 
@@ -916,20 +894,20 @@ fn a_full_filesystem_keeps_the_old_token_until_space_is_freed() {
         panic!("this test needs `mount -t tmpfs`: run the tests as root, as CI does");
     };
     let filler = std::cell::RefCell::new(None);
-    let mut canary = output_disk_fault(
+    output_disk_fault(
         &env,
         "full",
         || *filler.borrow_mut() = Some(fill(&env.path("full"))),
         "no space left on device",
         || std::fs::remove_file(filler.borrow().as_ref().unwrap()).unwrap(),
     );
-    canary.check(&env);
+    env.assert_no_leak();
 }
 
 #[test]
 fn a_deleted_output_directory_is_recreated_on_the_next_write() {
     let env = yav_env(EmulatorConfig::default(), &outputs_in("out/nested"), "");
-    let mut canary = Canary::new(&[YAV_SECRET]);
+    env.watch_for_leaks(&[YAV_SECRET]);
     let mut d = env.daemon();
     d.wait_started();
     assert!(wait_for(Duration::from_secs(5), || !env
@@ -949,8 +927,7 @@ fn a_deleted_output_directory_is_recreated_on_the_next_write() {
     assert_eq!(mode(&env.path("out/nested")), 0o755);
     assert!(d.is_running());
     d.kill();
-    canary.add("daemon log", d.log());
-    canary.check(&env);
+    env.assert_no_leak();
 }
 
 #[test]
@@ -960,10 +937,9 @@ fn a_state_file_corrupted_before_start_is_quarantined_and_replaced() {
         "      - file: {dir}/out/pharmacy.token\n",
         "",
     );
-    let mut canary = Canary::new(&[YAV_SECRET]);
+    env.watch_for_leaks(&[YAV_SECRET]);
     let r = env.run(&["once"]);
     r.assert_code(0);
-    canary.run("once", &r);
     let old = env.read("out/pharmacy.token");
     let state = env.state_file("pharmacy");
     std::fs::write(&state, b"{\"version\": 1, \"credential\": \"pharm").unwrap();
@@ -991,14 +967,13 @@ fn a_state_file_corrupted_before_start_is_quarantined_and_replaced() {
     assert!(env.state("pharmacy")["token"]["token"].is_string());
     assert!(d.is_running());
     d.kill();
-    canary.add("daemon log", log);
-    canary.check(&env);
+    env.assert_no_leak();
 }
 
 #[test]
 fn a_state_file_corrupted_while_running_is_rewritten_and_the_chain_continues() {
     let env = vandar_env(EmulatorConfig::default(), false, "");
-    let mut canary = Canary::new(&[VANDAR_PASSWORD, VANDAR_SEED]);
+    env.watch_for_leaks(&[VANDAR_PASSWORD, VANDAR_SEED]);
     let mut d = env.daemon();
     d.wait_started();
     assert!(wait_for(Duration::from_secs(5), || env
@@ -1021,7 +996,6 @@ fn a_state_file_corrupted_while_running_is_rewritten_and_the_chain_continues() {
     assert_eq!(chain_breaks(&env), 0, "{}", d.log());
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0));
-    canary.add("daemon log", d.log());
 
     // A restart reuses the repaired state: no provider call, and the chain still works.
     let requests = env.emu.requests(Endpoint::VandarRefresh);
@@ -1036,8 +1010,7 @@ fn a_state_file_corrupted_while_running_is_rewritten_and_the_chain_continues() {
         > requests));
     assert_eq!(chain_breaks(&env), 0, "{}", d.log());
     d.kill();
-    canary.add("restarted daemon log", d.log());
-    canary.check(&env);
+    env.assert_no_leak();
 }
 
 /// The state directory fills up during a Vandar refresh: the provider has consumed the old
@@ -1051,7 +1024,7 @@ fn full_state_directory(check_order: bool, check_recovery: bool) {
     let Some(_fs) = Tmpfs::mount(&env.path("state"), "64k") else {
         panic!("this test needs `mount -t tmpfs`: run the tests as root, as CI does");
     };
-    let mut canary = Canary::new(&[VANDAR_PASSWORD, VANDAR_SEED]);
+    env.watch_for_leaks(&[VANDAR_PASSWORD, VANDAR_SEED]);
     let mut d = env.daemon();
     d.wait_started();
     assert!(wait_for(Duration::from_secs(5), || !env
@@ -1094,8 +1067,7 @@ fn full_state_directory(check_order: bool, check_recovery: bool) {
     );
     assert_eq!(chain_breaks(&env), 0);
     d.kill();
-    canary.add("daemon log", d.log());
-    canary.check(&env);
+    env.assert_no_leak();
 }
 
 #[test]
@@ -1122,7 +1094,7 @@ fn a_failing_output_is_retried_with_backoff_not_in_a_hot_loop() {
         "      - file: {dir}/blocked/pharmacy.token\n",
         "",
     );
-    let mut canary = Canary::new(&[YAV_SECRET]);
+    env.watch_for_leaks(&[YAV_SECRET]);
     // The parent of the output is a file: every write fails (ENOTDIR/EEXIST), no mount needed.
     std::fs::write(env.path("blocked"), "not a directory").unwrap();
     let mut d = env.daemon();
@@ -1142,7 +1114,6 @@ fn a_failing_output_is_retried_with_backoff_not_in_a_hot_loop() {
     let log = d.log();
     let failures = log.matches(&want).count();
     let state = env.state("pharmacy");
-    canary.add("daemon log", log.clone());
     d.kill();
     // retry: 100ms .. 500ms, so 2 s hold at least 3 logged retries and little CPU.
     assert!(
@@ -1157,7 +1128,7 @@ fn a_failing_output_is_retried_with_backoff_not_in_a_hot_loop() {
         state["failures"].as_u64().unwrap_or(0) >= 4,
         "state does not count the failures: {state}"
     );
-    canary.check(&env);
+    env.assert_no_leak();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1276,16 +1247,14 @@ fn once_is_refused(break_it: impl FnOnce(&Env), expect: &[&str], max: Duration) 
         "      - file: {dir}/out/pharmacy.token\n",
         "",
     );
-    let mut canary = Canary::new(&[YAV_SECRET]);
+    env.watch_for_leaks(&[YAV_SECRET]);
     let r = env.run(&["once"]);
     r.assert_code(0);
-    canary.run("first once", &r);
     let good = env.read("out/pharmacy.token");
     break_it(&env);
     let started = Instant::now();
     let r = env.run(&["once", "--force"]);
     let took = started.elapsed();
-    canary.run("failing once", &r);
     r.assert_code(1);
     assert!(took <= max, "took {took:?} (max {max:?}):\n{}", r.stderr);
     assert!(
@@ -1313,7 +1282,7 @@ fn once_is_refused(break_it: impl FnOnce(&Env), expect: &[&str], max: Duration) 
         good,
         "the good token was touched"
     );
-    canary.check(&env);
+    env.assert_no_leak();
 }
 
 fn status_fault(code: u16, body: Option<&str>) -> Fault {
@@ -1437,7 +1406,7 @@ fn due_soon_env() -> Env {
 #[test]
 fn a_provider_outage_under_run_keeps_the_token_retries_and_recovers() {
     let env = due_soon_env();
-    let mut canary = Canary::new(&[YAV_SECRET]);
+    env.watch_for_leaks(&[YAV_SECRET]);
     let mut d = env.daemon();
     d.wait_started();
     assert!(wait_for(Duration::from_secs(5), || !env
@@ -1468,14 +1437,13 @@ fn a_provider_outage_under_run_keeps_the_token_retries_and_recovers() {
         d.log()
     );
     d.kill();
-    canary.add("daemon log", d.log());
-    canary.check(&env);
+    env.assert_no_leak();
 }
 
 #[test]
 fn a_429_under_run_waits_for_retry_after() {
     let env = due_soon_env();
-    let mut canary = Canary::new(&[YAV_SECRET]);
+    env.watch_for_leaks(&[YAV_SECRET]);
     let mut d = env.daemon();
     d.wait_started();
     assert!(wait_for(Duration::from_secs(5), || !env
@@ -1528,8 +1496,7 @@ fn a_429_under_run_waits_for_retry_after() {
         d.log()
     );
     d.kill();
-    canary.add("daemon log", d.log());
-    canary.check(&env);
+    env.assert_no_leak();
 }
 
 /// SIGUSR1 ("refresh all now", also what the HTTP trigger does for a consumer that just got
@@ -1542,7 +1509,7 @@ fn a_failed_forced_refresh_is_retried_until_it_succeeds() {
         "      - file: {dir}/out/pharmacy.token\n",
         "",
     );
-    let mut canary = Canary::new(&[YAV_SECRET]);
+    env.watch_for_leaks(&[YAV_SECRET]);
     let mut d = env.daemon();
     d.wait_started();
     assert!(wait_for(Duration::from_secs(5), || !env
@@ -1560,8 +1527,7 @@ fn a_failed_forced_refresh_is_retried_until_it_succeeds() {
         d.log()
     );
     d.kill();
-    canary.add("daemon log", d.log());
-    canary.check(&env);
+    env.assert_no_leak();
 }
 
 /// A self-signed certificate for 127.0.0.1 and its key, made with the openssl CLI.
@@ -1654,7 +1620,7 @@ fn an_untrusted_certificate_is_refused_and_ca_file_trusts_it() {
     let (cert, key) = self_signed(env.dir.path()).expect("openssl for a test certificate");
     let token = format!("tls-{:016x}", fastrand::u64(..));
     let server = TlsServer::start(&cert, &key, &token).expect("python3 for the TLS server");
-    let mut canary = Canary::new(&[YAV_SECRET, &token]);
+    env.watch_for_leaks(&[YAV_SECRET, &token]);
     let url = format!(
         "https://127.0.0.1:{}/YavaptekeAPI/connect/token",
         server.port
@@ -1662,7 +1628,6 @@ fn an_untrusted_certificate_is_refused_and_ca_file_trusts_it() {
 
     yav_at(&env, &url, "");
     let r = env.run(&["once"]);
-    canary.run("untrusted once", &r);
     r.assert_code(1);
     assert!(
         r.stderr.contains("credential `pharmacy`")
@@ -1676,10 +1641,9 @@ fn an_untrusted_certificate_is_refused_and_ca_file_trusts_it() {
 
     yav_at(&env, &url, &format!("    ca_file: {}\n", cert.display()));
     let r = env.run(&["once"]);
-    canary.run("trusted once", &r);
     r.assert_code(0);
     assert_eq!(env.read("out/pharmacy.token"), token);
-    canary.check(&env);
+    env.assert_no_leak();
 }
 
 /// An output whose parent "directory" is a regular file: the reason must say so, not
@@ -1692,6 +1656,7 @@ fn an_output_under_a_file_names_the_real_problem() {
         "",
     );
     std::fs::write(env.path("blocked"), "not a directory").unwrap();
+    env.watch_for_leaks(&[YAV_SECRET]);
     let r = env.run(&["once"]);
     r.assert_code(1);
     let path = env.path("blocked/pharmacy.token");
@@ -1707,7 +1672,5 @@ fn an_output_under_a_file_names_the_real_problem() {
         env.path("blocked").display(),
         r.stderr
     );
-    let mut canary = Canary::new(&[YAV_SECRET]);
-    canary.run("once", &r);
-    canary.check(&env);
+    env.assert_no_leak();
 }

@@ -4,13 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
 use crate::support::*;
-
-const S: Duration = Duration::from_secs(1);
 
 /// A yavapteke credential `name` with a raw and a json output and `hooks` (YAML list items
 /// under `on_refresh:`, indented 6 spaces), after the credential `before` (may be empty).

@@ -298,22 +298,18 @@ fn node_peer(env: &Env, script: &str, vars: &[(&str, &str)]) -> Peer {
 // ---------------------------------------------------------------------------------------
 // Helpers over tokend's side
 
-fn time_at(state: &Value, field: &str) -> SystemTime {
-    let text = state["token"][field]
-        .as_str()
-        .unwrap_or_else(|| panic!("state has no token.{field}: {state}"));
-    humantime::parse_rfc3339_weak(text.trim_end_matches('Z'))
-        .unwrap_or_else(|e| panic!("token.{field} `{text}`: {e}"))
-}
-
 /// tokend's recorded expiry of `token` (its current one) is the earlier of `expires_in` after
 /// issue and the JWT's `exp` — what the server said, neither a default nor a guess.
 #[track_caller]
 fn assert_expiry(env: &Env, credential: &str, token: &str, expires_in: Option<u64>) {
     let st = env.state(credential);
-    assert_eq!(st["token"]["token"].as_str(), Some(token), "{st:#}");
-    let issued = time_at(&st, "issued_at");
-    let expires = time_at(&st, "expires_at");
+    assert_eq!(st.token().as_deref(), Some(token), "{st:#}");
+    let issued = st
+        .issued_time()
+        .unwrap_or_else(|| panic!("no token.issued_at: {st}"));
+    let expires = st
+        .expires_time()
+        .unwrap_or_else(|| panic!("no token.expires_at: {st}"));
     let from_expires_in = expires_in.map(|s| issued + Duration::from_secs(s));
     let want = match (from_expires_in, jwt_exp(token)) {
         (Some(a), Some(b)) => a.min(b),

@@ -464,7 +464,7 @@ fn saba_sends_token_valid_days_defaulting_to_30() {
     env.run(&["once", "--force"]).assert_code(0);
     assert_eq!(env.emu.last_saba_token_valid_day(), Some(15));
     let state = env.state("saba-sms");
-    let expires = parse_time(state["token"]["expires_at"].as_str().unwrap());
+    let expires = state.expires_time().unwrap();
     let days15 = Duration::from_secs(15 * 86_400);
     assert!(
         expires >= before + days15 - Duration::from_secs(5)

@@ -115,7 +115,7 @@ fn saba_result_codes_are_named_in_one_sentence_never_raw_json() {
             "raw JSON in:\n{}",
             r.stderr
         );
-        assert_eq!(env.state("saba-sms")["last_error"]["transient"], false);
+        assert_eq!(env.state("saba-sms").last_error_transient(), Some(false));
     }
     // 23, 15 and 500 are transient: retried soon.
     let env = Env::new();
@@ -123,7 +123,7 @@ fn saba_result_codes_are_named_in_one_sentence_never_raw_json() {
     let busy = r#"{"status":400,"message":"x","data":null,"errors":[{"message":"busy","code":15,"field":null,"url":null}]}"#;
     env.emu.push_fault(Endpoint::Saba, status(200, busy), 1);
     env.run(&["once"]).assert_code(1);
-    assert_eq!(env.state("saba-sms")["last_error"]["transient"], true);
+    assert_eq!(env.state("saba-sms").last_error_transient(), Some(true));
     env.run(&["once"]).assert_code(0);
 }
 
@@ -224,7 +224,7 @@ fn vandar_chain_survives_three_block_pages_in_a_row() {
             env.state("vandar-main").refresh_token().as_ref(),
             Some(&chain)
         );
-        assert_eq!(env.state("vandar-main")["last_error"]["transient"], true);
+        assert_eq!(env.state("vandar-main").last_error_transient(), Some(true));
     }
     let r = env.run(&["once", "--force"]);
     r.assert_code(0);

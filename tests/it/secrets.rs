@@ -94,20 +94,13 @@ fn canaries(env: &Env) -> Vec<String> {
     Canary::new(&SECRETS).needles(env)
 }
 
-#[track_caller]
-fn assert_no_canary(env: &Env, what: &str, text: &str) {
-    Canary::new(&SECRETS).assert_clean(env, what, text);
-}
-
 #[test]
 fn no_secret_or_token_in_any_command_output() {
     let env = Env::with(canary_emulator());
     canary_config(&env, "", "");
-    let mut outputs = Vec::new();
-    let mut run = |args: &[&str], code: i32| {
-        let r = env.run(args);
-        r.assert_code(code);
-        outputs.push((args.join(" "), r.all()));
+    env.watch_for_leaks(&SECRETS);
+    let run = |args: &[&str], code: i32| {
+        env.run(args).assert_code(code);
     };
     run(&["check"], 0);
     run(&["status"], 1);
@@ -137,16 +130,14 @@ fn no_secret_or_token_in_any_command_output() {
         .map(str::to_owned);
     assert!(chain.is_some(), "{}", env.state("vandar-main"));
     assert!(canaries(&env).contains(&chain.unwrap()));
-
-    for (what, text) in &outputs {
-        assert_no_canary(&env, &format!("`tokend {what}`"), text);
-    }
+    env.assert_no_leak();
 }
 
 #[test]
 fn no_secret_in_failing_once_provider_500() {
     let env = Env::with(canary_emulator());
     canary_config(&env, "", "");
+    env.watch_for_leaks(&SECRETS);
     // Seed real tokens first so that issued tokens exist as canaries, then fail everything.
     env.run(&["once"]).assert_code(0);
     for ep in Endpoint::ALL {
@@ -169,11 +160,8 @@ fn no_secret_in_failing_once_provider_500() {
             r.stderr
         );
     }
-    assert_no_canary(&env, "failing `once --force`", &r.all());
-    let status = env.run(&["status", "--json"]);
-    assert_no_canary(&env, "`status --json` after failures", &status.all());
-    let status = env.run(&["status"]);
-    assert_no_canary(&env, "`status` after failures", &status.all());
+    env.run(&["status"]);
+    env.assert_no_leak();
 }
 
 #[test]
@@ -184,6 +172,7 @@ fn no_secret_in_failing_once_bad_credentials() {
         ..EmulatorConfig::default()
     });
     canary_config(&env, "", "");
+    env.watch_for_leaks(&SECRETS);
     let r = env.run(&["once"]);
     r.assert_code(1);
     for name in ["vandar-main", "saba-sms", "pharmacy", "any-idp"] {
@@ -197,15 +186,14 @@ fn no_secret_in_failing_once_bad_credentials() {
         env.emu.requests(Endpoint::VandarLogin) >= 1,
         "the password was never tried"
     );
-    assert_no_canary(&env, "`once` with rejected credentials", &r.all());
-    let status = env.run(&["status", "--json"]);
-    assert_no_canary(&env, "`status --json` after rejection", &status.all());
+    env.assert_no_leak();
 }
 
 #[test]
 fn no_secret_in_trace_logs_of_the_daemon() {
     let env = Env::with(canary_emulator());
     canary_config(&env, "log: { level: trace }\n", "    lifetime: 2s\n");
+    env.watch_for_leaks(&SECRETS);
     let mut cmd = env.tokend(&["run"]);
     cmd.env("RUST_LOG", "trace");
     let mut d = env.daemon_with(&mut cmd);
@@ -234,17 +222,18 @@ fn no_secret_in_trace_logs_of_the_daemon() {
     // Trace level is really on, or the test proves nothing.
     assert!(log.contains("TRACE"), "no trace lines:\n{log}");
     assert!(env.emu.reused_refresh_tokens() == 0);
-    assert_no_canary(&env, "the daemon's trace log", &log);
+    env.assert_no_leak();
 }
 
 #[test]
 fn no_secret_in_json_logs_at_debug() {
     let env = Env::with(canary_emulator());
     canary_config(&env, "log: { format: json, level: debug }\n", "");
+    env.watch_for_leaks(&SECRETS);
     let r = env.run(&["once", "--force"]);
     r.assert_code(0);
     assert!(r.stderr.contains('{'), "no JSON log lines: {}", r.stderr);
-    assert_no_canary(&env, "`once --force` JSON debug log", &r.all());
+    env.assert_no_leak();
 }
 
 /// An OAuth2 credential whose client secret comes from `source` (a YAML secret value).
@@ -318,6 +307,7 @@ fn relative_secret_file_is_read_against_the_config_directory() {
 fn env_secret_is_read_from_the_environment() {
     let env = oauth_emulator(OAUTH_SECRET);
     oauth_config(&env, "{ env: TOKEND_TEST_OAUTH_SECRET }");
+    env.watch_for_leaks(&SECRETS);
     let r = Run::from(
         env.tokend(&["once"])
             .env("TOKEND_TEST_OAUTH_SECRET", OAUTH_SECRET)
@@ -326,7 +316,7 @@ fn env_secret_is_read_from_the_environment() {
     );
     r.assert_code(0);
     assert!(env.emu.issued_tokens().contains(&env.read("out/idp.token")));
-    assert_no_canary(&env, "`once` with an env secret", &r.all());
+    env.leak_text("`once` with an env secret", r.all());
 
     // Unset: a config error naming the variable, and nothing sent.
     let r = env.run(&["once", "--force"]);
@@ -347,6 +337,7 @@ fn credential_secret_is_read_from_credentials_directory() {
     std::fs::create_dir_all(&creds).unwrap();
     std::fs::write(creds.join("idp-secret"), format!("{OAUTH_SECRET}\n")).unwrap();
     oauth_config(&env, "{ credential: idp-secret }");
+    env.watch_for_leaks(&SECRETS);
     let r = Run::from(
         env.tokend(&["once"])
             .env("CREDENTIALS_DIRECTORY", &creds)
@@ -355,7 +346,7 @@ fn credential_secret_is_read_from_credentials_directory() {
     );
     r.assert_code(0);
     assert!(env.emu.issued_tokens().contains(&env.read("out/idp.token")));
-    assert_no_canary(&env, "`once` with a systemd credential", &r.all());
+    env.leak_text("`once` with a systemd credential", r.all());
 
     // A name the directory lacks: exit 2 naming the file that is not there.
     oauth_config(&env, "{ credential: other-secret }");
@@ -374,18 +365,17 @@ fn credential_secret_is_read_from_credentials_directory() {
 fn literal_secret_works_and_check_warns_about_it() {
     let env = oauth_emulator(OAUTH_SECRET);
     oauth_config(&env, &format!("\"{OAUTH_SECRET}\""));
+    env.watch_for_leaks(&SECRETS);
     let r = env.run(&["check"]);
     r.assert_code(0);
     assert!(r.stderr.contains("warning"), "{}", r.stderr);
     assert!(r.stderr.contains("`client_secret`"), "{}", r.stderr);
     assert!(r.stderr.contains("any-idp"), "{}", r.stderr);
     assert!(r.stderr.contains("config file"), "{}", r.stderr);
-    assert_no_canary(&env, "`check` with a literal secret", &r.all());
 
     let r = env.run(&["once"]);
     r.assert_code(0);
     assert!(env.emu.issued_tokens().contains(&env.read("out/idp.token")));
-    assert_no_canary(&env, "`once` with a literal secret", &r.all());
 
     // A secret from a file gets no such warning.
     env.secret("oauth", OAUTH_SECRET);
@@ -399,6 +389,7 @@ fn literal_secret_works_and_check_warns_about_it() {
 fn missing_secret_file_is_exit_2_naming_path_and_credential() {
     let env = Env::with(canary_emulator());
     canary_config(&env, "", "");
+    env.watch_for_leaks(&SECRETS);
     let missing = env.path("secrets/saba");
     std::fs::remove_file(&missing).unwrap();
     for args in [&["check"][..], &["once"][..], &["once", "--force"][..]] {
@@ -411,11 +402,6 @@ fn missing_secret_file_is_exit_2_naming_path_and_credential() {
         );
         assert!(r.stderr.contains("credential `saba-sms`"), "{}", r.stderr);
         assert!(r.stderr.contains("`password`"), "{}", r.stderr);
-        assert_no_canary(
-            &env,
-            &format!("`{}` with a missing secret", args.join(" ")),
-            &r.all(),
-        );
     }
     let mut d = env.daemon();
     assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(2), "{}", d.log());
@@ -473,6 +459,8 @@ fn no_proxy_password_in_any_output_at_trace_level() {
         ),
         "",
     );
+    env.watch_for_leaks(&SECRETS);
+    env.leak_secret(PROXY_PASSWORD);
     let mut outputs = Vec::new();
     for (args, code) in [
         (&["check"][..], 0),
@@ -484,6 +472,7 @@ fn no_proxy_password_in_any_output_at_trace_level() {
         cmd.env("RUST_LOG", "trace");
         let r = Run::from(cmd.output().unwrap());
         r.assert_code(code);
+        env.leak_text(&format!("`tokend {}` at trace", args.join(" ")), r.all());
         outputs.push((args.join(" "), r.all()));
     }
     let seen = proxy.seen();
@@ -496,9 +485,7 @@ fn no_proxy_password_in_any_output_at_trace_level() {
         outputs.iter().any(|(_, t)| t.contains("TRACE")),
         "trace is off"
     );
-    for (what, text) in &outputs {
-        assert_no_canary(&env, what, text);
-    }
+    env.assert_no_leak();
     // State files hold tokens by design, never the proxy password.
     for name in ["vandar-main", "saba-sms", "pharmacy", "any-idp"] {
         outputs.push((format!("state/{name}.json"), env.state(name).raw()));

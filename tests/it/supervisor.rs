@@ -6,11 +6,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
 use crate::support::*;
-
-const S: Duration = Duration::from_secs(1);
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

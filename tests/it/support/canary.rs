@@ -6,7 +6,10 @@
 use crate::support::{Env, Run};
 
 /// Collects texts during a test and checks them all at the end ([`Canary::check`]), or
-/// checks one text at once ([`Canary::assert_clean`]).
+/// checks one text at once ([`Canary::assert_clean`]). An [`Env`] carries one: armed by
+/// [`Env::watch_for_leaks`], it records every `env.run` and every daemon log by itself and
+/// checks when the test ends.
+#[derive(Default)]
 pub struct Canary {
     texts: Vec<(String, String)>,
     secrets: Vec<String>,
@@ -72,4 +75,34 @@ impl Canary {
             self.assert_clean(env, what, text);
         }
     }
+}
+
+/// The watch needs no call at the end: a test whose daemon printed a watched secret fails
+/// when its `Env` goes away.
+#[test]
+#[should_panic(expected = "shows a secret or token")]
+fn a_watched_env_fails_on_drop_when_its_daemon_log_shows_a_secret() {
+    let env = Env::new();
+    env.watch_for_leaks(&["canary-0123456789abcdef"]);
+    std::fs::write(
+        env.path("daemon.log"),
+        "INFO sent canary-0123456789abcdef\n",
+    )
+    .unwrap();
+}
+
+/// A daemon started again truncates `daemon.log`; what the earlier one printed still counts.
+#[test]
+#[should_panic(expected = "an earlier daemon log shows a secret")]
+fn the_leak_watch_keeps_the_log_of_a_daemon_that_was_replaced() {
+    let env = Env::new();
+    env.config("credentials: []\n");
+    env.watch_for_leaks(&["canary-0123456789abcdef"]);
+    std::fs::write(
+        env.path("daemon.log"),
+        "INFO sent canary-0123456789abcdef\n",
+    )
+    .unwrap();
+    drop(env.daemon());
+    env.assert_no_leak();
 }

@@ -101,6 +101,9 @@ impl Kind {
             timeout: "2s",
             extra: String::new(),
             outputs: format!("      - file: {{dir}}/{}\n", self.out()),
+            name: self.name().to_owned(),
+            secret_file: self.name().to_owned(),
+            secret: None,
         }
     }
 }
@@ -112,6 +115,11 @@ pub struct Cred {
     pub timeout: &'static str,
     pub extra: String,
     pub outputs: String,
+    pub name: String,
+    /// The file under `secrets/` holding the secret (its path must not contain the secret).
+    pub secret_file: String,
+    /// Overrides [`Kind::secret`].
+    pub secret: Option<String>,
 }
 
 impl Cred {
@@ -137,11 +145,34 @@ impl Cred {
         self
     }
 
+    /// The credential's name (default: the kind's).
+    pub fn named(mut self, name: &str) -> Cred {
+        self.name = name.to_owned();
+        self
+    }
+
+    /// The secret in `secrets/FILE` (default: the kind's good or bad secret in a file named
+    /// after the kind).
+    pub fn secret_in(mut self, file: &str, value: &str) -> Cred {
+        self.secret_file = file.to_owned();
+        self.secret = Some(value.to_owned());
+        self
+    }
+
     /// Writes this credential's secret file and returns its YAML block.
     pub fn yaml(&self, env: &Env) -> String {
-        let name = self.kind.name();
-        env.secret(name, &format!("{}\n", self.kind.secret(self.good)));
-        let secret = format!("{{ file: {{dir}}/secrets/{name} }}");
+        let value = self
+            .secret
+            .as_deref()
+            .unwrap_or(self.kind.secret(self.good));
+        env.secret(&self.secret_file, &format!("{value}\n"));
+        self.block()
+    }
+
+    /// The YAML block alone, for a test that writes the secret itself.
+    pub fn block(&self) -> String {
+        let name = &self.name;
+        let secret = format!("{{ file: {{dir}}/secrets/{} }}", self.secret_file);
         let keys = match self.kind {
             Kind::VandarChain => format!(
                 "    provider: vandar\n    base_url: {{url}}\n    refresh_token: {secret}\n"

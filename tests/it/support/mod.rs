@@ -12,21 +12,28 @@ pub mod log;
 pub mod state_view;
 
 pub use canary::Canary;
+pub use config::{Kind, write_config};
 pub use log::{lines_at, plain};
 pub use state_view::{StateSource, StateView};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use tokend::emulator::{Emulator, EmulatorConfig, Endpoint, Fault};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tokend");
 
+/// One second, so durations read `4 * S`.
+pub const S: Duration = Duration::from_secs(1);
+
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub emu: Emulator,
+    /// Armed by [`Env::watch_for_leaks`]; checked by [`Env::assert_no_leak`] or on drop.
+    leaks: Mutex<Option<Canary>>,
 }
 
 impl Env {
@@ -38,6 +45,7 @@ impl Env {
         Env {
             dir: tempfile::tempdir().expect("temp dir"),
             emu: Emulator::start_background(config).expect("emulator"),
+            leaks: Mutex::new(None),
         }
     }
 
@@ -103,7 +111,9 @@ impl Env {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        Run::from(self.tokend(args).output().expect("run tokend"))
+        let r = Run::from(self.tokend(args).output().expect("run tokend"));
+        self.leak_text(&format!("`tokend {}`", args.join(" ")), r.all());
+        r
     }
 
     /// Starts `tokend run` in the background; stderr goes to `daemon.log`.
@@ -113,6 +123,8 @@ impl Env {
 
     pub fn daemon_with(&self, cmd: &mut Command) -> Daemon {
         let log = self.path("daemon.log");
+        // The next daemon truncates the log: the leak watch keeps what the last one wrote.
+        self.leak_text("an earlier daemon log", self.read("daemon.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = cmd
             .stdin(Stdio::null())
@@ -258,60 +270,43 @@ pub fn read_all(mut r: impl Read) -> String {
 
 /// A standard single-credential config per provider, pointing at the emulator.
 pub fn yavapteke_config(env: &Env, extra: &str) -> PathBuf {
-    env.secret("yav", "yav-secret\n");
-    env.config(&format!(
-        r#"credentials:
-  - name: pharmacy
-    provider: yavapteke
-    token_url: {{url}}/YavaptekeAPI/connect/token
-    client_id: 3f37b142-e371-461e-924c-a913ff878534
-    client_secret: {{ file: {{dir}}/secrets/yav }}
-    timeout: 2s
-    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}
-{extra}    outputs:
-      - file: {{dir}}/out/pharmacy.token
-"#
-    ))
+    write_config(
+        env,
+        &[Kind::Yavapteke
+            .cred()
+            .secret_in("yav", "yav-secret")
+            .extra(extra)],
+    )
 }
 
 pub fn vandar_config(env: &Env, with_login: bool, extra: &str) -> PathBuf {
-    env.secret("vandar-refresh", "def502seed\n");
     env.secret("vandar-password", "vandar-pass\n");
     let login = if with_login {
         "    mobile: \"09123456789\"\n    password: { file: {dir}/secrets/vandar-password }\n"
     } else {
         ""
     };
-    env.config(&format!(
-        r#"credentials:
-  - name: vandar-main
-    provider: vandar
-    base_url: {{url}}
-    refresh_token: {{ file: {{dir}}/secrets/vandar-refresh }}
-{login}    timeout: 2s
-    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}
-{extra}    outputs:
-      - file: {{dir}}/out/vandar.token
-"#
-    ))
+    write_config(
+        env,
+        &[Kind::VandarChain
+            .cred()
+            .named("vandar-main")
+            .secret_in("vandar-refresh", "def502seed")
+            .extra(login)
+            .extra(extra)
+            .outputs("      - file: {dir}/out/vandar.token\n")],
+    )
 }
 
 pub fn saba_config(env: &Env, extra: &str) -> PathBuf {
-    env.secret("saba", "saba-pass\n");
-    env.config(&format!(
-        r#"credentials:
-  - name: saba-sms
-    provider: saba
-    base_url: {{url}}
-    username: sabauser
-    password: {{ file: {{dir}}/secrets/saba }}
-    virtual_number: "30001234"
-    timeout: 2s
-    retry: {{ initial: 100ms, max: 500ms, permanent: 2s }}
-{extra}    outputs:
-      - file: {{dir}}/out/saba.token
-"#
-    ))
+    write_config(
+        env,
+        &[Kind::Saba
+            .cred()
+            .secret_in("saba", "saba-pass")
+            .extra(extra)
+            .outputs("      - file: {dir}/out/saba.token\n")],
+    )
 }
 
 /// A tmpfs mounted over `path` for one test, unmounted (lazily) on drop. Tests run as root
@@ -417,5 +412,52 @@ impl Env {
     /// Requests the emulator received, all endpoints together.
     pub fn total_requests(&self) -> u64 {
         Endpoint::ALL.iter().map(|ep| self.emu.requests(*ep)).sum()
+    }
+}
+
+/// The leak watch (see [`canary`]): one per test, over every channel an operator sees.
+impl Env {
+    /// From now on, every `env.run`, every daemon log and `status --json` at the end are
+    /// searched for `secrets` and for every token the emulator issued or still accepts.
+    pub fn watch_for_leaks(&self, secrets: &[&str]) {
+        let mut leaks = self.leaks.lock().unwrap();
+        let canary = leaks.get_or_insert_with(Canary::default);
+        for s in secrets {
+            canary.secret(s);
+        }
+    }
+
+    /// Another value that must never be printed (a seed added during the test).
+    pub fn leak_secret(&self, secret: &str) {
+        if let Some(c) = self.leaks.lock().unwrap().as_mut() {
+            c.secret(secret);
+        }
+    }
+
+    /// A text the operator saw that `env.run` and the daemon log do not cover.
+    pub fn leak_text(&self, what: &str, text: impl Into<String>) {
+        if let Some(c) = self.leaks.lock().unwrap().as_mut() {
+            c.add(what, text);
+        }
+    }
+
+    /// Checks everything recorded, the current daemon log and `status --json` now, and
+    /// disarms the watch (a test that does not call it is checked when its `Env` drops).
+    #[track_caller]
+    pub fn assert_no_leak(&self) {
+        let Some(mut canary) = self.leaks.lock().unwrap().take() else {
+            panic!("assert_no_leak without watch_for_leaks: nothing was watched");
+        };
+        canary.add("daemon log", self.read("daemon.log"));
+        canary.check(self);
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // A test that already failed says why; a second panic would abort the run.
+        if !std::thread::panicking() && self.leaks.get_mut().unwrap().is_some() {
+            self.assert_no_leak();
+        }
     }
 }

@@ -7,8 +7,11 @@
 
 use std::ops::Deref;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use serde_json::Value;
+
+use crate::support::parse_time;
 
 /// Where a process keeps its records.
 #[derive(Clone, Debug)]
@@ -92,6 +95,16 @@ impl StateView {
         self.text("/token/expires_at")
     }
 
+    /// When the recorded access token was issued, with the record's millisecond precision.
+    pub fn issued_time(&self) -> Option<SystemTime> {
+        self.text("/token/issued_at").map(|t| parse_time(&t))
+    }
+
+    /// When the recorded access token expires, with the record's millisecond precision.
+    pub fn expires_time(&self) -> Option<SystemTime> {
+        self.expires_at().map(|t| parse_time(&t))
+    }
+
     /// The refresh token to send next (the live chain).
     pub fn refresh_token(&self) -> Option<String> {
         self.text("/refresh_token")
@@ -103,6 +116,11 @@ impl StateView {
 
     pub fn next_attempt(&self) -> Option<String> {
         self.text("/next_attempt")
+    }
+
+    /// Whether the last failure was transient (`None` when there is none).
+    pub fn last_error_transient(&self) -> Option<bool> {
+        self.0.pointer("/last_error/transient")?.as_bool()
     }
 
     /// +1 per committed rotation (shared state; 0 for a single instance).
