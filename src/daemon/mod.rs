@@ -26,7 +26,7 @@ use crate::secret::ProcessEnv;
 
 mod group;
 
-use group::{GroupEvent, GroupInputs};
+use group::GroupInputs;
 
 /// In-flight refreshes get this long to finish on SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -555,84 +555,6 @@ impl Supervisor {
         self.check_ready();
         self.status_dirty = true;
         self.notify_status();
-    }
-
-    /// Whether refreshes may call providers: always alone, only while leading in a group.
-    fn may_fetch(&self) -> bool {
-        self.group.as_ref().is_none_or(|g| g.leadership.leading)
-    }
-
-    fn group_event(&mut self, event: GroupEvent) {
-        match event {
-            GroupEvent::Leadership(l) => {
-                let Some(g) = self.group.as_mut() else {
-                    return;
-                };
-                let was = g.leadership.leading;
-                g.etcd.set_fence(l.leader_rev.filter(|_| l.leading));
-                let leader_changed = l.leader != g.leadership.leader;
-                let recovered = l.error.is_none() && g.leadership.error.is_some();
-                if l.leading != was || leader_changed {
-                    events::leadership(&g.name, l.leading, l.leader.as_deref());
-                }
-                if recovered || leader_changed {
-                    // etcd answers again, or someone new leads: a watch opened before may
-                    // be silently dead, and commits may have been missed.
-                    g.etcd.rewatch();
-                }
-                let wake = (l.leading && !was) || recovered || leader_changed;
-                g.leadership = l;
-                self.publish_role();
-                if wake {
-                    // Whatever came due while following is this process's job now, and
-                    // what others committed meanwhile is read again.
-                    self.wake_all();
-                }
-            }
-            GroupEvent::Store(crate::store::etcd::Watched::Resync) => self.wake_all(),
-            GroupEvent::Store(crate::store::etcd::Watched::Changed(change)) => {
-                let change = *change;
-                let name = change.record.credential.clone();
-                let Some(entry) = self.entries.get_mut(&name) else {
-                    return;
-                };
-                match entry.slot.as_mut() {
-                    Some(slot) => {
-                        if slot.offer(change.record, change.version) {
-                            let now = Now::read();
-                            entry.next = now.wall;
-                            self.queue.insert(&name, now.wall, now);
-                        }
-                    }
-                    None => entry.store_changed = true,
-                }
-            }
-        }
-    }
-
-    /// Every credential gets an attempt now (a read of the store first); one in flight gets
-    /// another as soon as it returns, since it may have started as a follower.
-    fn wake_all(&mut self) {
-        let now = Now::read();
-        for (name, entry) in &mut self.entries {
-            if entry.slot.is_some() {
-                entry.next = now.wall;
-                self.queue.insert(name, now.wall, now);
-            } else {
-                entry.store_changed = true;
-            }
-        }
-    }
-
-    fn publish_role(&self) {
-        if let Some(g) = &self.group {
-            self.observed.set_group(crate::observe::GroupView {
-                group: g.name.clone(),
-                leading: g.leadership.leading,
-                leader: g.leadership.leader.clone(),
-                error: g.leadership.error.clone(),
-            });
-        }
     }
 
     /// READY=1 once every credential has a token or has failed its first attempt.
