@@ -292,7 +292,7 @@ fn check_describes_the_group_and_the_etcd_password_appears_nowhere() {
     );
     assert!(!everything.contains(CANARY), "the etcd password leaked");
     // Nor in the shared record, nor in the local state directory.
-    let out = g.etcd.etcdctl(&["get", "--prefix", "/tokend/"]);
+    let out = g.etcd().etcdctl(&["get", "--prefix", "/tokend/"]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains(CANARY));
     for entry in std::fs::read_dir(g.env.path("state-0")).unwrap() {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();

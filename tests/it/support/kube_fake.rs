@@ -14,9 +14,14 @@
 //! [`KubeFake::compact`]; 401 without a bearer token from the configured set (or a client
 //! certificate on TLS); 403 from a role table, with the real message.
 //!
-//! Fault injection ([`KubeFake::inject`]): the next request of a verb is delayed, answered
-//! with an error status without being applied, or applied and then left without an
-//! answer (the connection is closed: the ambiguous case).
+//! Fault injection ([`KubeFake::inject`], [`KubeFake::inject_on`] for one object): the next
+//! request of a verb is delayed, answered with an error status without being applied, or
+//! applied and then left without an answer (the connection is closed: the ambiguous case).
+//! [`KubeFake::set_outage`] answers every request with one status for a while, and
+//! [`KubeFake::end_watches`] closes the open watches (as an API server restart does).
+//!
+//! Every stored version of every object is kept with the instant it was stored
+//! ([`KubeFake::versions`]): the shared-state tests judge commits by it.
 //!
 //! Each connection is served by a thread and closed after one answer.
 
@@ -110,9 +115,28 @@ type Key = (Res, String, String);
 
 struct Event {
     rv: u64,
+    at: Instant,
     key: Key,
     kind: &'static str,
     object: Value,
+}
+
+/// One stored version of an object, as [`KubeFake::versions`] lists them.
+#[derive(Clone, Debug)]
+pub struct Version {
+    pub rv: u64,
+    /// When the fake stored it (the commit point: a watch could not have seen it earlier).
+    pub at: Instant,
+    /// `ADDED`, `MODIFIED` or `DELETED`.
+    pub kind: &'static str,
+    pub object: Value,
+}
+
+/// A fault for the next request of `verb`, on one object only if `target` says so.
+struct Injected {
+    verb: String,
+    target: Option<(Res, String)>,
+    fault: Fault,
 }
 
 #[derive(Default)]
@@ -124,7 +148,11 @@ struct Store {
     oldest: u64,
     tokens: HashSet<String>,
     roles: Option<Vec<Rule>>,
-    faults: VecDeque<(String, Fault)>,
+    faults: VecDeque<Injected>,
+    /// Set: every request is answered with this status (the fake is "down").
+    outage: Option<(u16, &'static str)>,
+    /// Bumped to end every open watch.
+    watch_epoch: u64,
     requests: Vec<Recorded>,
     unconditional_updates: usize,
     bookmarks: u64,
@@ -224,7 +252,60 @@ impl KubeFake {
 
     /// The next request of `verb` (get, list, watch, create, update, patch) gets `fault`.
     pub fn inject(&self, verb: &str, fault: Fault) {
-        self.store().faults.push_back((verb.to_owned(), fault));
+        self.store().faults.push_back(Injected {
+            verb: verb.to_owned(),
+            target: None,
+            fault,
+        });
+    }
+
+    /// The next request of `verb` on `res` `name` (any namespace) gets `fault`; dry runs
+    /// pass it by (a process's start-up permission proof is not the write under test).
+    pub fn inject_on(&self, verb: &str, res: Res, name: &str, fault: Fault) {
+        self.store().faults.push_back(Injected {
+            verb: verb.to_owned(),
+            target: Some((res, name.to_owned())),
+            fault,
+        });
+    }
+
+    /// Injected faults no request has met yet.
+    pub fn pending_faults(&self) -> usize {
+        self.store().faults.len()
+    }
+
+    /// `Some`: every request from now on is answered with this status and applies nothing
+    /// (open watches go on; [`KubeFake::end_watches`] ends them). `None`: served again.
+    pub fn set_outage(&self, outage: Option<(u16, &'static str)>) {
+        self.store().outage = outage;
+    }
+
+    /// Ends every open watch (the stream closes cleanly, as on an API server restart), so
+    /// clients watch again from their last resourceVersion.
+    pub fn end_watches(&self) {
+        self.store().watch_epoch += 1;
+        self.shared.changed.notify_all();
+    }
+
+    /// Every version of `res` `ns/name` the fake stored, oldest first (compaction only
+    /// hides them from watches).
+    pub fn versions(&self, res: Res, ns: &str, name: &str) -> Vec<Version> {
+        self.store()
+            .history
+            .iter()
+            .filter(|e| e.key.0 == res && e.key.1 == ns && e.key.2 == name)
+            .map(|e| Version {
+                rv: e.rv,
+                at: e.at,
+                kind: e.kind,
+                object: e.object.clone(),
+            })
+            .collect()
+    }
+
+    /// The tokend state record held by Secret `ns/name` (`data["state.json"]`, decoded).
+    pub fn state(&self, ns: &str, name: &str) -> Option<Value> {
+        decode_state(&self.get(Res::Secrets, ns, name)?)
     }
 
     /// Stores an object directly (as `kubectl apply` would), returning its resourceVersion.
@@ -261,6 +342,7 @@ impl KubeFake {
             obj["metadata"]["resourceVersion"] = json!(rv.to_string());
             st.history.push(Event {
                 rv,
+                at: Instant::now(),
                 key,
                 kind: "DELETED",
                 object: obj,
@@ -321,11 +403,22 @@ fn commit(st: &mut Store, key: Key, kind: &'static str, mut object: Value, res: 
     st.objects.insert(key.clone(), object.clone());
     st.history.push(Event {
         rv,
+        at: Instant::now(),
         key,
         kind,
         object,
     });
     rv.to_string()
+}
+
+/// The tokend state record in a Secret: `data["state.json"]`, base64 of JSON.
+pub fn decode_state(secret: &Value) -> Option<Value> {
+    use base64::Engine as _;
+    let b64 = secret.pointer("/data/state.json")?.as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
@@ -584,8 +677,26 @@ fn handle(conn: &mut Conn, req: Request, shared: &Shared) {
             respond(conn, 401, &status_body(401, "Unauthorized", "Unauthorized"));
             return;
         }
-        let at = st.faults.iter().position(|(v, _)| v == verb);
-        at.and_then(|i| st.faults.remove(i)).map(|(_, f)| f)
+        if let Some((code, reason)) = st.outage {
+            recorded.status = code;
+            st.requests.push(recorded);
+            drop(st);
+            respond(
+                conn,
+                code,
+                &status_body(code, reason, &format!("injected outage {code}")),
+            );
+            return;
+        }
+        let dry_run = req.query.get("dryRun").is_some_and(|d| d == "All");
+        let at = st.faults.iter().position(|f| {
+            f.verb == verb
+                && match &f.target {
+                    None => true,
+                    Some((r, n)) => *r == res && *n == obj_name && !dry_run,
+                }
+        });
+        at.and_then(|i| st.faults.remove(i)).map(|f| f.fault)
     };
     let mut drop_after = false;
     match fault {
@@ -945,6 +1056,7 @@ fn stream_watch(
         |key: &Key| key.0 == res && key.1 == ns && selected.as_ref().is_none_or(|s| *s == key.2);
     let mut st = shared.store.lock().unwrap();
     let mut sent_bookmarks = st.bookmarks;
+    let epoch = st.watch_epoch;
     let mut lines: Vec<Value> = Vec::new();
     let mut last: u64;
     if from.is_empty() || from == "0" {
@@ -999,7 +1111,10 @@ fn stream_watch(
             st = shared.store.lock().unwrap();
             continue;
         }
-        if shared.stop.load(Ordering::SeqCst) || Instant::now() >= deadline {
+        if shared.stop.load(Ordering::SeqCst)
+            || Instant::now() >= deadline
+            || st.watch_epoch != epoch
+        {
             drop(st);
             let _ = write!(conn, "0\r\n\r\n");
             return;

@@ -1,5 +1,6 @@
 //! What tokend remembers about a credential, as a test sees it: read through the store the
-//! process used (the local state directory, or the `ha` group's etcd key), never by a path
+//! process used (the local state directory, the `ha` group's etcd key or its Kubernetes
+//! Secret), never by a path
 //! the test builds itself, so a scenario can run on any backend.
 //!
 //! Tests that plant or corrupt a state file on purpose (hardening) use
@@ -24,6 +25,13 @@ pub enum StateSource {
         prefix: String,
         group: String,
     },
+    /// An `ha` group on Kubernetes: `data["state.json"]` of Secret `tokend-<group>-<credential>`
+    /// in `namespace`, read with tokend's own client through `kubeconfig`.
+    Kube {
+        kubeconfig: PathBuf,
+        namespace: String,
+        group: String,
+    },
 }
 
 impl StateSource {
@@ -40,6 +48,11 @@ impl StateSource {
                 prefix,
                 group,
             } => read_etcd(endpoints, &format!("{prefix}{group}/state/{credential}")),
+            StateSource::Kube {
+                kubeconfig,
+                namespace,
+                group,
+            } => read_kube(kubeconfig, namespace, &format!("tokend-{group}-{credential}")),
         };
         StateView(raw.unwrap_or(Value::Null))
     }
@@ -57,6 +70,20 @@ fn read_etcd(endpoints: &[String], key: &str) -> Option<Value> {
         .ok()?;
         let r = client.get(key).await.ok()?;
         serde_json::from_slice(&r.kvs.first()?.value).ok()
+    })
+}
+
+fn read_kube(kubeconfig: &std::path::Path, namespace: &str, name: &str) -> Option<Value> {
+    use tokend::net::kube::{KubeClient, KubeConfig, KubeOptions, Resource};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let config = KubeConfig::from_kubeconfig(kubeconfig, None).ok()?;
+        let client = KubeClient::new(KubeOptions::new(config)).ok()?;
+        let secret = client.get(Resource::Secret, namespace, name).await.ok()?;
+        crate::support::kube_fake::decode_state(secret.value())
     })
 }
 
