@@ -163,8 +163,8 @@ fn a_pre_created_state_secret_without_a_record_is_adopted() {
                             "labels": {"app.kubernetes.io/managed-by": "tokend", "tokend.dev/group": "g1"}},
                "type": "Opaque"}),
     );
-    let uid = g.kube().get(Res::Secrets, NAMESPACE, STATE_SECRET).unwrap()["metadata"]["uid"]
-        .clone();
+    let uid =
+        g.kube().get(Res::Secrets, NAMESPACE, STATE_SECRET).unwrap()["metadata"]["uid"].clone();
     g.start_all();
     assert!(
         g.wait_chain_gen(2, Duration::from_secs(30)),
@@ -350,9 +350,7 @@ fn a_leader_stopped_cleanly_releases_the_lease_and_the_other_takes_over_at_once(
     // unless the other already took it.
     let holder = lease_holder(g.kube());
     assert!(
-        holder
-            .as_deref()
-            .is_none_or(|h| is_identity_of(h, other)),
+        holder.as_deref().is_none_or(|h| is_identity_of(h, other)),
         "the stopped leader still holds the Lease: {holder:?}\n{}",
         g.logs()
     );

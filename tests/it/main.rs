@@ -15,6 +15,8 @@ mod faults;
 mod ha_election;
 mod ha_etcd;
 mod ha_faults;
+mod ha_kube;
+mod ha_kube_faults;
 mod ha_store;
 mod hardening;
 mod hooks;

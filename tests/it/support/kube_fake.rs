@@ -415,9 +415,7 @@ fn commit(st: &mut Store, key: Key, kind: &'static str, mut object: Value, res: 
 pub fn decode_state(secret: &Value) -> Option<Value> {
     use base64::Engine as _;
     let b64 = secret.pointer("/data/state.json")?.as_str()?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 

@@ -52,7 +52,11 @@ impl StateSource {
                 kubeconfig,
                 namespace,
                 group,
-            } => read_kube(kubeconfig, namespace, &format!("tokend-{group}-{credential}")),
+            } => read_kube(
+                kubeconfig,
+                namespace,
+                &format!("tokend-{group}-{credential}"),
+            ),
         };
         StateView(raw.unwrap_or(Value::Null))
     }

@@ -98,10 +98,9 @@ pub fn record_etcd_commits(
             .build()
             .unwrap();
         rt.block_on(async move {
-            let client = tokend::net::etcd::EtcdClient::new(
-                tokend::net::etcd::EtcdOptions::new([endpoint]),
-            )
-            .unwrap();
+            let client =
+                tokend::net::etcd::EtcdClient::new(tokend::net::etcd::EtcdOptions::new([endpoint]))
+                    .unwrap();
             let mut from = 1;
             while !stop.load(Ordering::SeqCst) {
                 let Ok(mut w) = client.watch(key.as_bytes(), None, from).await else {

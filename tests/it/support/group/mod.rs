@@ -97,8 +97,7 @@ impl Group {
     pub fn with_etcd(n: usize, emu: EmulatorConfig, extra: &str, etcd: EtcdCluster) -> Group {
         let endpoint = etcd.endpoint(0);
         let mut g = Group::with_backend(n, emu, extra, Backend::Etcd(etcd));
-        let recorder =
-            backend::record_etcd_commits(endpoint, g.commits.clone(), g.stop.clone());
+        let recorder = backend::record_etcd_commits(endpoint, g.commits.clone(), g.stop.clone());
         g.watchers.push(recorder);
         g
     }
@@ -106,7 +105,9 @@ impl Group {
     fn with_backend(n: usize, emu: EmulatorConfig, extra: &str, backend: Backend) -> Group {
         let env = Env::with(emu);
         env.secret("vandar-refresh", "def502seed\n");
-        let proxies = (0..n).map(|_| TcpProxy::start(backend.upstream())).collect();
+        let proxies = (0..n)
+            .map(|_| TcpProxy::start(backend.upstream()))
+            .collect();
         let mut g = Group {
             env,
             backend,
