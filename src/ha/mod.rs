@@ -68,6 +68,27 @@ pub mod etcd_session;
 
 pub use etcd_session::Election;
 
+/// This process campaigning for its group, on the backend's election.
+pub enum Campaign {
+    Etcd(etcd_session::Election),
+}
+
+impl Campaign {
+    /// Every change of who leads, as this process sees it.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<Leadership> {
+        match self {
+            Campaign::Etcd(e) => e.watch(),
+        }
+    }
+
+    /// Clean stop: hands leadership over now instead of after the lease.
+    pub async fn resign(self) {
+        match self {
+            Campaign::Etcd(e) => e.resign().await,
+        }
+    }
+}
+
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(90);
 pub const DEFAULT_TAKEOVER_AFTER: Duration = Duration::from_secs(600);
