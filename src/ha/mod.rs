@@ -114,7 +114,18 @@ impl HaConfig {
                     .map(|u| format!(" as user `{u}`"))
                     .unwrap_or_default()
             ),
-            Backend::Kubernetes(_) => "kubernetes".to_owned(),
+            Backend::Kubernetes(k) => format!(
+                "Kubernetes: Secrets tokend-{g}-<credential> and Lease tokend-{g} in namespace {ns}, {via}",
+                g = self.group,
+                ns = k
+                    .namespace
+                    .as_deref()
+                    .unwrap_or("of the pod (or the kubeconfig's context)"),
+                via = match &k.kubeconfig {
+                    Some(p) => format!("through kubeconfig {}", p.display()),
+                    None => "in-cluster (or $KUBECONFIG outside a pod)".to_owned(),
+                }
+            ),
         };
         format!(
             "shared state: group `{}` in {store}; this process is `{}` ({role}); lease {}, claims {}, takeover after {}",
