@@ -440,7 +440,7 @@ async fn status_cmd(path: &Path, json: bool) -> Result<(), Error> {
                 .ha
                 .as_ref()
                 .expect("the same config has the same ha block");
-            let store = crate::runtime::shared_store(ha)?;
+            let store = crate::runtime::shared_store(ha)?.store();
             status::collect_shared(&config, store.as_ref(), now).await
         }
     };

@@ -7,10 +7,11 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::engine::{Engine, Member};
 use crate::error::Error;
-use crate::ha::{Backend, HaConfig};
+use crate::ha::{Backend, Campaign, HaConfig};
 use crate::net::etcd::{EtcdClient, EtcdError, EtcdOptions};
 use crate::store::etcd::EtcdStore;
-use crate::store::{StateDir, Store};
+use crate::store::kubernetes::KubeStore;
+use crate::store::{SharedStore, StateDir, Store};
 
 pub struct Runtime {
     pub engine: Arc<Engine>,
@@ -23,7 +24,38 @@ pub struct Group {
     pub config: HaConfig,
     /// The configured identity plus this boot's nonce.
     pub identity: String,
-    pub etcd: Option<Arc<EtcdStore>>,
+    pub shared: Shared,
+}
+
+/// The group's store, by backend: the daemon needs each one's election too.
+#[derive(Clone)]
+pub enum Shared {
+    Etcd(Arc<EtcdStore>),
+    Kubernetes(Arc<KubeStore>),
+}
+
+impl Shared {
+    /// Starts campaigning for the group's leadership, on the backend's own election.
+    pub fn campaign(&self, identity: String, lease: Duration) -> Result<Campaign, Error> {
+        match self {
+            Shared::Etcd(etcd) => Ok(Campaign::Etcd(crate::ha::etcd_session::Election::spawn(
+                etcd.client().clone(),
+                etcd.leader_key().to_vec(),
+                identity,
+                lease,
+            ))),
+            Shared::Kubernetes(_) => Err(Error::Store(
+                "the Lease election is not built yet".to_owned(),
+            )),
+        }
+    }
+
+    pub fn store(&self) -> Arc<dyn SharedStore> {
+        match self {
+            Shared::Etcd(s) => s.clone(),
+            Shared::Kubernetes(s) => s.clone(),
+        }
+    }
 }
 
 /// Opens the state directory (taking its lock) and the store.
@@ -36,10 +68,15 @@ pub async fn open(config: &Config) -> Result<Runtime, Error> {
         });
     };
     let identity = format!("{}_{:08x}", ha.identity, fastrand::u32(..));
-    let etcd = shared_store(ha)?;
-    probe(etcd.client()).await?;
-    let store: Arc<dyn Store> = etcd.clone();
-    let etcd = Some(etcd);
+    let shared = shared_store(ha)?;
+    match &shared {
+        Shared::Etcd(etcd) => probe(etcd.client()).await?,
+        Shared::Kubernetes(kube) => {
+            let names: Vec<String> = config.credentials.iter().map(|c| c.name.clone()).collect();
+            probe_kube(kube, &names, ha.role == crate::ha::Role::Auto).await?;
+        }
+    }
+    let store: Arc<dyn Store> = shared.store();
     let member = Member {
         identity: identity.clone(),
         claim_ttl: ha.claim_ttl,
@@ -56,13 +93,13 @@ pub async fn open(config: &Config) -> Result<Runtime, Error> {
         group: Some(Group {
             config: ha.clone(),
             identity,
-            etcd,
+            shared,
         }),
     })
 }
 
 /// The group's shared store, without the local lock (`status` reads it while `run` works).
-pub fn shared_store(ha: &HaConfig) -> Result<Arc<EtcdStore>, Error> {
+pub fn shared_store(ha: &HaConfig) -> Result<Shared, Error> {
     match &ha.backend {
         Backend::Etcd(e) => {
             let client = EtcdClient::new(EtcdOptions {
@@ -76,11 +113,61 @@ pub fn shared_store(ha: &HaConfig) -> Result<Arc<EtcdStore>, Error> {
                 max_response_bytes: crate::net::etcd::DEFAULT_MAX_RESPONSE_BYTES,
             })
             .map_err(|e| Error::Store(e.to_string()))?;
-            Ok(Arc::new(EtcdStore::new(client, &e.prefix, &ha.group)))
+            Ok(Shared::Etcd(Arc::new(EtcdStore::new(
+                client, &e.prefix, &ha.group,
+            ))))
         }
-        Backend::Kubernetes(_) => Err(Error::Store(
-            "ha.backend `kubernetes` is not available yet in this version; use `etcd`, or run without `ha`".to_owned(),
-        )),
+        Backend::Kubernetes(k) => {
+            let client = crate::net::kube::shared_client(k.kubeconfig.as_deref())
+                .map_err(|e| Error::Store(format!("ha.backend kubernetes: {e}")))?;
+            let namespace = k
+                .namespace
+                .clone()
+                .unwrap_or_else(|| client.namespace().to_owned());
+            Ok(Shared::Kubernetes(Arc::new(KubeStore::new(
+                client,
+                namespace,
+                ha.group.clone(),
+            ))))
+        }
+    }
+}
+
+/// RBAC is proven before any provider call can spend a one-time input: a refusal stops
+/// the start naming the verb and object. An API server that is merely unreachable is
+/// waited for, as etcd is.
+async fn probe_kube(
+    store: &KubeStore,
+    credentials: &[String],
+    campaign: bool,
+) -> Result<(), Error> {
+    use crate::net::kube::KubeError;
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        store.check_access(credentials, campaign),
+    )
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(
+            e @ (KubeError::Forbidden { .. }
+            | KubeError::Unauthorized { .. }
+            | KubeError::Setup { .. }
+            | KubeError::NotFound { .. }
+            | KubeError::BadAnswer { .. }),
+        )) => Err(Error::Store(format!(
+            "the shared state in Kubernetes cannot be used: {e}"
+        ))),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the Kubernetes API is unreachable at start; outputs keep their tokens, and tokend keeps trying");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::error!(
+                "the Kubernetes API did not answer within 10s at start; outputs keep their tokens, and tokend keeps trying"
+            );
+            Ok(())
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use tokio::sync::{mpsc, watch};
 use crate::deadlines::Now;
 use crate::events;
 use crate::ha::Leadership;
-use crate::store::etcd::Watched;
+use crate::store::Watched;
 
 use super::Supervisor;
 
@@ -55,7 +55,7 @@ impl Supervisor {
                     return;
                 };
                 let was = g.leadership.leading;
-                g.etcd.set_fence(l.leader_rev.filter(|_| l.leading));
+                g.store.set_fence(l.leader_rev.filter(|_| l.leading));
                 let leader_changed = l.leader != g.leadership.leader;
                 let recovered = l.error.is_none() && g.leadership.error.is_some();
                 if l.leading != was || leader_changed {
@@ -64,7 +64,7 @@ impl Supervisor {
                 if recovered || leader_changed {
                     // etcd answers again, or someone new leads: a watch opened before may
                     // be silently dead, and commits may have been missed.
-                    g.etcd.rewatch();
+                    g.store.rewatch();
                 }
                 let wake = (l.leading && !was) || recovered || leader_changed;
                 g.leadership = l;
@@ -75,8 +75,8 @@ impl Supervisor {
                     self.wake_all();
                 }
             }
-            GroupEvent::Store(crate::store::etcd::Watched::Resync) => self.wake_all(),
-            GroupEvent::Store(crate::store::etcd::Watched::Changed(change)) => {
+            GroupEvent::Store(Watched::Resync) => self.wake_all(),
+            GroupEvent::Store(Watched::Changed(change)) => {
                 let change = *change;
                 let name = change.record.credential.clone();
                 let Some(entry) = self.entries.get_mut(&name) else {

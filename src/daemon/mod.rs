@@ -64,30 +64,30 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), Error> {
     let mut supervisor = Supervisor::new(runtime.engine, config_path, config, observed);
     let mut election = None;
     if let Some(group) = runtime.group {
-        let etcd = group.etcd.expect("the only shared backend today is etcd");
+        let store = group.shared.store();
+        store.set_fence(None);
         let leadership = match group.config.role {
             crate::ha::Role::Follower => None,
             crate::ha::Role::Auto => {
-                etcd.set_fence(None);
-                let e = crate::ha::etcd_session::Election::spawn(
-                    etcd.client().clone(),
-                    etcd.leader_key().to_vec(),
-                    group.identity.clone(),
-                    group.config.lease,
-                );
-                let rx = e.watch();
-                election = Some(e);
+                let c = group
+                    .shared
+                    .campaign(group.identity.clone(), group.config.lease)?;
+                let rx = c.watch();
+                election = Some(c);
                 Some(rx)
             }
         };
         events::leadership(&group.config.group, false, None);
+        let watched = store.watch();
+        let names: Vec<String> = supervisor.entries.keys().cloned().collect();
+        store.track(&names);
         supervisor.group = Some(Group {
             name: group.config.group.clone(),
-            etcd: etcd.clone(),
+            store,
             leadership: crate::ha::Leadership::default(),
             inputs: GroupInputs {
                 leadership,
-                watched: etcd.watch(),
+                watched,
             },
         });
         supervisor.publish_role();
@@ -102,7 +102,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), Error> {
 /// The supervisor's view of its `ha` group.
 struct Group {
     name: String,
-    etcd: Arc<crate::store::etcd::EtcdStore>,
+    store: Arc<dyn crate::store::SharedStore>,
     leadership: crate::ha::Leadership,
     inputs: GroupInputs,
 }
@@ -657,6 +657,14 @@ impl Supervisor {
                     }
                 }
             }
+        }
+        if let Some(g) = &self.group {
+            g.store.track(
+                &credentials
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect::<Vec<_>>(),
+            );
         }
         tracing::info!(added, changed, removed, unchanged = kept, "config reloaded");
         self.config = new;

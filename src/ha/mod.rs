@@ -68,6 +68,27 @@ pub mod etcd_session;
 
 pub use etcd_session::Election;
 
+/// This process campaigning for its group, on the backend's election.
+pub enum Campaign {
+    Etcd(etcd_session::Election),
+}
+
+impl Campaign {
+    /// Every change of who leads, as this process sees it.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<Leadership> {
+        match self {
+            Campaign::Etcd(e) => e.watch(),
+        }
+    }
+
+    /// Clean stop: hands leadership over now instead of after the lease.
+    pub async fn resign(self) {
+        match self {
+            Campaign::Etcd(e) => e.resign().await,
+        }
+    }
+}
+
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(90);
 pub const DEFAULT_TAKEOVER_AFTER: Duration = Duration::from_secs(600);
@@ -93,7 +114,18 @@ impl HaConfig {
                     .map(|u| format!(" as user `{u}`"))
                     .unwrap_or_default()
             ),
-            Backend::Kubernetes(_) => "kubernetes".to_owned(),
+            Backend::Kubernetes(k) => format!(
+                "Kubernetes: Secrets tokend-{g}-<credential> and Lease tokend-{g} in namespace {ns}, {via}",
+                g = self.group,
+                ns = k
+                    .namespace
+                    .as_deref()
+                    .unwrap_or("of the pod (or the kubeconfig's context)"),
+                via = match &k.kubeconfig {
+                    Some(p) => format!("through kubeconfig {}", p.display()),
+                    None => "in-cluster (or $KUBECONFIG outside a pod)".to_owned(),
+                }
+            ),
         };
         format!(
             "shared state: group `{}` in {store}; this process is `{}` ({role}); lease {}, claims {}, takeover after {}",

@@ -28,6 +28,7 @@ mod object;
 mod token;
 mod watch;
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::{Transport, read_capped, root_cause, transport};
@@ -552,6 +553,34 @@ fn dry_run_query(dry_run: DryRun) -> Vec<(&'static str, &'static str)> {
         DryRun::No => vec![],
         DryRun::All => vec![("dryRun", "All")],
     }
+}
+
+/// One client per kubeconfig (or in-cluster), shared by every output and the shared store
+/// of the process.
+static CLIENTS: Mutex<Vec<(Option<PathBuf>, KubeClient)>> = Mutex::new(Vec::new());
+
+/// The client for `kubeconfig` (`None`: in-cluster, else `$KUBECONFIG`).
+pub fn shared_client(kubeconfig: Option<&Path>) -> Result<KubeClient, String> {
+    let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, c)) = clients.iter().find(|(k, _)| k.as_deref() == kubeconfig) {
+        return Ok(c.clone());
+    }
+    let config = match kubeconfig {
+        Some(path) => KubeConfig::from_kubeconfig(path, None)?,
+        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => KubeConfig::in_cluster(
+            &|k| std::env::var(k).ok(),
+            Path::new(crate::net::kube::SERVICE_ACCOUNT_DIR),
+        )?,
+        None => match std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()) {
+            Some(path) => KubeConfig::from_kubeconfig(Path::new(&path), None)?,
+            None => {
+                return Err("tokend does not run in a Kubernetes pod (KUBERNETES_SERVICE_HOST is not set) and neither a `kubeconfig` is set in the config nor KUBECONFIG in the environment".to_owned());
+            }
+        },
+    };
+    let client = KubeClient::new(KubeOptions::new(config)).map_err(|e| e.to_string())?;
+    clients.push((kubeconfig.map(Path::to_path_buf), client.clone()));
+    Ok(client)
 }
 
 pub(crate) fn verdict_error(v: Verdict, op: &'static str, target: &str, server: &str) -> KubeError {

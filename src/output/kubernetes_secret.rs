@@ -8,15 +8,14 @@
 //! and `run` before any provider call spends a one-time input.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::PathBuf;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::OutputError;
 use super::render;
-use crate::net::kube::{DryRun, KubeClient, KubeConfig, KubeError, KubeOptions, Resource};
+use crate::net::kube::{DryRun, KubeError, Resource};
 use crate::token::Token;
 use crate::util::rfc3339;
 
@@ -170,33 +169,6 @@ pub fn decide(existing: Option<&Value>, ours: u64) -> Step {
     Step::Apply(rv.to_owned())
 }
 
-/// One client per kubeconfig (or in-cluster), shared by every output of the process.
-static CLIENTS: Mutex<Vec<(Option<PathBuf>, KubeClient)>> = Mutex::new(Vec::new());
-
-/// The client for `kubeconfig` (`None`: in-cluster, else `$KUBECONFIG`).
-pub fn client(kubeconfig: Option<&Path>) -> Result<KubeClient, String> {
-    let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, c)) = clients.iter().find(|(k, _)| k.as_deref() == kubeconfig) {
-        return Ok(c.clone());
-    }
-    let config = match kubeconfig {
-        Some(path) => KubeConfig::from_kubeconfig(path, None)?,
-        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => KubeConfig::in_cluster(
-            &|k| std::env::var(k).ok(),
-            Path::new(crate::net::kube::SERVICE_ACCOUNT_DIR),
-        )?,
-        None => match std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()) {
-            Some(path) => KubeConfig::from_kubeconfig(Path::new(&path), None)?,
-            None => {
-                return Err("tokend does not run in a Kubernetes pod (KUBERNETES_SERVICE_HOST is not set) and no `kubeconfig` is set for the output, nor KUBECONFIG".to_owned());
-            }
-        },
-    };
-    let client = KubeClient::new(KubeOptions::new(config)).map_err(|e| e.to_string())?;
-    clients.push((kubeconfig.map(Path::to_path_buf), client.clone()));
-    Ok(client)
-}
-
 fn target(ns: &str, name: &str) -> PathBuf {
     PathBuf::from(format!("kubernetes_secret {ns}/{name}"))
 }
@@ -221,7 +193,7 @@ pub async fn write(out: &KubeSecret, token: &Token, credential: &str) -> Result<
         path: target(ns, &out.name),
         reason,
     };
-    let client = client(out.kubeconfig.as_deref())
+    let client = crate::net::kube::shared_client(out.kubeconfig.as_deref())
         .map_err(|r| fail(out.namespace.as_deref().unwrap_or("<pod namespace>"), r))?;
     let ns = out
         .namespace
@@ -327,7 +299,8 @@ fn is_refusal(e: &KubeError) -> bool {
 }
 
 async fn prove_one(out: &KubeSecret, credential: &str) -> Result<(), (bool, String)> {
-    let client = client(out.kubeconfig.as_deref()).map_err(|e| (true, e))?;
+    let client =
+        crate::net::kube::shared_client(out.kubeconfig.as_deref()).map_err(|e| (true, e))?;
     let ns = out
         .namespace
         .clone()

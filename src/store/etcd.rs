@@ -11,10 +11,13 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::net::etcd::{Compare, EtcdClient, EtcdError, EventKind, KeyValue, Op, prefix_end};
+use crate::net::etcd::{Compare, EtcdClient, EtcdError, EventKind, Op, prefix_end};
 
-use super::record::{CredentialState, VERSION};
-use super::{Change, Purpose, Store, StoreError, StoreFuture, Version};
+use super::record::CredentialState;
+use super::{
+    Change, Purpose, SharedStore, Store, StoreError, StoreFuture, Version, Watched, decode_shared,
+    encode_shared, watch_backoff,
+};
 
 pub struct EtcdStore {
     client: EtcdClient,
@@ -55,14 +58,14 @@ impl EtcdStore {
 
     /// Called by a campaigning process on every leadership change: claims land only
     /// while the leader key still has this `create_revision`.
-    pub fn set_fence(&self, leading_with: Option<i64>) {
+    fn fence_to(&self, leading_with: Option<i64>) {
         self.fence
             .store(leading_with.unwrap_or(NOT_LEADING), Ordering::SeqCst);
     }
 
     /// Renews the watch now (etcd just became reachable again after a failure: a stream
     /// opened before may be silently dead).
-    pub fn rewatch(&self) {
+    fn renew_watch(&self) {
         self.rewatch.notify_one();
     }
 
@@ -75,7 +78,7 @@ impl EtcdStore {
         let key = self.key(&record.credential);
         let r = self
             .client
-            .txn(&guards, &[Op::put(&key, encode(record), 0)], &[])
+            .txn(&guards, &[Op::put(&key, encode_shared(record), 0)], &[])
             .await
             .map_err(|e| self.unavailable(&record.credential, e))?;
         if r.succeeded {
@@ -107,7 +110,7 @@ impl EtcdStore {
     /// Streams every change of a state key (a record another process committed) until the
     /// receiver is dropped. Reconnects from the last revision seen; after a compaction it
     /// cannot know what it missed and sends [`Watched::Resync`].
-    pub fn watch(&self) -> mpsc::Receiver<Watched> {
+    fn watch_prefix(&self) -> mpsc::Receiver<Watched> {
         let (tx, rx) = mpsc::channel(256);
         let client = self.client.clone();
         let prefix = self.state_prefix.clone();
@@ -135,7 +138,7 @@ impl EtcdStore {
                         if tx.is_closed() {
                             return;
                         }
-                        tokio::time::sleep(backoff(failures)).await;
+                        tokio::time::sleep(watch_backoff(failures)).await;
                         continue;
                     }
                 };
@@ -178,7 +181,7 @@ impl EtcdStore {
                         if event.kind != EventKind::Put {
                             continue;
                         }
-                        match decode(&event.kv) {
+                        match decode_shared(&event.kv.value) {
                             Ok(record) => {
                                 let change = Change {
                                     version: Version(event.kv.mod_revision.to_string()),
@@ -209,38 +212,6 @@ pub fn leader_key(prefix: &str, group: &str) -> String {
     format!("{prefix}{group}/leader")
 }
 
-/// What a shared-state watch reports.
-#[derive(Debug)]
-pub enum Watched {
-    Changed(Box<Change>),
-    /// Changes may have been missed: read every record again.
-    Resync,
-}
-
-fn backoff(failures: u32) -> Duration {
-    let base = Duration::from_millis(200) * 2u32.saturating_pow(failures.min(5));
-    base.min(Duration::from_secs(5))
-        .mul_f64(1.0 + fastrand::f64() * 0.2)
-}
-
-fn decode(kv: &KeyValue) -> Result<CredentialState, String> {
-    let record: CredentialState =
-        serde_json::from_slice(&kv.value).map_err(|e| format!("not tokend's JSON ({e})"))?;
-    if record.version > VERSION {
-        return Err(format!(
-            "written by a newer tokend (record version {}, this one reads up to {VERSION})",
-            record.version
-        ));
-    }
-    Ok(record)
-}
-
-fn encode(record: &CredentialState) -> Vec<u8> {
-    let mut record = record.clone();
-    record.version = VERSION;
-    serde_json::to_vec(&record).expect("state always serializes")
-}
-
 fn revision(v: &Version) -> i64 {
     v.0.parse().unwrap_or(-1)
 }
@@ -259,7 +230,7 @@ impl Store for EtcdStore {
             let Some(kv) = r.kvs.first() else {
                 return Ok(None);
             };
-            let record = decode(kv).map_err(|reason| StoreError::Corrupt {
+            let record = decode_shared(&kv.value).map_err(|reason| StoreError::Corrupt {
                 credential: credential.to_owned(),
                 reason: format!("key {}: {reason}", self.key(credential)),
             })?;
@@ -313,5 +284,22 @@ impl Store for EtcdStore {
             self.client.endpoints().join(","),
             self.state_prefix
         )
+    }
+}
+
+impl SharedStore for EtcdStore {
+    fn watch(&self) -> mpsc::Receiver<Watched> {
+        self.watch_prefix()
+    }
+
+    /// One watch covers the group's prefix, whatever the credentials.
+    fn track(&self, _credentials: &[String]) {}
+
+    fn set_fence(&self, leading_with: Option<i64>) {
+        self.fence_to(leading_with);
+    }
+
+    fn rewatch(&self) {
+        self.renew_watch();
     }
 }

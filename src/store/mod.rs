@@ -8,11 +8,14 @@
 
 pub mod etcd;
 pub mod journal;
+pub mod kubernetes;
 pub mod local;
 pub mod record;
 
 use std::future::Future;
 use std::pin::Pin;
+
+use tokio::sync::mpsc;
 
 pub use local::{StateDir, StateError};
 pub use record::{
@@ -84,4 +87,60 @@ pub trait Store: Send + Sync {
     fn is_shared(&self) -> bool;
     /// Where the records are, for logs and `status` (never a password).
     fn describe(&self) -> String;
+}
+
+/// What a shared-state watch reports.
+#[derive(Debug)]
+pub enum Watched {
+    Changed(Box<Change>),
+    /// Changes may have been missed: read every record again.
+    Resync,
+}
+
+/// A store other processes write too, as the supervisor of a group uses it: what others
+/// commit arrives on a watch, and claims are refused while this process does not lead.
+pub trait SharedStore: Store {
+    /// Streams every record another process commits, from now on, until the receiver is
+    /// dropped. Called once; [`SharedStore::track`] names the records to follow.
+    fn watch(&self) -> mpsc::Receiver<Watched>;
+    /// The credentials of the config (again after a reload): a backend that watches
+    /// record by record (Kubernetes, where RBAC `resourceNames` allows nothing wider)
+    /// starts watching the new ones; one that watches a prefix (etcd) has nothing to do.
+    fn track(&self, credentials: &[String]);
+    /// Every leadership change of a campaigning process: `Some(term)` while it leads, with
+    /// the election's term (etcd: the leader key's `create_revision`). Claims land only
+    /// while leading: atomically in one transaction where the store can (etcd), checked
+    /// just before the write where it cannot (Kubernetes); the claim's own CAS keeps it
+    /// safe either way.
+    fn set_fence(&self, leading_with: Option<i64>);
+    /// The store answers again after a failure: a watch opened before may be silently dead.
+    fn rewatch(&self);
+}
+
+/// The record as a shared store holds it (JSON, at this build's record version).
+pub fn encode_shared(record: &CredentialState) -> Vec<u8> {
+    let mut record = record.clone();
+    record.version = record::VERSION;
+    serde_json::to_vec(&record).expect("state always serializes")
+}
+
+/// A record read from a shared store; refuses one a newer tokend wrote.
+pub fn decode_shared(bytes: &[u8]) -> Result<CredentialState, String> {
+    let record: CredentialState =
+        serde_json::from_slice(bytes).map_err(|e| format!("not tokend's JSON ({e})"))?;
+    if record.version > record::VERSION {
+        return Err(format!(
+            "written by a newer tokend (record version {}, this one reads up to {})",
+            record.version,
+            record::VERSION
+        ));
+    }
+    Ok(record)
+}
+
+/// The pause before the next try of a failed watch: 0.4 s doubling to 5 s, jittered.
+pub(crate) fn watch_backoff(failures: u32) -> std::time::Duration {
+    let base = std::time::Duration::from_millis(200) * 2u32.saturating_pow(failures.min(5));
+    base.min(std::time::Duration::from_secs(5))
+        .mul_f64(1.0 + fastrand::f64() * 0.2)
 }

@@ -687,13 +687,14 @@ credentials:
         expect: "invalid config `{dir}/config.yaml`: `ha.etcd.endpoints`: endpoint 1 holds a user name or password (not shown); write it as `https://host:port` and set `username` and `password` (a secret)",
     },
     Case {
-        name: "ha kubernetes backend",
+        name: "ha kubernetes state secret name",
         yaml: r#"state_dir: {dir}/state
 ha:
   backend: kubernetes
   group: g1
+  kubernetes: { namespace: Apps }
 credentials:
-  - name: pharmacy
+  - name: pharmacy_main
     provider: yavapteke
     token_url: {url}/YavaptekeAPI/connect/token
     client_id: abc
@@ -701,7 +702,7 @@ credentials:
     outputs:
       - file: {dir}/out/pharmacy.token
 "#,
-        expect: "invalid config `{dir}/config.yaml`: `ha.backend`: `kubernetes` is not available in this version yet; use `etcd` (a dedicated cluster), or run without `ha`",
+        expect: "invalid config `{dir}/config.yaml` (2 problems):\n  - credential `pharmacy_main`: its state Secret would be named `tokend-g1-pharmacy_main`, which Kubernetes refuses (lowercase letters, digits, `-` and `.` only); rename the credential\n  - `ha.kubernetes.namespace`: `Apps` is not a valid namespace name: lower-case letters, digits and `-`, at most 63 characters",
     },
     Case {
         name: "ha etcd user without password",

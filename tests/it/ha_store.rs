@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use tokend::net::etcd::{EtcdClient, EtcdOptions};
-use tokend::store::etcd::{EtcdStore, Watched};
+use tokend::store::etcd::EtcdStore;
 use tokend::store::{CredentialState, Purpose, Store, StoreError};
+use tokend::store::{SharedStore, Watched};
 
 use crate::support::etcd::{EtcdCluster, require_etcd};
 

@@ -25,6 +25,7 @@ mod http_json;
 mod interop;
 mod kube_client;
 mod kube_output;
+mod kube_store;
 mod notify;
 mod outputs;
 mod providers;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::config::Credential;
 use crate::config::raw::RawHa;
 use crate::ha::{
     Backend, DEFAULT_CLAIM_TTL, DEFAULT_ETCD_PREFIX, DEFAULT_ETCD_TIMEOUT, DEFAULT_LEASE,
@@ -61,6 +62,36 @@ fn endpoint_problem(index: usize, ep: &str) -> Option<String> {
         )),
         Err(e) => Some(format!("`{ep}` is not a URL: {e}")),
     }
+}
+
+/// On Kubernetes each credential's state lives in a Secret named after the group and the
+/// credential; a name Kubernetes would refuse is a config error now, not at the first write.
+pub(super) fn check_state_names(ha: &HaConfig, credentials: &[Credential], errors: &mut Errors) {
+    if let Backend::Kubernetes(k) = &ha.backend {
+        for c in credentials {
+            if let Some(p) = crate::store::kubernetes::secret_name_problem(&ha.group, &c.name) {
+                errors.push(&format!("credential `{}`", c.name), p);
+            }
+        }
+        if let Some(ns) = &k.namespace
+            && !namespace_ok(ns)
+        {
+            errors.push(
+                "`ha.kubernetes.namespace`",
+                format!("`{ns}` is not a valid namespace name: lower-case letters, digits and `-`, at most 63 characters"),
+            );
+        }
+    }
+}
+
+fn namespace_ok(ns: &str) -> bool {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    (1..=63).contains(&ns.len())
+        && ns
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && alnum(ns.chars().next())
+        && alnum(ns.chars().last())
 }
 
 pub(super) fn build(
@@ -192,20 +223,16 @@ pub(super) fn build(
             );
             return None;
         }
-        ("kubernetes", None, k) => {
-            errors.push(
-                "`ha.backend`",
-                "`kubernetes` is not available in this version yet; use `etcd` (a dedicated cluster), or run without `ha`",
-            );
-            Backend::Kubernetes(KubeBackend {
-                namespace: k.as_ref().and_then(|k| k.namespace.clone()),
-                kubeconfig: k.and_then(|k| k.kubeconfig),
-            })
-        }
+        ("kubernetes", None, k) => Backend::Kubernetes(KubeBackend {
+            namespace: k.as_ref().and_then(|k| k.namespace.clone()),
+            kubeconfig: k
+                .and_then(|k| k.kubeconfig)
+                .map(|p| resolve(sources.base, &p)),
+        }),
         (other, _, _) => {
             errors.push(
                 "`ha.backend`",
-                format!("`{other}` is not a backend; use etcd"),
+                format!("`{other}` is not a backend; use etcd or kubernetes"),
             );
             return None;
         }

@@ -152,6 +152,9 @@ pub fn build(
     check_unique_names(&all_outputs, &mut errors);
     check_output_paths(&all_outputs, &state_dir, &mut errors);
     output::check_unique_secrets(&credentials, &mut errors);
+    if let Some(h) = &ha {
+        ha::check_state_names(h, &credentials, &mut errors);
+    }
 
     if errors.0.is_empty() {
         Ok(Config {
