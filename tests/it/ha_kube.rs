@@ -69,6 +69,79 @@ pub fn assert_state_writes_are_conditional(g: &Group) {
         }
     }
     assert_eq!(g.kube().unconditional_updates(), 0);
+    // Nothing but the group's own two objects is ever written.
+    for r in g.kube().requests() {
+        if matches!(r.verb.as_str(), "create" | "update" | "patch") && !r.query.contains("dryRun") {
+            assert!(
+                r.name == STATE_SECRET || r.name == LEASE,
+                "tokend wrote an object that is not its state or Lease: {r:?}"
+            );
+        }
+    }
+}
+
+/// `metav1.MicroTime` as the API server parses it (RFC3339 with exactly six fractional
+/// digits): the fake stores any string, a real server refuses anything else.
+fn is_micro_time(v: &Value) -> bool {
+    v.as_str().is_some_and(|t| {
+        let b = t.as_bytes();
+        b.len() == 27
+            && b[26] == b'Z'
+            && b[19] == b'.'
+            && b[20..26].iter().all(u8::is_ascii_digit)
+            && humantime::parse_rfc3339_weak(&t[..26]).is_ok()
+    })
+}
+
+/// The Lease as client-go keeps it (HA.md §3.4): every held version names when it was
+/// acquired and renewed in MicroTime and how long it lasts, and `leaseTransitions` grows by
+/// exactly one each time a new holder takes it.
+pub fn assert_lease_oracle(g: &Group) {
+    let versions = g.kube().versions(Res::Leases, NAMESPACE, LEASE);
+    assert!(!versions.is_empty(), "no Lease `{LEASE}` was ever stored");
+    let holder = |v: &Value| {
+        v.pointer("/spec/holderIdentity")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let transitions = |v: &Value| {
+        v.pointer("/spec/leaseTransitions")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    for v in versions.iter().filter(|v| v.kind != "DELETED") {
+        let spec = &v.object["spec"];
+        if holder(&v.object).is_empty() {
+            continue;
+        }
+        assert!(
+            is_micro_time(&spec["renewTime"]) && is_micro_time(&spec["acquireTime"]),
+            "a Lease time that a real API server refuses (MicroTime needs 6 fractional digits): {spec}"
+        );
+        assert!(
+            spec["leaseDurationSeconds"]
+                .as_u64()
+                .is_some_and(|d| d >= 1),
+            "{spec}"
+        );
+    }
+    for w in versions.windows(2) {
+        let (a, b) = (&w[0].object, &w[1].object);
+        let (ha, hb) = (holder(a), holder(b));
+        let expected = if !hb.is_empty() && hb != ha {
+            transitions(a) + 1
+        } else {
+            transitions(a)
+        };
+        assert_eq!(
+            transitions(b),
+            expected,
+            "leaseTransitions from `{ha}` to `{hb}`: {} then {}",
+            a["spec"],
+            b["spec"]
+        );
+    }
 }
 
 /// Waits up to `timeout` for node `i` to exit, and returns its exit code.
@@ -126,6 +199,9 @@ fn three_processes_share_one_chain_in_one_secret_and_call_the_provider_once_per_
     assert_eq!(state.chain_gen(), g.last_commit().unwrap().chain_gen);
     assert!(state.refresh_token().is_some(), "{state}");
     assert_state_writes_are_conditional(&g);
+    assert_lease_oracle(&g);
+    let lease = g.kube().get(Res::Leases, NAMESPACE, LEASE).unwrap();
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 2, "{lease}");
 }
 
 #[test]
@@ -373,4 +449,5 @@ fn a_leader_stopped_cleanly_releases_the_lease_and_the_other_takes_over_at_once(
         g.kube().get(Res::Leases, NAMESPACE, LEASE)
     );
     assert_state_writes_are_conditional(&g);
+    assert_lease_oracle(&g);
 }

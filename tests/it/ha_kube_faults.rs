@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-use crate::ha_kube::{LAG, LIFETIME, REFRESH, assert_state_writes_are_conditional};
+use crate::ha_kube::{
+    LAG, LIFETIME, REFRESH, assert_lease_oracle, assert_state_writes_are_conditional,
+};
 use crate::support::group::{CRED, Group, NAMESPACE, STATE_SECRET, emulator};
 use crate::support::kube_fake::{Fault, Res};
 use crate::support::{Endpoint, wait_for};
@@ -77,6 +79,7 @@ fn a_paused_leader_is_replaced_and_its_late_work_never_forks_the_chain() {
     );
     assert_one_groups_worth(&g, 0);
     assert_state_writes_are_conditional(&g);
+    assert_lease_oracle(&g);
 }
 
 #[test]
@@ -170,6 +173,7 @@ fn kill_9_at_random_moments_never_forks_the_chain() {
     // (HA.md §3.3); six kills lose at most six.
     assert_one_groups_worth(&g, 6);
     assert_state_writes_are_conditional(&g);
+    assert_lease_oracle(&g);
 }
 
 /// The node that wrote the record: its claim's holder, else its last commit's author.
@@ -240,6 +244,7 @@ fn a_process_cut_off_from_the_api_server_keeps_its_token_and_catches_up_when_bac
     g.assert_oracles_since(LAG, &[leader], Some(restored + Duration::from_secs(5)));
     assert_one_groups_worth(&g, 0);
     assert_state_writes_are_conditional(&g);
+    assert_lease_oracle(&g);
 }
 
 #[test]
