@@ -65,6 +65,7 @@ pub struct KubeBackend {
 
 pub mod election;
 pub mod etcd_session;
+pub mod lease;
 
 pub use etcd_session::Election;
 

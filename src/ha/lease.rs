@@ -1,0 +1,348 @@
+//! The Kubernetes backend's election: one task per process that keeps the group's
+//! `coordination.k8s.io/v1` Lease as [`machine::Machine`] decides and publishes
+//! [`Leadership`] on a watch channel. Errors never end the task; they back off and show
+//! in `Leadership::error`.
+//!
+//! Every write is a PUT on the resourceVersion last read (or a POST when there is none),
+//! so two candidates never both win; a lost race (409) or a write whose answer was lost
+//! is read back before anything else is decided.
+
+mod machine;
+mod record;
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use super::Leadership;
+use crate::net::kube::{DryRun, KubeClient, KubeError, Resource};
+use machine::{Action, Machine, Write};
+use record::{Record, lease_object};
+
+/// A running candidate. Dropping it stops the task without cleaning up (the Lease then
+/// expires on its own); [`LeaseElection::resign`] hands leadership over at once.
+pub struct LeaseElection {
+    rx: watch::Receiver<Leadership>,
+    resign: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LeaseElection {
+    /// Spawns the candidate for the Lease `namespace/name` as `identity`: read the Lease
+    /// every fifth of `lease` (jittered), create it if missing, renew it while holding
+    /// it, acquire it once it is empty or has not changed for its duration.
+    pub fn spawn(
+        client: KubeClient,
+        namespace: String,
+        name: String,
+        identity: String,
+        lease: Duration,
+    ) -> LeaseElection {
+        let (tx, rx) = watch::channel(Leadership::default());
+        let (resign_tx, resign_rx) = oneshot::channel();
+        let machine = Machine::new(identity.clone(), lease, Instant::now().into_std());
+        let driver = Driver {
+            target: format!("Lease {namespace}/{name}"),
+            client,
+            namespace,
+            name,
+            identity,
+            call_limit: call_limit(machine.lease()),
+            machine,
+            tx,
+            error: None,
+        };
+        let task = tokio::spawn(driver.run(resign_rx));
+        LeaseElection {
+            rx,
+            resign: Some(resign_tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn watch(&self) -> watch::Receiver<Leadership> {
+        self.rx.clone()
+    }
+
+    /// Clean stop: lead no more, and if the Lease is still ours hand it back (holder
+    /// empty, conditional on its resourceVersion), waiting at most 2 s for the answer.
+    pub async fn resign(mut self) {
+        if let Some(tx) = self.resign.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for LeaseElection {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The deadline of one API call: short, so that a lost renew is retried while the lease
+/// still lives instead of waiting out the client's (longer) timeout.
+fn call_limit(lease: Duration) -> Duration {
+    (lease / 8).max(Duration::from_millis(250))
+}
+
+/// U(1, 1.2): spreads the candidates' requests (client-go's jitter factor).
+fn jitter() -> f64 {
+    1.0 + fastrand::f64() * 0.2
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+struct Driver {
+    client: KubeClient,
+    namespace: String,
+    name: String,
+    /// `Lease <ns>/<name>`, as the client names it in errors.
+    target: String,
+    identity: String,
+    machine: Machine,
+    call_limit: Duration,
+    tx: watch::Sender<Leadership>,
+    error: Option<String>,
+}
+
+impl Driver {
+    async fn run(mut self, mut resign: oneshot::Receiver<()>) {
+        loop {
+            self.publish();
+            let step = self.machine.poll(now(), SystemTime::now());
+            match step.action {
+                Some(action) => self.act(action).await,
+                None => {
+                    let wake = step.wake.map_or_else(
+                        || Instant::now() + Duration::from_secs(3600),
+                        Instant::from_std,
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(wake) => {}
+                        _ = &mut resign => break,
+                    }
+                }
+            }
+            if matches!(
+                resign.try_recv(),
+                Ok(()) | Err(oneshot::error::TryRecvError::Closed)
+            ) {
+                break;
+            }
+        }
+        self.resign().await;
+    }
+
+    async fn act(&mut self, action: Action) {
+        let sent = now();
+        let (what, result) = match action {
+            Action::Get => {
+                let get = self
+                    .client
+                    .get(Resource::Lease, &self.namespace, &self.name);
+                match self.guarded(false, get).await {
+                    Ok(object) => match Record::from_value(object.value()) {
+                        Some(r) => {
+                            self.healthy();
+                            self.machine.observed(now(), Some(r), jitter());
+                        }
+                        None => self.failed("read", "the answer has no resourceVersion"),
+                    },
+                    Err(KubeError::NotFound { .. }) => {
+                        self.healthy();
+                        self.machine.observed(now(), None, jitter());
+                    }
+                    Err(e) => self.failed("read", e),
+                }
+                return;
+            }
+            Action::Create(spec) => {
+                let object = lease_object(&self.namespace, &self.name, None, &spec);
+                let create =
+                    self.client
+                        .create(Resource::Lease, &self.namespace, &object, DryRun::No);
+                ("create", self.guarded(true, create).await)
+            }
+            Action::Update { rv, spec, why } => {
+                let object = lease_object(&self.namespace, &self.name, Some(&rv), &spec);
+                let replace = self.client.replace(
+                    Resource::Lease,
+                    &self.namespace,
+                    &self.name,
+                    &object,
+                    DryRun::No,
+                );
+                let what = match why {
+                    Write::Renew => "renew",
+                    Write::Acquire => "acquire",
+                };
+                (what, self.guarded(true, replace).await)
+            }
+        };
+        match result {
+            Ok(object) => match Record::from_value(object.value()) {
+                Some(r) => {
+                    self.healthy();
+                    self.machine.written(sent, now(), r, jitter());
+                }
+                // Stored, but we cannot tell what: read it back.
+                None => {
+                    self.failed(what, "the answer has no resourceVersion");
+                }
+            },
+            // Lost a race (or the Lease was deleted meanwhile): read and decide anew.
+            Err(
+                e @ (KubeError::Conflict { .. }
+                | KubeError::AlreadyExists { .. }
+                | KubeError::NotFound { .. }),
+            ) => {
+                tracing::debug!(lease = %self.target, error = %e, "Lease election: lost a race; reading the Lease again");
+                self.machine.reread(now(), jitter());
+            }
+            Err(e @ KubeError::Ambiguous { .. }) => {
+                self.report(what, e);
+                self.machine.reread(now(), jitter());
+            }
+            Err(e) => self.failed(what, e),
+        }
+    }
+
+    /// Awaits one request for at most the call limit, publishing the step-down on time
+    /// if it comes due meanwhile. A write without an answer in time is ambiguous.
+    async fn guarded<T>(
+        &self,
+        write: bool,
+        request: impl Future<Output = Result<T, KubeError>>,
+    ) -> Result<T, KubeError> {
+        let limit = self.call_limit;
+        let request = tokio::time::timeout(limit, request);
+        tokio::pin!(request);
+        loop {
+            let deadline = self.machine.step_down_at(now()).map(Instant::from_std);
+            tokio::select! {
+                r = &mut request => return match r {
+                    Ok(r) => r,
+                    Err(_) if write => Err(KubeError::Ambiguous {
+                        op: "write",
+                        target: self.target.clone(),
+                        reason: format!("no answer within {limit:?}"),
+                    }),
+                    Err(_) => Err(KubeError::Unreachable {
+                        server: self.client.server().to_owned(),
+                        op: "get",
+                        target: self.target.clone(),
+                        reason: format!("no answer within {limit:?}"),
+                    }),
+                },
+                _ = sleep_opt(deadline) => self.publish(),
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let now = now();
+        let next = Leadership {
+            leading: self.machine.leading(now),
+            leader: self.machine.leader(now).map(str::to_owned),
+            leader_rev: self.machine.leader_rev(now),
+            error: self.error.clone(),
+        };
+        self.tx.send_if_modified(|cur| {
+            if *cur == next {
+                return false;
+            }
+            if cur.leading != next.leading {
+                if next.leading {
+                    tracing::info!(leader = %self.identity, lease = %self.target, "this process leads its tokend group now");
+                } else {
+                    tracing::warn!(leader = ?next.leader, lease = %self.target, "this process no longer leads its tokend group; it starts no refreshes until it leads again");
+                }
+            }
+            *cur = next;
+            true
+        });
+    }
+
+    /// Shows `e` in status (and logs it once), without changing what happens next.
+    fn report(&mut self, what: &str, e: impl std::fmt::Display) {
+        let text = format!("the Kubernetes Lease election cannot {what} its Lease: {e}");
+        if self.error.as_deref() != Some(&text) {
+            tracing::warn!(error = %text, "Lease election: retrying with backoff");
+        }
+        self.error = Some(text);
+    }
+
+    fn failed(&mut self, what: &str, e: impl std::fmt::Display) {
+        self.report(what, e);
+        self.machine.failed(now(), jitter());
+    }
+
+    fn healthy(&mut self) {
+        if self.error.take().is_some() {
+            tracing::info!(lease = %self.target, "Lease election: the Kubernetes API answers again");
+        }
+    }
+
+    /// Best effort: stop leading, then hand the Lease back if it is still ours.
+    async fn resign(mut self) {
+        let release = self.machine.release(SystemTime::now());
+        self.machine.released();
+        // Published before the release is sent: once it lands, another may lead.
+        self.publish();
+        let Some((rv, spec)) = release else {
+            return;
+        };
+        let object = lease_object(&self.namespace, &self.name, Some(&rv), &spec);
+        let put = self.client.replace(
+            Resource::Lease,
+            &self.namespace,
+            &self.name,
+            &object,
+            DryRun::No,
+        );
+        match tokio::time::timeout(Duration::from_secs(2), put).await {
+            Ok(Ok(_)) => {
+                tracing::info!(lease = %self.target, "handed the tokend group's Lease back on shutdown");
+            }
+            Ok(Err(KubeError::Conflict { .. })) => {
+                tracing::debug!(lease = %self.target, "the tokend group's Lease changed hands already; nothing to hand back");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not hand the tokend group's Lease back on shutdown; the other processes take over when it expires");
+            }
+            Err(_) => {
+                tracing::warn!(lease = %self.target, "could not hand the tokend group's Lease back on shutdown (no answer within 2s); the other processes take over when it expires");
+            }
+        }
+    }
+}
+
+async fn sleep_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hanging_call_ends_inside_the_margin() {
+        for lease in [2, 3, 15, 60].map(Duration::from_secs) {
+            let limit = call_limit(lease);
+            assert!(limit >= Duration::from_millis(250), "{lease:?}");
+            assert!(limit < super::super::election::margin(lease), "{lease:?}");
+        }
+    }
+}
