@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::Leadership;
 use crate::net::kube::{DryRun, KubeClient, KubeError, Resource};
 use machine::{Action, Machine, Write};
-use record::{Record, lease_object};
+use record::{Record, new_lease, updated};
 
 /// A running candidate. Dropping it stops the task without cleaning up (the Lease then
 /// expires on its own); [`LeaseElection::resign`] hands leadership over at once.
@@ -166,14 +166,14 @@ impl Driver {
                 return;
             }
             Action::Create(spec) => {
-                let object = lease_object(&self.namespace, &self.name, None, &spec);
+                let object = new_lease(&self.namespace, &self.name, &spec);
                 let create =
                     self.client
                         .create(Resource::Lease, &self.namespace, &object, DryRun::No);
                 ("create", self.guarded(true, create).await)
             }
-            Action::Update { rv, spec, why } => {
-                let object = lease_object(&self.namespace, &self.name, Some(&rv), &spec);
+            Action::Update { base, spec, why } => {
+                let object = updated(&base, &spec);
                 let replace = self.client.replace(
                     Resource::Lease,
                     &self.namespace,
@@ -298,10 +298,10 @@ impl Driver {
         self.machine.released();
         // Published before the release is sent: once it lands, another may lead.
         self.publish();
-        let Some((rv, spec)) = release else {
+        let Some((base, spec)) = release else {
             return;
         };
-        let object = lease_object(&self.namespace, &self.name, Some(&rv), &spec);
+        let object = updated(&base, &spec);
         let put = self.client.replace(
             Resource::Lease,
             &self.namespace,

@@ -23,6 +23,7 @@ mod http_json;
 mod interop;
 mod kube_client;
 mod kube_output;
+mod lease_election;
 mod notify;
 mod outputs;
 mod providers;

@@ -36,18 +36,23 @@ pub enum Write {
 }
 
 /// The next API request the driver should make.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Read the Lease (a consistent GET).
     Get,
     /// POST the Lease with this spec (it did not exist).
     Create(Spec),
-    /// PUT the Lease with this spec, if it is still at `rv`.
-    Update { rv: String, spec: Spec, why: Write },
+    /// PUT `base` (the Lease as last read) with this spec, if it is still at its
+    /// resourceVersion.
+    Update {
+        base: Record,
+        spec: Spec,
+        why: Write,
+    },
 }
 
 /// What to do now, or when to ask again.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Step {
     pub action: Option<Action>,
     /// With no action: call [`Machine::poll`] again at this instant.
@@ -190,7 +195,7 @@ impl Machine {
             Write::Acquire
         };
         Action::Update {
-            rv: record.rv.clone(),
+            base: record.clone(),
             spec,
             why,
         }
@@ -293,11 +298,11 @@ impl Machine {
     /// On clean stop, while the last record we saw is ours: the PUT that hands the Lease
     /// back (holder empty, 1 s), so another candidate acquires at its next read instead of
     /// after a whole lease. Safe even after a step-down: the write is conditional on `rv`.
-    pub fn release(&self, wall: SystemTime) -> Option<(String, Spec)> {
+    pub fn release(&self, wall: SystemTime) -> Option<(Record, Spec)> {
         let record = self.record.as_ref().filter(|_| self.holds_record())?;
         let now = micro_time(wall);
         Some((
-            record.rv.clone(),
+            record.clone(),
             Spec {
                 holder: String::new(),
                 duration_secs: 1,

@@ -8,6 +8,9 @@ use serde_json::{Value, json};
 /// A Lease as read from (or returned by) the API server.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Record {
+    /// The whole object: a PUT replaces it all, so it is written back with only the
+    /// spec fields the election owns changed (labels, annotations, owners survive).
+    pub object: Value,
     /// Opaque; sent back with every write (compare-and-swap).
     pub rv: String,
     /// The whole `spec`, compared raw to see whether the holder still writes it.
@@ -49,6 +52,7 @@ impl Record {
             .and_then(Value::as_str)
             .map(str::to_owned);
         Some(Record {
+            object: object.clone(),
             rv: rv.to_owned(),
             spec,
             holder,
@@ -83,24 +87,33 @@ pub fn duration_secs(lease: Duration) -> i64 {
     secs.clamp(1, i64::MAX as u64) as i64
 }
 
-/// The whole Lease object to POST (`rv: None`) or PUT (with the rv it replaces).
-pub fn lease_object(namespace: &str, name: &str, rv: Option<&str>, spec: &Spec) -> Value {
-    let mut metadata = json!({"name": name, "namespace": namespace});
-    if let Some(rv) = rv {
-        metadata["resourceVersion"] = json!(rv);
+/// The Lease to POST when there is none.
+pub fn new_lease(namespace: &str, name: &str, spec: &Spec) -> Value {
+    let base = json!({"metadata": {"name": name, "namespace": namespace}});
+    with_spec(base, spec)
+}
+
+/// The Lease to PUT over `base`: the object as read, with its resourceVersion (the
+/// compare-and-swap) and everything the election does not own.
+pub fn updated(base: &Record, spec: &Spec) -> Value {
+    let mut object = base.object.clone();
+    object["metadata"]["resourceVersion"] = json!(base.rv);
+    with_spec(object, spec)
+}
+
+fn with_spec(mut object: Value, spec: &Spec) -> Value {
+    object["apiVersion"] = json!("coordination.k8s.io/v1");
+    object["kind"] = json!("Lease");
+    if !object["spec"].is_object() {
+        object["spec"] = json!({});
     }
-    json!({
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "Lease",
-        "metadata": metadata,
-        "spec": {
-            "holderIdentity": spec.holder,
-            "leaseDurationSeconds": spec.duration_secs,
-            "acquireTime": spec.acquire_time,
-            "renewTime": spec.renew_time,
-            "leaseTransitions": spec.transitions,
-        },
-    })
+    let s = &mut object["spec"];
+    s["holderIdentity"] = json!(spec.holder);
+    s["leaseDurationSeconds"] = json!(spec.duration_secs);
+    s["acquireTime"] = json!(spec.acquire_time);
+    s["renewTime"] = json!(spec.renew_time);
+    s["leaseTransitions"] = json!(spec.transitions);
+    object
 }
 
 #[cfg(test)]
@@ -161,17 +174,37 @@ mod tests {
             renew_time: micro_time(wall + Duration::from_micros(1500)),
             transitions: 2,
         };
-        let put = lease_object("apps", "tokend-g", Some("9"), &spec);
+        let read = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "tokend-g", "namespace": "apps", "resourceVersion": "9",
+                         "labels": {"app.kubernetes.io/managed-by": "Helm"}},
+            "spec": {"holderIdentity": "", "leaseDurationSeconds": 1, "strategy": "OldestEmulationVersion"}});
+        let put = updated(&Record::from_value(&read).unwrap(), &spec);
         assert_eq!(
             put,
             json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": "tokend-g", "namespace": "apps", "resourceVersion": "9"},
+                "metadata": {"name": "tokend-g", "namespace": "apps", "resourceVersion": "9",
+                             "labels": {"app.kubernetes.io/managed-by": "Helm"}},
                 "spec": {"holderIdentity": "a_1", "leaseDurationSeconds": 15,
                          "acquireTime": "2026-11-29T02:00:00.000000Z",
-                         "renewTime": "2026-11-29T02:00:00.001500Z", "leaseTransitions": 2}})
+                         "renewTime": "2026-11-29T02:00:00.001500Z", "leaseTransitions": 2,
+                         "strategy": "OldestEmulationVersion"}})
         );
-        let post = lease_object("apps", "tokend-g", None, &spec);
-        assert!(post["metadata"].get("resourceVersion").is_none());
+        let post = new_lease("apps", "tokend-g", &spec);
+        assert_eq!(
+            post["metadata"],
+            json!({"name": "tokend-g", "namespace": "apps"})
+        );
+        assert_eq!(
+            post["spec"],
+            put["spec"]
+                .as_object()
+                .map(|s| {
+                    let mut s = s.clone();
+                    s.remove("strategy");
+                    Value::Object(s)
+                })
+                .unwrap()
+        );
         // What we write reads back the same.
         let mut stored = put.clone();
         stored["metadata"]["resourceVersion"] = json!("10");

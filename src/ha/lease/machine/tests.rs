@@ -1,5 +1,6 @@
 use serde_json::{Value, json};
 
+use super::super::record::{new_lease, updated};
 use super::*;
 
 const ME: &str = "a_00000001";
@@ -33,11 +34,12 @@ fn record(rv: u64, holder: &str, duration: i64, renew: &str, transitions: i64) -
 
 /// The record the API server would store for `action`'s write, at resourceVersion `rv`.
 fn stored(action: &Action, rv: u64) -> Record {
-    let spec = match action {
-        Action::Create(spec) | Action::Update { spec, .. } => spec,
+    let mut value = match action {
+        Action::Create(spec) => new_lease("apps", "tokend-g", spec),
+        Action::Update { base, spec, .. } => updated(base, spec),
         Action::Get => panic!("not a write"),
     };
-    let value = super::super::record::lease_object("apps", "tokend-g", Some(&rv.to_string()), spec);
+    value["metadata"]["resourceVersion"] = json!(rv.to_string());
     Record::from_value(&value).unwrap()
 }
 
@@ -93,7 +95,7 @@ fn acquires_an_empty_lease_with_a_transition() {
     assert_eq!(
         write,
         Action::Update {
-            rv: "10".into(),
+            base: record(10, "", 1, "2026-11-29T01:59:00.000000Z", 4),
             spec: Spec {
                 holder: ME.into(),
                 duration_secs: 10,
@@ -151,11 +153,11 @@ fn expiry_is_judged_on_our_clock_not_the_holders_renew_time() {
     }
     let late = t0 + secs(10) + ms(1);
     m.observed(late, Some(record(20, OTHER, 10, future, 3)), 1.0);
-    let Action::Update { rv, spec, why } = action(&m, late) else {
+    let Action::Update { base, spec, why } = action(&m, late) else {
         panic!("expected an acquire")
     };
     assert_eq!(
-        (rv.as_str(), why, spec.transitions),
+        (base.rv.as_str(), why, spec.transitions),
         ("20", Write::Acquire, 4)
     );
 
@@ -214,19 +216,19 @@ fn the_leader_renews_on_the_cached_resource_version_without_reading() {
         }
     );
     let renew = m.poll(tick, wall(2)).action.unwrap();
+    let Action::Update { base, spec, why } = &renew else {
+        panic!("expected a renew: {renew:?}")
+    };
+    assert_eq!((base.rv.as_str(), *why), ("11", Write::Renew));
     assert_eq!(
-        renew,
-        Action::Update {
-            rv: "11".into(),
-            spec: Spec {
-                holder: ME.into(),
-                duration_secs: 10,
-                // Kept from the acquire; only renewTime moves.
-                acquire_time: "2026-11-29T02:00:00.000000Z".into(),
-                renew_time: "2026-11-29T02:00:02.000000Z".into(),
-                transitions: 5,
-            },
-            why: Write::Renew,
+        *spec,
+        Spec {
+            holder: ME.into(),
+            duration_secs: 10,
+            // Kept from the acquire; only renewTime moves.
+            acquire_time: "2026-11-29T02:00:00.000000Z".into(),
+            renew_time: "2026-11-29T02:00:02.000000Z".into(),
+            transitions: 5,
         }
     );
     // Answered 900 ms later: leadership counts from the send.
@@ -385,11 +387,11 @@ fn a_released_lease_is_acquired_at_the_next_read() {
         Some(record(21, "", 1, "2026-11-29T02:00:00.300000Z", 3)),
         1.0,
     );
-    let Action::Update { rv, spec, why } = action(&m, tick) else {
+    let Action::Update { base, spec, why } = action(&m, tick) else {
         panic!("expected an acquire")
     };
     assert_eq!(
-        (rv.as_str(), why, spec.transitions),
+        (base.rv.as_str(), why, spec.transitions),
         ("21", Write::Acquire, 4)
     );
     assert_eq!(m.leader(tick), None, "nobody holds it");
@@ -399,8 +401,8 @@ fn a_released_lease_is_acquired_at_the_next_read() {
 fn release_hands_the_lease_back_only_when_it_is_ours() {
     let t0 = Instant::now();
     let mut m = leader(t0);
-    let (rv, spec) = m.release(wall(5)).unwrap();
-    assert_eq!(rv, "11");
+    let (base, spec) = m.release(wall(5)).unwrap();
+    assert_eq!(base.rv, "11");
     assert_eq!(
         spec,
         Spec {
