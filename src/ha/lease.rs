@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::Leadership;
 use crate::net::kube::{DryRun, KubeClient, KubeError, Resource};
 use machine::{Action, Machine, Write};
-use record::{Record, new_lease, updated};
+use record::{Record, Spec, new_lease, updated};
 
 /// A running candidate. Dropping it stops the task without cleaning up (the Lease then
 /// expires on its own); [`LeaseElection::resign`] hands leadership over at once.
@@ -86,6 +86,9 @@ impl Drop for LeaseElection {
     }
 }
 
+/// A clean stop waits at most this long for the Lease to be handed back.
+const RELEASE_LIMIT: Duration = Duration::from_secs(2);
+
 /// The deadline of one API call: short, so that a lost renew is retried while the lease
 /// still lives instead of waiting out the client's (longer) timeout.
 fn call_limit(lease: Duration) -> Duration {
@@ -149,7 +152,7 @@ impl Driver {
                 let get = self
                     .client
                     .get(Resource::Lease, &self.namespace, &self.name);
-                match self.guarded(false, get).await {
+                match self.guarded("get", get).await {
                     Ok(object) => match Record::from_value(object.value()) {
                         Some(r) => {
                             self.healthy();
@@ -170,7 +173,7 @@ impl Driver {
                 let create =
                     self.client
                         .create(Resource::Lease, &self.namespace, &object, DryRun::No);
-                ("create", self.guarded(true, create).await)
+                ("create", self.guarded("create", create).await)
             }
             Action::Update { base, spec, why } => {
                 let object = updated(&base, &spec);
@@ -185,7 +188,7 @@ impl Driver {
                     Write::Renew => "renew",
                     Write::Acquire => "acquire",
                 };
-                (what, self.guarded(true, replace).await)
+                (what, self.guarded("replace", replace).await)
             }
         };
         match result {
@@ -208,8 +211,12 @@ impl Driver {
                 tracing::debug!(lease = %self.target, error = %e, "Lease election: lost a race; reading the Lease again");
                 self.machine.reread(now(), jitter());
             }
-            Err(e @ KubeError::Ambiguous { .. }) => {
-                self.report(what, e);
+            Err(KubeError::Ambiguous { reason, .. }) => {
+                let text = format!(
+                    "the Kubernetes Lease election lost the answer to its {what} of {} ({reason}); it reads the Lease back and decides again",
+                    self.target
+                );
+                self.show(text);
                 self.machine.reread(now(), jitter());
             }
             Err(e) => self.failed(what, e),
@@ -220,7 +227,7 @@ impl Driver {
     /// if it comes due meanwhile. A write without an answer in time is ambiguous.
     async fn guarded<T>(
         &self,
-        write: bool,
+        op: &'static str,
         request: impl Future<Output = Result<T, KubeError>>,
     ) -> Result<T, KubeError> {
         let limit = self.call_limit;
@@ -231,14 +238,14 @@ impl Driver {
             tokio::select! {
                 r = &mut request => return match r {
                     Ok(r) => r,
-                    Err(_) if write => Err(KubeError::Ambiguous {
-                        op: "write",
+                    Err(_) if op != "get" => Err(KubeError::Ambiguous {
+                        op,
                         target: self.target.clone(),
                         reason: format!("no answer within {limit:?}"),
                     }),
                     Err(_) => Err(KubeError::Unreachable {
                         server: self.client.server().to_owned(),
-                        op: "get",
+                        op,
                         target: self.target.clone(),
                         reason: format!("no answer within {limit:?}"),
                     }),
@@ -272,9 +279,8 @@ impl Driver {
         });
     }
 
-    /// Shows `e` in status (and logs it once), without changing what happens next.
-    fn report(&mut self, what: &str, e: impl std::fmt::Display) {
-        let text = format!("the Kubernetes Lease election cannot {what} its Lease: {e}");
+    /// Shows `text` in status (and logs it once), without changing what happens next.
+    fn show(&mut self, text: String) {
         if self.error.as_deref() != Some(&text) {
             tracing::warn!(error = %text, "Lease election: retrying with backoff");
         }
@@ -282,7 +288,9 @@ impl Driver {
     }
 
     fn failed(&mut self, what: &str, e: impl std::fmt::Display) {
-        self.report(what, e);
+        self.show(format!(
+            "the Kubernetes Lease election cannot {what} its Lease: {e}"
+        ));
         self.machine.failed(now(), jitter());
     }
 
@@ -292,7 +300,8 @@ impl Driver {
         }
     }
 
-    /// Best effort: stop leading, then hand the Lease back if it is still ours.
+    /// Best effort: stop leading, then hand the Lease back if it is still ours, waiting
+    /// at most [`RELEASE_LIMIT`] (it expires on its own anyway).
     async fn resign(mut self) {
         let release = self.machine.release(SystemTime::now());
         self.machine.released();
@@ -301,27 +310,56 @@ impl Driver {
         let Some((base, spec)) = release else {
             return;
         };
-        let object = updated(&base, &spec);
-        let put = self.client.replace(
-            Resource::Lease,
-            &self.namespace,
-            &self.name,
-            &object,
-            DryRun::No,
-        );
-        match tokio::time::timeout(Duration::from_secs(2), put).await {
-            Ok(Ok(_)) => {
+        match tokio::time::timeout(RELEASE_LIMIT, self.hand_back(base, spec)).await {
+            Ok(Ok(true)) => {
                 tracing::info!(lease = %self.target, "handed the tokend group's Lease back on shutdown");
             }
-            Ok(Err(KubeError::Conflict { .. })) => {
+            Ok(Ok(false)) => {
                 tracing::debug!(lease = %self.target, "the tokend group's Lease changed hands already; nothing to hand back");
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "could not hand the tokend group's Lease back on shutdown; the other processes take over when it expires");
             }
             Err(_) => {
-                tracing::warn!(lease = %self.target, "could not hand the tokend group's Lease back on shutdown (no answer within 2s); the other processes take over when it expires");
+                tracing::warn!(lease = %self.target, "could not hand the tokend group's Lease back on shutdown (no answer within {RELEASE_LIMIT:?}); the other processes take over when it expires");
             }
+        }
+    }
+
+    /// PUTs the release over `base`. After a lost race (someone labelled the Lease, or
+    /// our last renew's answer was lost) reads it once and tries again if it is still
+    /// ours. `Ok(false)`: someone else holds it.
+    async fn hand_back(&self, base: Record, mut spec: Spec) -> Result<bool, KubeError> {
+        let put = |base: &Record, spec: &Spec| {
+            let object = updated(base, spec);
+            let client = self.client.clone();
+            let (namespace, name) = (self.namespace.clone(), self.name.clone());
+            async move {
+                client
+                    .replace(Resource::Lease, &namespace, &name, &object, DryRun::No)
+                    .await
+            }
+        };
+        match put(&base, &spec).await {
+            Ok(_) => return Ok(true),
+            Err(KubeError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let fresh = self
+            .client
+            .get(Resource::Lease, &self.namespace, &self.name)
+            .await?;
+        let Some(fresh) = Record::from_value(fresh.value()) else {
+            return Ok(false);
+        };
+        if fresh.holder != self.identity {
+            return Ok(false);
+        }
+        spec.transitions = fresh.transitions;
+        match put(&fresh, &spec).await {
+            Ok(_) => Ok(true),
+            Err(KubeError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }

@@ -68,6 +68,7 @@ pub mod etcd_session;
 pub mod lease;
 
 pub use etcd_session::Election;
+pub use lease::LeaseElection;
 
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(90);

@@ -299,6 +299,31 @@ async fn answered(fake: &KubeFake, verb: &str, status: u16, after: usize) -> usi
 }
 
 #[tokio::test]
+async fn lease_election_resign_after_a_label_change_still_hands_back() {
+    let fake = KubeFake::start(&["tok"]);
+    let a = spawn(fake.url(), "a_00000001");
+    let mut rx_a = a.watch();
+    wait_for(&mut rx_a, 2 * LEASE, "a leads", |l| l.leading).await;
+    // Labelled between two renews: a's cached resourceVersion is stale when it stops.
+    let mut touched = fake.get(Res::Leases, NS, NAME).unwrap();
+    touched["metadata"]["labels"] = json!({"team": "payments"});
+    fake.put(Res::Leases, NS, touched);
+    let from = fake.requests().len();
+    a.resign().await;
+    let r = fake.requests();
+    let release: Vec<_> = r[from..]
+        .iter()
+        .map(|r| (r.verb.as_str(), r.status))
+        .collect();
+    assert_eq!(release, [("update", 409), ("get", 200), ("update", 200)]);
+    let lease = fake.get(Res::Leases, NS, NAME).unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], json!(""));
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], json!(1));
+    assert_eq!(lease["spec"]["leaseTransitions"], json!(0));
+    assert_eq!(lease["metadata"]["labels"]["team"], json!("payments"));
+}
+
+#[tokio::test]
 async fn lease_election_lost_races_and_lost_answers_are_read_back() {
     let fake = KubeFake::start(&["tok"]);
     let a = spawn(fake.url(), "a_00000001");
@@ -357,7 +382,7 @@ async fn lease_election_lost_races_and_lost_answers_are_read_back() {
     assert!(
         errors
             .iter()
-            .any(|e| e.contains("is unknown") || e.contains("HTTP 500")),
+            .any(|e| e.contains("lost the answer to its renew") || e.contains("HTTP 500")),
         "{errors:?}"
     );
     assert!(log.all().iter().all(|l| l.leading), "{:?}", log.all());
