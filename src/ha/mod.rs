@@ -123,7 +123,8 @@ pub struct Leadership {
     pub leading: bool,
     /// The current leader's identity, as last seen (for status).
     pub leader: Option<String>,
-    /// The leader key's `create_revision` while this process leads (fences its claims).
+    /// While this process leads, a number only its tenure has (fences its claims): the
+    /// etcd leader key's `create_revision`, or the Kubernetes Lease's `leaseTransitions`.
     pub leader_rev: Option<i64>,
     /// The last error of the election, one sentence; `None` when healthy.
     pub error: Option<String>,
