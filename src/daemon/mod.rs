@@ -71,7 +71,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), Error> {
             crate::ha::Role::Auto => {
                 let c = group
                     .shared
-                    .campaign(group.identity.clone(), group.config.lease)?;
+                    .campaign(group.identity.clone(), group.config.lease);
                 let rx = c.watch();
                 election = Some(c);
                 Some(rx)

@@ -73,6 +73,7 @@ pub use lease::LeaseElection;
 /// This process campaigning for its group, on the backend's election.
 pub enum Campaign {
     Etcd(etcd_session::Election),
+    Lease(lease::LeaseElection),
 }
 
 impl Campaign {
@@ -80,6 +81,7 @@ impl Campaign {
     pub fn watch(&self) -> tokio::sync::watch::Receiver<Leadership> {
         match self {
             Campaign::Etcd(e) => e.watch(),
+            Campaign::Lease(e) => e.watch(),
         }
     }
 
@@ -87,6 +89,7 @@ impl Campaign {
     pub async fn resign(self) {
         match self {
             Campaign::Etcd(e) => e.resign().await,
+            Campaign::Lease(e) => e.resign().await,
         }
     }
 }
