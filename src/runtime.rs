@@ -36,16 +36,20 @@ pub enum Shared {
 
 impl Shared {
     /// Starts campaigning for the group's leadership, on the backend's own election.
-    pub fn campaign(&self, identity: String, lease: Duration) -> Result<Campaign, Error> {
+    pub fn campaign(&self, identity: String, lease: Duration) -> Campaign {
         match self {
-            Shared::Etcd(etcd) => Ok(Campaign::Etcd(crate::ha::etcd_session::Election::spawn(
+            Shared::Etcd(etcd) => Campaign::Etcd(crate::ha::etcd_session::Election::spawn(
                 etcd.client().clone(),
                 etcd.leader_key().to_vec(),
                 identity,
                 lease,
-            ))),
-            Shared::Kubernetes(_) => Err(Error::Store(
-                "the Lease election is not built yet".to_owned(),
+            )),
+            Shared::Kubernetes(kube) => Campaign::Lease(crate::ha::LeaseElection::spawn(
+                kube.client().clone(),
+                kube.namespace().to_owned(),
+                kube.lease_name(),
+                identity,
+                lease,
             )),
         }
     }

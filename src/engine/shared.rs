@@ -165,7 +165,7 @@ impl Engine {
         }
         let name = slot.credential.name.clone();
         let read = match slot.incoming.take() {
-            Some(change) => Some(change),
+            Some(change) => Some(*change),
             None => self
                 .store
                 .read(&name)

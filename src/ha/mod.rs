@@ -65,12 +65,15 @@ pub struct KubeBackend {
 
 pub mod election;
 pub mod etcd_session;
+pub mod lease;
 
 pub use etcd_session::Election;
+pub use lease::LeaseElection;
 
 /// This process campaigning for its group, on the backend's election.
 pub enum Campaign {
     Etcd(etcd_session::Election),
+    Lease(lease::LeaseElection),
 }
 
 impl Campaign {
@@ -78,6 +81,7 @@ impl Campaign {
     pub fn watch(&self) -> tokio::sync::watch::Receiver<Leadership> {
         match self {
             Campaign::Etcd(e) => e.watch(),
+            Campaign::Lease(e) => e.watch(),
         }
     }
 
@@ -85,6 +89,7 @@ impl Campaign {
     pub async fn resign(self) {
         match self {
             Campaign::Etcd(e) => e.resign().await,
+            Campaign::Lease(e) => e.resign().await,
         }
     }
 }
@@ -153,7 +158,8 @@ pub struct Leadership {
     pub leading: bool,
     /// The current leader's identity, as last seen (for status).
     pub leader: Option<String>,
-    /// The leader key's `create_revision` while this process leads (fences its claims).
+    /// While this process leads, a number only its tenure has (fences its claims): the
+    /// etcd leader key's `create_revision`, or the Kubernetes Lease's `leaseTransitions`.
     pub leader_rev: Option<i64>,
     /// The last error of the election, one sentence; `None` when healthy.
     pub error: Option<String>,

@@ -26,6 +26,7 @@ mod interop;
 mod kube_client;
 mod kube_output;
 mod kube_store;
+mod lease_election;
 mod notify;
 mod outputs;
 mod providers;
