@@ -412,7 +412,7 @@ fn status_readyz_and_metrics_show_role_leader_generation_and_store_errors() {
 }
 
 #[test]
-fn a_leader_stopped_cleanly_releases_the_lease_and_the_other_takes_over_at_once() {
+fn a_leader_stopped_cleanly_releases_the_lease_and_one_cut_off_says_why() {
     let mut g = Group::start_kube(2, emulator(Duration::from_secs(600)), "");
     // A lease long enough that waiting it out and a released Lease are far apart in time.
     g.set_timings("  lease: 12s\n  claim_ttl: 3s\n  takeover_after: 6s\n");
@@ -448,6 +448,22 @@ fn a_leader_stopped_cleanly_releases_the_lease_and_the_other_takes_over_at_once(
         "{:?}",
         g.kube().get(Res::Leases, NAMESPACE, LEASE)
     );
+    // Cut off from the API server, the remaining leader steps down and /readyz names the
+    // problem, while its output keeps the last good token.
+    g.proxies[other].blackhole();
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            let (_, body) = http(g.ports[other], "GET", "/readyz");
+            let v: Value = serde_json::from_str(&body).unwrap_or_default();
+            v["ha"]["leading"] == false
+                && v["ha"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("Lease"))
+        }),
+        "no step-down or no reason in /readyz\n{}",
+        g.logs()
+    );
+    assert!(!g.output(other).trim().is_empty());
     assert_state_writes_are_conditional(&g);
     assert_lease_oracle(&g);
 }

@@ -86,6 +86,9 @@ pub enum Fault {
     Status(u16, &'static str),
     /// Applied, then the connection is closed without an answer.
     DropAfterCommit,
+    /// Applied, then the connection is held open without an answer for this long and
+    /// closed: the client sits in the ambiguous case, not knowing, for a while.
+    HoldAfterCommit(Duration),
 }
 
 /// One RBAC rule: `verb` on `resource` (`secrets`/`leases`), for `name` or any name.
@@ -136,6 +139,8 @@ pub struct Version {
 struct Injected {
     verb: String,
     target: Option<(Res, String)>,
+    /// Set: only a request whose JSON body this accepts.
+    when: Option<fn(&Value) -> bool>,
     fault: Fault,
 }
 
@@ -255,6 +260,7 @@ impl KubeFake {
         self.store().faults.push_back(Injected {
             verb: verb.to_owned(),
             target: None,
+            when: None,
             fault,
         });
     }
@@ -265,6 +271,25 @@ impl KubeFake {
         self.store().faults.push_back(Injected {
             verb: verb.to_owned(),
             target: Some((res, name.to_owned())),
+            when: None,
+            fault,
+        });
+    }
+
+    /// As [`KubeFake::inject_on`], for the next such write whose body `when` accepts (to aim
+    /// at one step of a protocol, e.g. the write that sets a claim).
+    pub fn inject_on_write(
+        &self,
+        verb: &str,
+        res: Res,
+        name: &str,
+        when: fn(&Value) -> bool,
+        fault: Fault,
+    ) {
+        self.store().faults.push_back(Injected {
+            verb: verb.to_owned(),
+            target: Some((res, name.to_owned())),
+            when: Some(when),
             fault,
         });
     }
@@ -693,10 +718,12 @@ fn handle(conn: &mut Conn, req: Request, shared: &Shared) {
                     None => true,
                     Some((r, n)) => *r == res && *n == obj_name && !dry_run,
                 }
+                && f.when.is_none_or(|when| body.as_ref().is_some_and(when))
         });
         at.and_then(|i| st.faults.remove(i)).map(|f| f.fault)
     };
     let mut drop_after = false;
+    let mut hold = Duration::ZERO;
     match fault {
         Some(Fault::Delay(d)) => std::thread::sleep(d),
         Some(Fault::Status(code, reason)) => {
@@ -710,6 +737,10 @@ fn handle(conn: &mut Conn, req: Request, shared: &Shared) {
             return;
         }
         Some(Fault::DropAfterCommit) => drop_after = true,
+        Some(Fault::HoldAfterCommit(d)) => {
+            drop_after = true;
+            hold = d;
+        }
         None => {}
     }
 
@@ -900,6 +931,7 @@ fn handle(conn: &mut Conn, req: Request, shared: &Shared) {
     shared.changed.notify_all();
     if drop_after {
         // Committed; the client never learns it.
+        std::thread::sleep(hold);
         return;
     }
     respond(conn, code, &answer);
