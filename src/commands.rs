@@ -256,7 +256,7 @@ async fn once(path: &Path, force: bool) -> Result<(), Error> {
     // rotation in flight (an init container deleted, a CI job cancelled).
     let stop_signal = crate::signals::Stop::install().map_err(Error::Signals)?;
     prove_kube_access(&config, false).await?;
-    let engine = crate::runtime::open(&config).await?.engine;
+    let engine = crate::runtime::open(&config, false).await?.engine;
     report_orphans(&config);
     let stopping = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();

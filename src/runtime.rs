@@ -62,8 +62,9 @@ impl Shared {
     }
 }
 
-/// Opens the state directory (taking its lock) and the store.
-pub async fn open(config: &Config) -> Result<Runtime, Error> {
+/// Opens the state directory (taking its lock) and the store. `campaigns`: this process
+/// may run for leadership (`run`, not `once`), so its access to the election is proven too.
+pub async fn open(config: &Config, campaigns: bool) -> Result<Runtime, Error> {
     let state_dir = StateDir::open(&config.state_dir)?;
     let Some(ha) = &config.ha else {
         return Ok(Runtime {
@@ -77,7 +78,7 @@ pub async fn open(config: &Config) -> Result<Runtime, Error> {
         Shared::Etcd(etcd) => probe(etcd.client()).await?,
         Shared::Kubernetes(kube) => {
             let names: Vec<String> = config.credentials.iter().map(|c| c.name.clone()).collect();
-            probe_kube(kube, &names, ha.role == crate::ha::Role::Auto).await?;
+            probe_kube(kube, &names, campaigns && ha.role == crate::ha::Role::Auto).await?;
         }
     }
     let store: Arc<dyn Store> = shared.store();

@@ -42,7 +42,7 @@ pub const OUTPUT_CHECK_EVERY: Duration = MAX_SLEEP;
 const OUTPUT_CHECK_BATCH: usize = 512;
 
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), Error> {
-    let runtime = crate::runtime::open(&config).await?;
+    let runtime = crate::runtime::open(&config, true).await?;
     let (control_tx, control_rx) = mpsc::channel(64);
     forward_signals(control_tx.clone()).map_err(Error::Signals)?;
     let nofile = raise_fd_limit();

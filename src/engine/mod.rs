@@ -270,6 +270,11 @@ impl Engine {
         self.store.is_shared()
     }
 
+    /// The generation a group's members agree on for the slot's token (none alone).
+    fn shared_gen(&self, slot: &Slot) -> Option<u64> {
+        self.is_shared().then_some(slot.state.token_gen)
+    }
+
     /// Loads a credential's state. Unreadable state is moved aside (and logged): refusing
     /// to start would leave outputs to expire, and the chain may still be recoverable by
     /// login. State from another identity keeps nothing but the failure history.
@@ -373,7 +378,7 @@ impl Engine {
             if slot.unsaved {
                 self.save(slot).await?;
             }
-            let written = self.publish(&cred, &token).await?;
+            let written = self.publish(&cred, &token, self.shared_gen(slot)).await?;
             if slot.state.failures > 0 {
                 // A previous attempt failed after the fetch (disk): it is resolved now.
                 slot.state.failures = 0;
@@ -389,7 +394,7 @@ impl Engine {
         {
             // The outputs keep (or get back) the last token while the hold lasts.
             if let Some(token) = slot.current_token(now) {
-                self.publish(&cred, &token).await?;
+                self.publish(&cred, &token, self.shared_gen(slot)).await?;
             }
             return Err(RefreshError::Held {
                 credential: cred.name.clone(),
@@ -407,7 +412,7 @@ impl Engine {
                 // A follower: whoever leads refreshes; the watch brings the commit. Look
                 // again in a while in case no one leads.
                 if let Some(token) = slot.current_token(now) {
-                    self.publish(&cred, &token).await?;
+                    self.publish(&cred, &token, self.shared_gen(slot)).await?;
                 }
                 return Ok(Outcome::Deferred {
                     until: now + crate::observe::MAX_SLEEP,
@@ -415,7 +420,7 @@ impl Engine {
             }
             if let Some(until) = self.claim(slot).await? {
                 if let Some(token) = slot.current_token(now) {
-                    self.publish(&cred, &token).await?;
+                    self.publish(&cred, &token, self.shared_gen(slot)).await?;
                 }
                 return Ok(Outcome::Deferred { until });
             }
@@ -614,7 +619,7 @@ impl Engine {
         }
         events::token_refreshed(name, &token, fetched.flow, source, took);
 
-        self.publish(&cred, &token).await?;
+        self.publish(&cred, &token, self.shared_gen(slot)).await?;
         Ok(Outcome::Refreshed)
     }
 
@@ -627,8 +632,14 @@ impl Engine {
         }
     }
 
-    /// Writes every output, then runs the hooks if any output changed.
-    async fn publish(&self, cred: &Arc<Credential>, token: &Token) -> Result<bool, RefreshError> {
+    /// Writes every output, then runs the hooks if any output changed. `shared_gen`: the
+    /// shared record's `token_gen` in a group (orders Secret writes across members).
+    async fn publish(
+        &self,
+        cred: &Arc<Credential>,
+        token: &Token,
+        shared_gen: Option<u64>,
+    ) -> Result<bool, RefreshError> {
         let (c, t) = (cred.clone(), token.clone());
         let written = blocking(move || {
             let mut written = false;
@@ -647,15 +658,20 @@ impl Engine {
         })?;
         // Remote outputs (Kubernetes Secrets) after the files, so a slow API server never delays them.
         let written = written
-            | crate::output::kubernetes_secret::publish(&cred.kube_outputs, &cred.name, token)
-                .await
-                .map_err(|source| {
-                    events::output_failed(&cred.name);
-                    RefreshError::Output {
-                        credential: cred.name.clone(),
-                        source,
-                    }
-                })?;
+            | crate::output::kubernetes_secret::publish(
+                &cred.kube_outputs,
+                &cred.name,
+                token,
+                shared_gen,
+            )
+            .await
+            .map_err(|source| {
+                events::output_failed(&cred.name);
+                RefreshError::Output {
+                    credential: cred.name.clone(),
+                    source,
+                }
+            })?;
         if written {
             let paths: Vec<String> = cred
                 .outputs

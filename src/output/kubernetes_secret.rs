@@ -22,6 +22,9 @@ use crate::util::rfc3339;
 pub const ANNOTATION_EXPIRES_AT: &str = "tokend.dev/expires-at";
 pub const ANNOTATION_ISSUED_AT: &str = "tokend.dev/issued-at";
 pub const ANNOTATION_TOKEN_GEN: &str = "tokend.dev/token-gen";
+/// The shared record's `token_gen` (with `ha`): orders the tokens of a group whatever the
+/// clocks of its members say.
+pub const ANNOTATION_SHARED_GEN: &str = "tokend.dev/shared-token-gen";
 pub const ANNOTATION_CREDENTIAL: &str = "tokend.dev/credential";
 
 /// How often one write reads the Secret again after losing a race before giving up (the
@@ -88,6 +91,7 @@ impl KubeSecret {
         token: &Token,
         credential: &str,
         resource_version: Option<&str>,
+        shared_gen: Option<u64>,
     ) -> Value {
         let b64 = base64::engine::general_purpose::STANDARD;
         let data: serde_json::Map<String, Value> = self
@@ -102,6 +106,9 @@ impl KubeSecret {
         annotations.insert(ANNOTATION_EXPIRES_AT.into(), rfc3339(token.expires_at));
         annotations.insert(ANNOTATION_ISSUED_AT.into(), rfc3339(token.issued_at));
         annotations.insert(ANNOTATION_TOKEN_GEN.into(), generation(token).to_string());
+        if let Some(g) = shared_gen {
+            annotations.insert(ANNOTATION_SHARED_GEN.into(), g.to_string());
+        }
         annotations.insert(ANNOTATION_CREDENTIAL.into(), credential.into());
         let mut metadata = json!({
             "name": self.name,
@@ -122,10 +129,9 @@ impl KubeSecret {
     }
 }
 
-/// The token's generation, which only grows: the issue time in milliseconds.
-// TODO(lead): swap in the record's `token_gen` once `publish` is handed it; issue times
-// grow with every refresh of one credential, so the order is the same for one writer, but
-// two writers with skewed clocks could disagree where `token_gen` cannot.
+/// The token's generation for a single writer, which only grows: the issue time in
+/// milliseconds. Members of an `ha` group also write the shared record's `token_gen`
+/// ([`ANNOTATION_SHARED_GEN`]), which two members with skewed clocks cannot disagree on.
 pub fn generation(token: &Token) -> u64 {
     token
         .issued_at
@@ -155,11 +161,26 @@ pub enum Step {
     Create,
 }
 
-pub fn decide(existing: Option<&Value>, ours: u64) -> Step {
+fn held_shared(secret: &Value) -> Option<u64> {
+    secret
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(ANNOTATION_SHARED_GEN))
+        .and_then(Value::as_str)
+        .and_then(|g| g.parse().ok())
+}
+
+/// `ours`: the token's issue-time generation and, in a group, the shared `token_gen`. Two
+/// shared generations are compared when both sides have one; issue times otherwise (a
+/// Secret written before `ha` was configured, or by a single instance).
+pub fn decide(existing: Option<&Value>, ours: u64, ours_shared: Option<u64>) -> Step {
     let Some(secret) = existing else {
         return Step::Create;
     };
-    if held_generation(secret).is_some_and(|held| held >= ours) {
+    let newer_held = match (ours_shared, held_shared(secret)) {
+        (Some(ours), Some(held)) => held >= ours,
+        _ => held_generation(secret).is_some_and(|held| held >= ours),
+    };
+    if newer_held {
         return Step::Skip;
     }
     let rv = secret
@@ -178,17 +199,23 @@ pub async fn publish(
     outputs: &[KubeSecret],
     credential: &str,
     token: &Token,
+    shared_gen: Option<u64>,
 ) -> Result<bool, OutputError> {
     let mut written = false;
     for out in outputs {
-        written |= write(out, token, credential).await?;
+        written |= write(out, token, credential, shared_gen).await?;
     }
     Ok(written)
 }
 
 /// GET → skip if it holds this token or a newer one → apply with its resourceVersion;
 /// 409 → GET again; absent → create (409 AlreadyExists → GET again).
-pub async fn write(out: &KubeSecret, token: &Token, credential: &str) -> Result<bool, OutputError> {
+pub async fn write(
+    out: &KubeSecret,
+    token: &Token,
+    credential: &str,
+    shared_gen: Option<u64>,
+) -> Result<bool, OutputError> {
     let fail = |ns: &str, reason: String| OutputError {
         path: target(ns, &out.name),
         reason,
@@ -209,19 +236,19 @@ pub async fn write(out: &KubeSecret, token: &Token, credential: &str) -> Result<
             Err(KubeError::NotFound { .. }) => None,
             Err(e) => return Err(fail(&ns, e.to_string())),
         };
-        let result = match decide(existing.as_ref(), ours) {
+        let result = match decide(existing.as_ref(), ours, shared_gen) {
             Step::Skip => {
                 let ours_landed = existing.as_ref().and_then(held_generation) == Some(ours);
                 return Ok(maybe_written && ours_landed);
             }
             Step::Apply(rv) => {
-                let object = out.manifest(&ns, token, credential, Some(&rv));
+                let object = out.manifest(&ns, token, credential, Some(&rv), shared_gen);
                 client
                     .apply(Resource::Secret, &ns, &out.name, &object, DryRun::No)
                     .await
             }
             Step::Create => {
-                let object = out.manifest(&ns, token, credential, None);
+                let object = out.manifest(&ns, token, credential, None, shared_gen);
                 client
                     .create(Resource::Secret, &ns, &object, DryRun::No)
                     .await
@@ -330,7 +357,13 @@ async fn prove_one(out: &KubeSecret, credential: &str) -> Result<(), (bool, Stri
     };
     match client.get(Resource::Secret, &ns, &out.name).await {
         Ok(existing) => {
-            let object = out.manifest(&ns, &probe, credential, Some(existing.resource_version()));
+            let object = out.manifest(
+                &ns,
+                &probe,
+                credential,
+                Some(existing.resource_version()),
+                None,
+            );
             allowed(
                 client
                     .apply(Resource::Secret, &ns, &out.name, &object, DryRun::All)
@@ -339,7 +372,7 @@ async fn prove_one(out: &KubeSecret, credential: &str) -> Result<(), (bool, Stri
             .map_err(|e| denied("patch", &e))?;
         }
         Err(KubeError::NotFound { .. }) => {
-            let object = out.manifest(&ns, &probe, credential, None);
+            let object = out.manifest(&ns, &probe, credential, None, None);
             allowed(
                 client
                     .create(Resource::Secret, &ns, &object, DryRun::All)
@@ -383,7 +416,7 @@ mod tests {
 
     #[test]
     fn manifest_has_the_dir_keys_annotations_and_labels() {
-        let m = out(SecretFormat::Files).manifest("apps", &token(), "vandar", Some("7"));
+        let m = out(SecretFormat::Files).manifest("apps", &token(), "vandar", Some("7"), None);
         let b64 = base64::engine::general_purpose::STANDARD;
         assert_eq!(m["metadata"]["resourceVersion"], "7");
         assert_eq!(m["data"]["token"], b64.encode("tok-1"));
@@ -401,7 +434,7 @@ mod tests {
         let env = out(SecretFormat::Env {
             prefix: "VANDAR".into(),
         })
-        .manifest("apps", &token(), "vandar", None);
+        .manifest("apps", &token(), "vandar", None, None);
         let keys: Vec<&String> = env["data"].as_object().unwrap().keys().collect();
         assert_eq!(keys, ["VANDAR_EXPIRES_AT", "VANDAR_TOKEN"]);
         assert!(env["metadata"].get("resourceVersion").is_none());
@@ -460,6 +493,39 @@ mod tests {
     }
 
     #[test]
+    fn in_a_group_the_shared_generation_decides_whatever_the_clocks_say() {
+        let secret = |issued: &str, shared: Option<&str>| {
+            let mut s = json!({"metadata": {"name": "s", "resourceVersion": "5",
+                "annotations": {ANNOTATION_TOKEN_GEN: issued}}});
+            if let Some(g) = shared {
+                s["metadata"]["annotations"][ANNOTATION_SHARED_GEN] = json!(g);
+            }
+            s
+        };
+        // (held issue time, held shared gen, our issue time, our shared gen, the step)
+        let cases = [
+            // A member with a slow clock writes the newer token (gen 8 over 7).
+            ("2000", Some("7"), 1000, Some(8), Step::Apply("5".into())),
+            // A member with a fast clock does not put an older token back.
+            ("1000", Some("8"), 2000, Some(7), Step::Skip),
+            ("1000", Some("8"), 2000, Some(8), Step::Skip),
+            // Written before `ha`: issue times decide.
+            ("1000", None, 2000, Some(1), Step::Apply("5".into())),
+            ("3000", None, 2000, Some(1), Step::Skip),
+            // A single instance over a group's Secret: issue times too.
+            ("1000", Some("8"), 2000, None, Step::Apply("5".into())),
+        ];
+        for (issued, shared, ours, ours_shared, want) in cases {
+            let s = secret(issued, shared);
+            assert_eq!(
+                decide(Some(&s), ours, ours_shared),
+                want,
+                "{s} {ours} {ours_shared:?}"
+            );
+        }
+    }
+
+    #[test]
     fn never_an_older_token_over_a_newer_one() {
         let secret = |held: Option<&str>| {
             let mut s =
@@ -479,7 +545,11 @@ mod tests {
             (Some(secret(Some("11"))), 10, Step::Skip),
         ];
         for (existing, ours, want) in cases {
-            assert_eq!(decide(existing.as_ref(), ours), want, "{existing:?} {ours}");
+            assert_eq!(
+                decide(existing.as_ref(), ours, None),
+                want,
+                "{existing:?} {ours}"
+            );
         }
     }
 }
