@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::group::{Group, LEASE, NAMESPACE, STATE_SECRET, emulator};
-use crate::support::kube_fake::{KubeFake, Recorded, Res, Rule};
+use crate::support::group::{Group, KUBE_TOKEN, LEASE, NAMESPACE, STATE_SECRET, emulator};
+use crate::support::kube_fake::{KubeFake, Recorded, Res, Rule, decode_state};
 use crate::support::{Endpoint, http, wait_for};
 
 pub const REFRESH: &str = "    refresh: { at: 50%, jitter: 0% }\n";
@@ -466,4 +466,102 @@ fn a_leader_stopped_cleanly_releases_the_lease_and_one_cut_off_says_why() {
     assert!(!g.output(other).trim().is_empty());
     assert_state_writes_are_conditional(&g);
     assert_lease_oracle(&g);
+}
+
+#[test]
+fn check_describes_the_kubernetes_group_and_the_api_token_appears_nowhere() {
+    let mut g = Group::start_kube(1, emulator(Duration::from_secs(600)), "");
+    let path = g.config_path(0);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("log: {{ level: trace }}\n{text}")).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(crate::support::BIN)
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap()
+    };
+    for args in [&["check"][..], &["check", "--offline"][..]] {
+        let out = run(args);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{args:?}: {all}");
+        assert!(
+            all.contains(&format!(
+                "shared state: group `g1` in Kubernetes: Secrets tokend-g1-<credential> and Lease {LEASE} in namespace {NAMESPACE}"
+            )) && all.contains("this process is `node-0`"),
+            "{args:?}: {all}"
+        );
+        assert!(
+            !all.contains(KUBE_TOKEN),
+            "{args:?} printed the API token: {all}"
+        );
+    }
+    g.start_node(0);
+    assert!(g.wait_chain_gen(1, Duration::from_secs(20)), "{}", g.logs());
+    let status = run(&["status", "--json"]);
+    assert!(status.status.success());
+    g.stop_node(0);
+    let everything = format!(
+        "{}{}{}",
+        g.log(0),
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        everything.contains("TRACE"),
+        "the log is not at trace level"
+    );
+    assert!(!everything.contains(KUBE_TOKEN), "the API token leaked");
+    // Nor in anything tokend stored.
+    for v in g.kube().versions(Res::Secrets, NAMESPACE, STATE_SECRET) {
+        assert!(!v.object.to_string().contains(KUBE_TOKEN));
+        let record = decode_state(&v.object).unwrap_or_default();
+        assert!(!record.to_string().contains(KUBE_TOKEN));
+    }
+    for entry in std::fs::read_dir(g.env.path("state-0")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&bytes).contains(KUBE_TOKEN));
+    }
+}
+
+#[test]
+fn a_state_secret_deleted_while_the_group_runs_is_written_again_without_a_replay() {
+    let mut g = Group::start_kube(3, emulator(LIFETIME), REFRESH);
+    g.start_all();
+    assert!(g.wait_chain_gen(2, Duration::from_secs(30)), "{}", g.logs());
+    // An operator deletes the state Secret (by mistake, or to "reset" it): the group still
+    // holds the live chain, and must put it back rather than send a spent seed.
+    g.kube().delete(Res::Secrets, NAMESPACE, STATE_SECRET);
+    let deleted = Instant::now();
+    let gen_before = g.last_commit().unwrap().chain_gen;
+    assert!(
+        g.wait_chain_gen(gen_before + 2, Duration::from_secs(40)),
+        "the chain did not go on after its Secret was deleted\n{}",
+        g.logs()
+    );
+    let kinds: Vec<&str> = g
+        .kube()
+        .versions(Res::Secrets, NAMESPACE, STATE_SECRET)
+        .iter()
+        .map(|v| v.kind)
+        .skip_while(|k| *k != "DELETED")
+        .take(2)
+        .collect();
+    assert_eq!(
+        kinds,
+        ["DELETED", "ADDED"],
+        "the Secret was not created again"
+    );
+    std::thread::sleep(LAG);
+    // The oracles see the chain go on from where it was (a record made anew would start
+    // again at generation 0, and a resent seed is a replay).
+    g.assert_oracles_since(LAG, &[0, 1, 2], Some(deleted + Duration::from_secs(2)));
+    assert_eq!(g.env.emu.reused_refresh_tokens(), 0);
+    assert_state_writes_are_conditional(&g);
 }
