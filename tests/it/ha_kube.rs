@@ -565,3 +565,41 @@ fn a_state_secret_deleted_while_the_group_runs_is_written_again_without_a_replay
     assert_eq!(g.env.emu.reused_refresh_tokens(), 0);
     assert_state_writes_are_conditional(&g);
 }
+
+#[test]
+fn a_follower_only_process_mirrors_the_group_and_never_campaigns() {
+    let mut g = Group::start_kube(2, emulator(LIFETIME), REFRESH);
+    let path = g.config_path(1);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "  identity: node-1\n",
+        "  identity: node-1\n  role: follower\n",
+    );
+    assert!(text.contains("role: follower"), "{text}");
+    std::fs::write(&path, text).unwrap();
+    g.start_all();
+    assert!(g.wait_chain_gen(3, Duration::from_secs(30)), "{}", g.logs());
+    std::thread::sleep(LAG);
+    g.assert_oracles(LAG, &[0, 1]);
+    // Without its leader, the group stands still: a follower never campaigns nor refreshes.
+    g.kill_node(0);
+    let calls = g.env.emu.requests(Endpoint::VandarRefresh);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(g.env.emu.requests(Endpoint::VandarRefresh), calls);
+    let held: Vec<String> = g
+        .kube()
+        .versions(Res::Leases, NAMESPACE, LEASE)
+        .iter()
+        .filter_map(|v| {
+            v.object
+                .pointer("/spec/holderIdentity")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(
+        held.iter().all(|h| !h.starts_with("node-1_")),
+        "the follower-only process took the Lease: {held:?}"
+    );
+    assert!(!g.log(1).contains("event=\"leading\""), "{}", g.logs());
+    assert_state_writes_are_conditional(&g);
+}
