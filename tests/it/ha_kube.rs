@@ -200,6 +200,21 @@ fn three_processes_share_one_chain_in_one_secret_and_call_the_provider_once_per_
     assert!(state.refresh_token().is_some(), "{state}");
     assert_state_writes_are_conditional(&g);
     assert_lease_oracle(&g);
+    // Reads as HA.md §3.4/§3.6 has them: consistent GETs (never `resourceVersion=0`, which
+    // the watch cache serves), and watches of the one Secret by name, with bookmarks.
+    let requests = g.kube().requests();
+    for r in requests.iter().filter(|r| r.resource == Res::Secrets) {
+        match r.verb.as_str() {
+            "get" => assert!(!r.query.contains("resourceVersion=0"), "{r:?}"),
+            "watch" => assert!(
+                r.name == STATE_SECRET && r.query.contains("allowWatchBookmarks=true"),
+                "{r:?}"
+            ),
+            "list" => panic!("tokend listed Secrets: {r:?}"),
+            _ => {}
+        }
+    }
+    assert!(requests.iter().any(|r| r.verb == "watch"), "no watch");
     let lease = g.kube().get(Res::Leases, NAMESPACE, LEASE).unwrap();
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 2, "{lease}");
 }

@@ -362,6 +362,58 @@ fn a_watch_answered_410_gone_reads_again_and_converges() {
 }
 
 #[test]
+fn a_watch_resumes_from_its_last_bookmark_and_needs_no_read_after_compaction() {
+    let mut g = Group::start_kube(2, emulator(LIFETIME), REFRESH);
+    g.start_all();
+    advance(&g, 1, "at start");
+    // Newer versions elsewhere, announced by a bookmark: a watch that keeps the bookmark's
+    // resourceVersion is not too old after the compaction, so it resumes without a 410.
+    g.kube().put(
+        Res::Secrets,
+        NAMESPACE,
+        json!({"metadata": {"name": "unrelated"}, "type": "Opaque"}),
+    );
+    let compacted = g.kube().resource_version();
+    let watches = || {
+        g.kube()
+            .requests()
+            .iter()
+            .filter(|r| r.verb == "watch" && r.name == STATE_SECRET)
+            .count()
+    };
+    let open = watches();
+    g.kube().bookmark();
+    // The bookmark reaches every open watch at once; give the processes a moment to read it.
+    std::thread::sleep(Duration::from_millis(300));
+    g.kube().compact();
+    g.kube().end_watches();
+    assert!(
+        wait_for(Duration::from_secs(5), || watches() >= open + 2),
+        "the watches were not opened again\n{}",
+        g.logs()
+    );
+    let resumed: Vec<Option<u64>> = g
+        .kube()
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "watch" && r.name == STATE_SECRET)
+        .skip(open)
+        .map(|r| watch_from(&r.query))
+        .collect();
+    assert!(
+        resumed
+            .iter()
+            .all(|rv| rv.is_some_and(|rv| rv >= compacted)),
+        "a watch resumed from before its last bookmark ({compacted}): {resumed:?}"
+    );
+    let back = Instant::now();
+    advance(&g, 2, "after the compaction");
+    std::thread::sleep(LAG);
+    g.assert_oracles_since(LAG, &[0, 1], Some(back));
+    assert_state_writes_are_conditional(&g);
+}
+
+#[test]
 fn restarting_all_three_at_once_calls_no_provider_for_a_fresh_token() {
     let mut g = Group::start_kube(3, emulator(Duration::from_secs(600)), "");
     g.start_all();
