@@ -333,7 +333,8 @@ fn assert_refused_at_start(verb: &'static str, resource: &'static str, name: &st
     g.start_node(0);
     let code = wait_exit(&mut g, 0, Duration::from_secs(20));
     let log = g.log(0);
-    assert_eq!(code, Some(1), "`run` did not exit 1\n{log}");
+    // A missing permission is a configuration error, as for a `kubernetes_secret` output.
+    assert_eq!(code, Some(2), "`run` did not exit 2\n{log}");
     for word in [verb, resource, name] {
         assert!(
             log.contains(word),
