@@ -347,12 +347,12 @@ fn assert_refused_at_start(verb: &'static str, resource: &'static str, name: &st
 }
 
 #[test]
-fn run_without_update_on_the_state_secret_exits_1_naming_it_before_any_provider_call() {
+fn run_without_update_on_the_state_secret_exits_2_naming_it_before_any_provider_call() {
     assert_refused_at_start("update", "secrets", STATE_SECRET);
 }
 
 #[test]
-fn run_without_update_on_the_lease_exits_1_naming_it_before_any_provider_call() {
+fn run_without_update_on_the_lease_exits_2_naming_it_before_any_provider_call() {
     assert_refused_at_start("update", "leases", LEASE);
 }
 
