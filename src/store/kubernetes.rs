@@ -260,7 +260,12 @@ impl KubeStore {
             .map_err(|e| self.error(credential, e))
     }
 
-    /// Watches one state Secret until the receiver is dropped, re-reading it after a 410.
+    /// Watches one state Secret until the receiver is dropped, as client-go's reflector
+    /// does: a broken stream is resumed from the last version seen (events or bookmarks),
+    /// which loses nothing; only `410 Gone` starts over with a watch without a version,
+    /// which the API server opens with the Secret as it is now (a synthetic ADDED). Never a
+    /// GET then a watch from the object's own version: that version can be older than the
+    /// compaction, and would be answered 410 again, for ever.
     fn spawn_watch(
         &self,
         credential: String,
@@ -271,58 +276,30 @@ impl KubeStore {
         let name = self.secret_name(&credential);
         let mut rewatch = self.rewatch.subscribe();
         tokio::spawn(async move {
+            // `None`: start from the current state.
             let mut from: Option<String> = None;
             let mut failures = 0u32;
             loop {
                 if tx.is_closed() {
                     return;
                 }
-                // Without a version to resume from, read the Secret: what it holds now is
-                // news (it may have changed while nothing watched), and its version is
-                // where the watch starts.
-                let rv = match &from {
-                    Some(rv) => rv.clone(),
-                    None => match client.get(Resource::Secret, &namespace, &name).await {
-                        Ok(obj) => {
-                            if let Some(w) = changed(&credential, &obj)
-                                && tx.send(w).await.is_err()
-                            {
-                                return;
-                            }
-                            obj.resource_version().to_owned()
-                        }
-                        // Not created yet: watch from "now" (the empty version means
-                        // "from the current state" to the API server).
-                        Err(KubeError::NotFound { .. }) => String::new(),
-                        Err(e) => {
-                            failures += 1;
-                            watch_failed(&name, failures, &e);
-                            pause(&mut rewatch, failures).await;
-                            continue;
-                        }
-                    },
-                };
+                let rv = from.clone().unwrap_or_default();
                 let mut stream = match client
                     .watch(Resource::Secret, &namespace, &name, &rv, WATCH_SECONDS)
                     .await
                 {
                     Ok(s) => s,
-                    Err(KubeError::Gone { .. }) => {
-                        from = None;
-                        continue;
-                    }
                     Err(e) => {
+                        if matches!(e, KubeError::Gone { .. }) && from.take().is_some() {
+                            // Too old: start over from the current state, at once.
+                            continue;
+                        }
                         failures += 1;
                         watch_failed(&name, failures, &e);
                         pause(&mut rewatch, failures).await;
                         continue;
                     }
                 };
-                if failures > 0 {
-                    tracing::info!(secret = %name, "watching the shared state again");
-                    failures = 0;
-                }
-                from = (!rv.is_empty()).then_some(rv);
                 loop {
                     let next = tokio::select! {
                         next = tokio::time::timeout(WATCH_SILENCE, stream.next()) => next,
@@ -336,6 +313,12 @@ impl KubeStore {
                     match next {
                         Err(_) | Ok(Ok(None)) => break,
                         Ok(Ok(Some(event))) => {
+                            // Counted as healthy only once something arrives: a server
+                            // that opens streams and breaks them at once is backed off.
+                            if failures > 0 {
+                                tracing::info!(secret = %name, "watching the shared state again");
+                                failures = 0;
+                            }
                             let rv = event.resource_version();
                             if !rv.is_empty() {
                                 from = Some(rv.to_owned());
@@ -354,8 +337,7 @@ impl KubeStore {
                         Ok(Err(e)) => {
                             failures += 1;
                             watch_failed(&name, failures, &e);
-                            // Events may have been lost mid-stream: read the Secret again.
-                            from = None;
+                            pause(&mut rewatch, failures).await;
                             break;
                         }
                     }

@@ -383,8 +383,10 @@ fn a_watch_resumes_from_its_last_bookmark_and_needs_no_read_after_compaction() {
     };
     let open = watches();
     g.kube().bookmark();
-    // The bookmark reaches every open watch at once; give the processes a moment to read it.
-    std::thread::sleep(Duration::from_millis(300));
+    // The bookmark reaches every open watch at once; give the processes a moment to read it
+    // (a process that missed it would resume from before the compaction and start over,
+    // which the assertion below would report as a product bug).
+    std::thread::sleep(Duration::from_secs(1));
     g.kube().compact();
     g.kube().end_watches();
     assert!(

@@ -194,19 +194,23 @@ async fn the_watch_delivers_every_commit_and_survives_410_gone() {
     let quiet = tokio::time::timeout(Duration::from_millis(500), watched.recv()).await;
     assert!(quiet.is_err(), "{quiet:?}");
     // History compacted past the last version the watcher saw, and its stream renewed (as
-    // after the API server comes back): the re-watch is 410 Gone, so it reads the Secret
-    // again and goes on from there.
-    let gets = |fake: &KubeFake| {
+    // after the API server comes back): the re-watch is 410 Gone, so it starts over from
+    // the current state (a watch without a version) — once, not in a loop.
+    let fresh_starts = |fake: &KubeFake| {
         fake.requests()
             .iter()
-            .filter(|r| r.verb == "get" && r.name == SECRET)
+            .filter(|r| r.verb == "watch" && r.name == SECRET)
+            .filter(|r| {
+                form_urlencoded::parse(r.query.as_bytes())
+                    .any(|(k, v)| k == "resourceVersion" && v.is_empty())
+            })
             .count()
     };
-    let before = gets(&fake);
+    let before = fresh_starts(&fake);
     fake.compact();
     follower.rewatch();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(gets(&fake) > before, "410 Gone is followed by a fresh read");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fresh_starts(&fake), before + 1, "{:?}", fake.requests());
     writer.cas(&v, &record(4), Purpose::Commit).await.unwrap();
     let mut latest = 3;
     while latest < 4 {
