@@ -1,132 +1,29 @@
-//! Shared state under faults (issue 12, HA.md §5.2), each its own test, each judged by the
+//! Shared state on etcd under faults (issue 12, HA.md §5.2): the scenarios every backend
+//! runs (`ha_scenarios`) and what only etcd has (members restarted). Each is judged by the
 //! same oracles: zero replays of a spent refresh token, chain generations +1, every running
 //! process's outputs current within 1 s of each commit, never an older token.
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
-
+use crate::ha_scenarios::{self, ETCD, LAG, REFRESH, advance};
 use crate::support::etcd::EtcdCluster;
-use crate::support::group::{CRED, Group, emulator};
-use crate::support::{Endpoint, wait_for};
+use crate::support::group::{Group, emulator};
 
-const REFRESH: &str = "    refresh: { at: 50%, jitter: 0% }\n";
-const LAG: Duration = Duration::from_secs(1);
-const LIFETIME: Duration = Duration::from_secs(3);
-
-fn running(g: &Group) -> Vec<usize> {
-    (0..g.nodes.len())
-        .filter(|&i| g.nodes[i].is_some())
-        .collect()
-}
-
-fn advance(g: &Group, by: u64, why: &str) {
-    let target = g.last_commit().map_or(0, |c| c.chain_gen) + by;
-    assert!(
-        g.wait_chain_gen(target, Duration::from_secs(40)),
-        "the chain did not reach generation {target} {why}\n{}",
-        g.logs()
-    );
-}
+const LIFETIME: Duration = ETCD.lifetime;
 
 #[test]
 fn a_paused_leader_is_replaced_and_its_late_work_never_forks_the_chain() {
-    let mut g = Group::start(3, emulator(LIFETIME), REFRESH);
-    g.start_all();
-    advance(&g, 2, "before the pause");
-    let leader = g.wait_leader();
-    // Past its lease (2 s) but not past takeover_after (6 s): a GC pause, a stalled VM.
-    g.node(leader).signal(Signal::SIGSTOP);
-    let paused = Instant::now();
-    advance(&g, 2, "while the leader was paused");
-    let elapsed = paused.elapsed();
-    if elapsed < Duration::from_secs(4) {
-        std::thread::sleep(Duration::from_secs(4) - elapsed);
-    }
-    g.node(leader).signal(Signal::SIGCONT);
-    let resumed = Instant::now();
-    advance(&g, 3, "after the pause");
-    std::thread::sleep(LAG);
-    let others: Vec<usize> = running(&g).into_iter().filter(|&i| i != leader).collect();
-    g.assert_oracles(LAG, &others);
-    // The resumed one may lag while it was stopped, never after, and never regress.
-    g.assert_oracles_since(
-        LAG + Duration::from_millis(500),
-        &[leader],
-        Some(resumed + LAG),
-    );
+    ha_scenarios::paused_leader(&ETCD);
 }
 
 #[test]
 fn kill_9_between_the_providers_answer_and_the_commit_loses_nothing() {
-    let mut g = Group::start(1, emulator(Duration::from_secs(600)), "");
-    // The failpoint (debug builds only) kills the process right after the journal's fsync.
-    g.start_node_with(0, &[("TOKEND_TEST_DIE_AFTER_JOURNAL", CRED)]);
-    let journal = g.env.path(&format!("state-0/{CRED}.pending"));
-    assert!(
-        wait_for(Duration::from_secs(20), || journal.exists()
-            && g.nodes[0].as_mut().is_some_and(|n| n
-                .child
-                .try_wait()
-                .ok()
-                .flatten()
-                .is_some())),
-        "the process did not die after journalling\n{}",
-        g.logs()
-    );
-    assert_eq!(g.env.emu.successes(Endpoint::VandarRefresh), 1);
-    // The seed is spent at the provider; only the journal holds its successor.
-    g.nodes[0] = None;
-    g.start_node(0);
-    assert!(
-        wait_for(Duration::from_secs(20), || g
-            .last_commit()
-            .is_some_and(|c| c.chain_gen >= 1 && c.token.is_some())),
-        "the journalled answer was not committed\n{}",
-        g.logs()
-    );
-    // The log line follows the commit that the test may see first.
-    assert!(
-        wait_for(Duration::from_secs(5), || g
-            .log(0)
-            .contains("committed a journalled answer")),
-        "{}",
-        g.logs()
-    );
-    assert!(!journal.exists(), "the journal outlived its commit");
-    let state = g.state();
-    assert_eq!((state.chain_gen(), state.token_gen()), (1, 1), "{state}");
-    assert_eq!(state.claim_holder(), None, "{state}");
-    let token = g.last_commit().unwrap().token.unwrap();
-    assert!(wait_for(Duration::from_secs(5), || g.output(0).trim() == token));
-    // Recovered without another provider call, and without a replay.
-    assert_eq!(g.env.emu.requests(Endpoint::VandarRefresh), 1);
-    g.assert_oracles(LAG, &[]);
+    ha_scenarios::kill_9_after_the_journal(&ETCD);
 }
 
 #[test]
 fn kill_9_at_random_moments_never_forks_the_chain() {
-    let mut g = Group::start(3, emulator(LIFETIME), REFRESH);
-    g.start_all();
-    advance(&g, 1, "at start");
-    let mut rng = fastrand::Rng::with_seed(
-        std::env::var("TOKEND_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(12),
-    );
-    for round in 0..6 {
-        let victim = rng.usize(..3);
-        std::thread::sleep(Duration::from_millis(rng.u64(100..1500)));
-        g.kill_node(victim);
-        std::thread::sleep(Duration::from_millis(rng.u64(0..800)));
-        g.start_node(victim);
-        let _ = round;
-    }
-    let restarted = Instant::now();
-    advance(&g, 3, "after the kills");
-    std::thread::sleep(LAG);
-    g.assert_oracles_since(LAG, &[0, 1, 2], Some(restarted + Duration::from_secs(2)));
+    ha_scenarios::kill_9_at_random_moments(&ETCD);
 }
 
 #[test]
@@ -180,54 +77,10 @@ fn restarting_the_etcd_leader_member_and_then_the_whole_cluster_forks_nothing() 
 
 #[test]
 fn restarting_all_three_at_once_calls_no_provider_for_a_fresh_token() {
-    let mut g = Group::start(3, emulator(Duration::from_secs(600)), "");
-    g.start_all();
-    advance(&g, 1, "at start");
-    let token = g.last_commit().unwrap().token.unwrap();
-    assert!(wait_for(Duration::from_secs(5), || (0..3)
-        .all(|i| g.output(i).trim() == token)));
-    let calls = g.env.emu.requests(Endpoint::VandarRefresh);
-    for i in 0..3 {
-        g.kill_node(i);
-    }
-    for i in 0..3 {
-        let _ = std::fs::remove_file(g.output_path(i));
-    }
-    g.start_all();
-    assert!(
-        wait_for(Duration::from_secs(10), || (0..3)
-            .all(|i| g.output(i).trim() == token)),
-        "not every process wrote the shared token back\n{}",
-        g.logs()
-    );
-    assert_eq!(g.env.emu.requests(Endpoint::VandarRefresh), calls);
-    // The outputs were deleted by the test: judge the lag of what was committed after.
-    g.assert_oracles_since(LAG, &[0, 1, 2], Some(Instant::now()));
+    ha_scenarios::restart_all_at_once(&ETCD);
 }
 
 #[test]
 fn a_rolling_update_with_old_and_new_configs_side_by_side_never_replays_a_seed() {
-    let mut g = Group::start(3, emulator(LIFETIME), REFRESH);
-    g.start_all();
-    advance(&g, 2, "on the old config");
-    // The operator puts a new dashboard token into the new config, and rolls it out one
-    // process at a time: old and new run side by side, and leadership moves between them.
-    g.env.emu.add_refresh_seed("def502seed-two");
-    g.env.secret("vandar-refresh-2", "def502seed-two\n");
-    for i in 0..3 {
-        g.write_config_with(
-            i,
-            "vandar-refresh-2",
-            "    refresh: { at: 60%, jitter: 0% }\n",
-        );
-        g.stop_node(i);
-        g.start_node(i);
-        advance(&g, 1, &format!("after updating process {i}"));
-    }
-    let updated = Instant::now();
-    advance(&g, 2, "on the new config");
-    std::thread::sleep(LAG);
-    g.assert_oracles_since(LAG, &[0, 1, 2], Some(updated + Duration::from_secs(2)));
-    // The new seed was sent once at most; the old one never again.
-    assert_eq!(g.env.emu.reused_refresh_tokens(), 0);
+    ha_scenarios::rolling_update(&ETCD);
 }

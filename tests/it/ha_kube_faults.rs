@@ -6,39 +6,15 @@
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use serde_json::json;
 
 use crate::ha_kube::{
     LAG, LIFETIME, REFRESH, assert_lease_oracle, assert_state_writes_are_conditional,
 };
-use crate::support::group::{CRED, Group, NAMESPACE, STATE_SECRET, emulator};
+use crate::ha_scenarios::{self, KUBE, advance};
+use crate::support::group::{Group, NAMESPACE, STATE_SECRET, emulator};
 use crate::support::kube_fake::{Fault, Res, decode_state};
 use crate::support::{Endpoint, wait_for};
-
-fn running(g: &Group) -> Vec<usize> {
-    (0..g.nodes.len())
-        .filter(|&i| g.nodes[i].is_some())
-        .collect()
-}
-
-fn advance(g: &Group, by: u64, why: &str) {
-    let target = g.last_commit().map_or(0, |c| c.chain_gen) + by;
-    assert!(
-        g.wait_chain_gen(target, Duration::from_secs(40)),
-        "the chain did not reach generation {target} {why}\n{}",
-        g.logs()
-    );
-}
-
-fn rng() -> fastrand::Rng {
-    fastrand::Rng::with_seed(
-        std::env::var("TOKEND_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(12),
-    )
-}
 
 /// Provider calls stay one group's worth: each committed rotation, plus at most `extra`
 /// sends whose answers were lost with a killed process (and one still in flight).
@@ -54,29 +30,7 @@ fn assert_one_groups_worth(g: &Group, extra: u64) {
 
 #[test]
 fn a_paused_leader_is_replaced_and_its_late_work_never_forks_the_chain() {
-    let mut g = Group::start_kube(3, emulator(LIFETIME), REFRESH);
-    g.start_all();
-    advance(&g, 2, "before the pause");
-    let leader = g.wait_leader();
-    // Past its lease (2 s) but not past takeover_after (6 s): a GC pause, a stalled VM.
-    g.node(leader).signal(Signal::SIGSTOP);
-    let paused = Instant::now();
-    advance(&g, 2, "while the leader was paused");
-    let elapsed = paused.elapsed();
-    if elapsed < Duration::from_secs(4) {
-        std::thread::sleep(Duration::from_secs(4) - elapsed);
-    }
-    g.node(leader).signal(Signal::SIGCONT);
-    let resumed = Instant::now();
-    advance(&g, 3, "after the pause");
-    std::thread::sleep(LAG);
-    let others: Vec<usize> = running(&g).into_iter().filter(|&i| i != leader).collect();
-    g.assert_oracles(LAG, &others);
-    g.assert_oracles_since(
-        LAG + Duration::from_millis(500),
-        &[leader],
-        Some(resumed + LAG),
-    );
+    let g = ha_scenarios::paused_leader(&KUBE);
     assert_one_groups_worth(&g, 0);
     assert_state_writes_are_conditional(&g);
     assert_lease_oracle(&g);
@@ -84,47 +38,7 @@ fn a_paused_leader_is_replaced_and_its_late_work_never_forks_the_chain() {
 
 #[test]
 fn kill_9_between_the_providers_answer_and_the_commit_loses_nothing() {
-    let mut g = Group::start_kube(1, emulator(Duration::from_secs(600)), "");
-    // The failpoint (debug builds only) kills the process right after the journal's fsync.
-    g.start_node_with(0, &[("TOKEND_TEST_DIE_AFTER_JOURNAL", CRED)]);
-    let journal = g.env.path(&format!("state-0/{CRED}.pending"));
-    assert!(
-        wait_for(Duration::from_secs(20), || journal.exists()
-            && g.nodes[0].as_mut().is_some_and(|n| n
-                .child
-                .try_wait()
-                .ok()
-                .flatten()
-                .is_some())),
-        "the process did not die after journalling\n{}",
-        g.logs()
-    );
-    assert_eq!(g.env.emu.successes(Endpoint::VandarRefresh), 1);
-    // The seed is spent at the provider; only the journal holds its successor.
-    g.nodes[0] = None;
-    g.start_node(0);
-    assert!(
-        wait_for(Duration::from_secs(20), || g
-            .last_commit()
-            .is_some_and(|c| c.chain_gen >= 1 && c.token.is_some())),
-        "the journalled answer was not committed\n{}",
-        g.logs()
-    );
-    assert!(
-        wait_for(Duration::from_secs(5), || g
-            .log(0)
-            .contains("committed a journalled answer")),
-        "{}",
-        g.logs()
-    );
-    assert!(!journal.exists(), "the journal outlived its commit");
-    let state = g.state();
-    assert_eq!((state.chain_gen(), state.token_gen()), (1, 1), "{state}");
-    assert_eq!(state.claim_holder(), None, "{state}");
-    let token = g.last_commit().unwrap().token.unwrap();
-    assert!(wait_for(Duration::from_secs(5), || g.output(0).trim() == token));
-    assert_eq!(g.env.emu.requests(Endpoint::VandarRefresh), 1);
-    g.assert_oracles(LAG, &[]);
+    let g = ha_scenarios::kill_9_after_the_journal(&KUBE);
     assert_state_writes_are_conditional(&g);
 }
 
@@ -154,21 +68,7 @@ fn ambiguous_answers_on_claim_and_commit_are_read_back_never_resent() {
 
 #[test]
 fn kill_9_at_random_moments_never_forks_the_chain() {
-    let mut g = Group::start_kube(3, emulator(LIFETIME), REFRESH);
-    g.start_all();
-    advance(&g, 1, "at start");
-    let mut rng = rng();
-    for _ in 0..6 {
-        let victim = rng.usize(..3);
-        std::thread::sleep(Duration::from_millis(rng.u64(100..1500)));
-        g.kill_node(victim);
-        std::thread::sleep(Duration::from_millis(rng.u64(0..800)));
-        g.start_node(victim);
-    }
-    let restarted = Instant::now();
-    advance(&g, 3, "after the kills");
-    std::thread::sleep(LAG);
-    g.assert_oracles_since(LAG, &[0, 1, 2], Some(restarted + Duration::from_secs(2)));
+    let g = ha_scenarios::kill_9_at_random_moments(&KUBE);
     // A process killed between the provider's answer and its journal loses that answer
     // (HA.md §3.3); six kills lose at most six.
     assert_one_groups_worth(&g, 6);
@@ -366,13 +266,18 @@ fn a_watch_resumes_from_its_last_bookmark_and_needs_no_read_after_compaction() {
     let mut g = Group::start_kube(2, emulator(LIFETIME), REFRESH);
     g.start_all();
     advance(&g, 1, "at start");
-    // Newer versions elsewhere, announced by a bookmark: a watch that keeps the bookmark's
-    // resourceVersion is not too old after the compaction, so it resumes without a 410.
+    // Newer versions elsewhere, then compaction, then a bookmark at the newest version: a
+    // watch that keeps the bookmark's resourceVersion is not too old, so it resumes without
+    // a 410; one that ignored it would resume from its last event, from before the
+    // compaction. (Compacting after the bookmark would be unfair: the Lease renewals move
+    // the resourceVersion on every 400 ms, and no bookmark can keep up with a compaction to
+    // "now".)
     g.kube().put(
         Res::Secrets,
         NAMESPACE,
         json!({"metadata": {"name": "unrelated"}, "type": "Opaque"}),
     );
+    g.kube().compact();
     let compacted = g.kube().resource_version();
     let watches = || {
         g.kube()
@@ -383,11 +288,8 @@ fn a_watch_resumes_from_its_last_bookmark_and_needs_no_read_after_compaction() {
     };
     let open = watches();
     g.kube().bookmark();
-    // The bookmark reaches every open watch at once; give the processes a moment to read it
-    // (a process that missed it would resume from before the compaction and start over,
-    // which the assertion below would report as a product bug).
+    // The bookmark reaches every open watch at once; give the processes a moment to read it.
     std::thread::sleep(Duration::from_secs(1));
-    g.kube().compact();
     g.kube().end_watches();
     assert!(
         wait_for(Duration::from_secs(5), || watches() >= open + 2),
@@ -417,52 +319,12 @@ fn a_watch_resumes_from_its_last_bookmark_and_needs_no_read_after_compaction() {
 
 #[test]
 fn restarting_all_three_at_once_calls_no_provider_for_a_fresh_token() {
-    let mut g = Group::start_kube(3, emulator(Duration::from_secs(600)), "");
-    g.start_all();
-    advance(&g, 1, "at start");
-    let token = g.last_commit().unwrap().token.unwrap();
-    assert!(wait_for(Duration::from_secs(5), || (0..3)
-        .all(|i| g.output(i).trim() == token)));
-    let calls = g.env.emu.requests(Endpoint::VandarRefresh);
-    for i in 0..3 {
-        g.kill_node(i);
-    }
-    for i in 0..3 {
-        let _ = std::fs::remove_file(g.output_path(i));
-    }
-    g.start_all();
-    assert!(
-        wait_for(Duration::from_secs(10), || (0..3)
-            .all(|i| g.output(i).trim() == token)),
-        "not every process wrote the shared token back\n{}",
-        g.logs()
-    );
-    assert_eq!(g.env.emu.requests(Endpoint::VandarRefresh), calls);
-    g.assert_oracles_since(LAG, &[0, 1, 2], Some(Instant::now()));
+    let g = ha_scenarios::restart_all_at_once(&KUBE);
     assert_state_writes_are_conditional(&g);
 }
 
 #[test]
 fn a_rolling_update_with_old_and_new_configs_side_by_side_never_replays_a_seed() {
-    let mut g = Group::start_kube(3, emulator(LIFETIME), REFRESH);
-    g.start_all();
-    advance(&g, 2, "on the old config");
-    g.env.emu.add_refresh_seed("def502seed-two");
-    g.env.secret("vandar-refresh-2", "def502seed-two\n");
-    for i in 0..3 {
-        g.write_config_with(
-            i,
-            "vandar-refresh-2",
-            "    refresh: { at: 60%, jitter: 0% }\n",
-        );
-        g.stop_node(i);
-        g.start_node(i);
-        advance(&g, 1, &format!("after updating process {i}"));
-    }
-    let updated = Instant::now();
-    advance(&g, 2, "on the new config");
-    std::thread::sleep(LAG);
-    g.assert_oracles_since(LAG, &[0, 1, 2], Some(updated + Duration::from_secs(2)));
-    assert_eq!(g.env.emu.reused_refresh_tokens(), 0);
+    let g = ha_scenarios::rolling_update(&KUBE);
     assert_state_writes_are_conditional(&g);
 }

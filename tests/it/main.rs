@@ -17,6 +17,7 @@ mod ha_etcd;
 mod ha_faults;
 mod ha_kube;
 mod ha_kube_faults;
+mod ha_scenarios;
 mod ha_store;
 mod hardening;
 mod hooks;
