@@ -127,70 +127,45 @@ impl KubeStore {
         campaign: bool,
     ) -> Result<(), KubeError> {
         for credential in credentials {
-            let name = self.secret_name(credential);
-            match self
-                .client
-                .get(Resource::Secret, &self.namespace, &name)
-                .await
-            {
-                Ok(obj) => {
-                    // PUT of the object as it is, validated and authorized, not stored.
-                    self.client
-                        .replace(
-                            Resource::Secret,
-                            &self.namespace,
-                            &name,
-                            obj.value(),
-                            DryRun::All,
-                        )
-                        .await?;
-                }
-                Err(KubeError::NotFound { .. }) => {
-                    self.client
-                        .create(
-                            Resource::Secret,
-                            &self.namespace,
-                            &self.secret_object(credential, None, None),
-                            DryRun::All,
-                        )
-                        .await?;
-                }
-                Err(e) => return Err(e),
-            }
+            let absent = self.secret_object(credential, None, None);
+            self.prove_writable(Resource::Secret, &self.secret_name(credential), absent)
+                .await?;
         }
         if campaign {
             let name = self.lease_name();
-            match self
-                .client
-                .get(Resource::Lease, &self.namespace, &name)
-                .await
-            {
-                Ok(obj) => {
-                    self.client
-                        .replace(
-                            Resource::Lease,
-                            &self.namespace,
-                            &name,
-                            obj.value(),
-                            DryRun::All,
-                        )
-                        .await?;
-                }
-                Err(KubeError::NotFound { .. }) => {
-                    let lease = json!({
-                        "apiVersion": "coordination.k8s.io/v1",
-                        "kind": "Lease",
-                        "metadata": {"name": name, "namespace": self.namespace},
-                        "spec": {},
-                    });
-                    self.client
-                        .create(Resource::Lease, &self.namespace, &lease, DryRun::All)
-                        .await?;
-                }
-                Err(e) => return Err(e),
-            }
+            let absent = json!({
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": name, "namespace": self.namespace},
+                "spec": {},
+            });
+            self.prove_writable(Resource::Lease, &name, absent).await?;
         }
         Ok(())
+    }
+
+    /// GET, then a dry-run PUT of the object as it is (validated and authorized, not
+    /// stored), or a dry-run create of `absent` when there is none.
+    async fn prove_writable(
+        &self,
+        resource: Resource,
+        name: &str,
+        absent: Value,
+    ) -> Result<(), KubeError> {
+        let ns = &self.namespace;
+        match self.client.get(resource, ns, name).await {
+            Ok(obj) => self
+                .client
+                .replace(resource, ns, name, obj.value(), DryRun::All)
+                .await
+                .map(drop),
+            Err(KubeError::NotFound { .. }) => self
+                .client
+                .create(resource, ns, &absent, DryRun::All)
+                .await
+                .map(drop),
+            Err(e) => Err(e),
+        }
     }
 
     /// The state Secret holding `record` (or no record), at `version` if it exists.
