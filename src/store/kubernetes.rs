@@ -35,8 +35,9 @@ const NOT_LEADING: i64 = -1;
 const WATCH_SECONDS: u32 = 290;
 
 /// A watch silent this long (no event, no bookmark; the API server sends bookmarks about
-/// every minute) is presumed dead and opened again.
-const WATCH_SILENCE: Duration = Duration::from_secs(WATCH_SECONDS as u64 + 30);
+/// every minute) is presumed dead and opened again: a partition can leave a TCP stream open
+/// and silent for ever, and a `role: follower` has no election to notice it sooner.
+const WATCH_SILENCE: Duration = Duration::from_secs(90);
 
 pub struct KubeStore {
     client: KubeClient,
