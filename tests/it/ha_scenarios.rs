@@ -120,7 +120,11 @@ pub fn kill_9_after_the_journal(on: &On) -> Group {
         "{}",
         g.logs()
     );
-    assert!(!journal.exists(), "the journal outlived its commit");
+    // Removed right after that line is logged: wait for it, not for a moment.
+    assert!(
+        wait_for(Duration::from_secs(5), || !journal.exists()),
+        "the journal outlived its commit"
+    );
     let state = g.state();
     assert_eq!((state.chain_gen(), state.token_gen()), (1, 1), "{state}");
     assert_eq!(state.claim_holder(), None, "{state}");
