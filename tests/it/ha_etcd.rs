@@ -113,8 +113,13 @@ fn a_local_state_directory_is_imported_on_first_start() {
     assert!(imported.refresh_token().is_some(), "{imported}");
     assert_eq!(imported.chain_gen(), 0);
     assert_eq!(imported.token_gen(), 0);
-    // The local file is set aside so it is never imported again.
-    assert!(!g.env.path(&format!("state-0/{CRED}.json")).exists());
+    // The local file is set aside (just after that line is logged) so it is never imported
+    // again.
+    let local = g.env.path(&format!("state-0/{CRED}.json"));
+    assert!(
+        wait_for(Duration::from_secs(5), || !local.exists()),
+        "the local state file was not set aside"
+    );
 }
 
 #[test]
