@@ -640,6 +640,13 @@ impl Engine {
         token: &Token,
         shared_gen: Option<u64>,
     ) -> Result<bool, RefreshError> {
+        let failed = |source| {
+            events::output_failed(&cred.name);
+            RefreshError::Output {
+                credential: cred.name.clone(),
+                source,
+            }
+        };
         let (c, t) = (cred.clone(), token.clone());
         let written = blocking(move || {
             let mut written = false;
@@ -649,13 +656,7 @@ impl Engine {
             Ok::<bool, OutputError>(written)
         })
         .await
-        .map_err(|source| {
-            events::output_failed(&cred.name);
-            RefreshError::Output {
-                credential: cred.name.clone(),
-                source,
-            }
-        })?;
+        .map_err(failed)?;
         // Remote outputs (Kubernetes Secrets) after the files, so a slow API server never delays them.
         let written = written
             | crate::output::kubernetes_secret::publish(
@@ -665,13 +666,7 @@ impl Engine {
                 shared_gen,
             )
             .await
-            .map_err(|source| {
-                events::output_failed(&cred.name);
-                RefreshError::Output {
-                    credential: cred.name.clone(),
-                    source,
-                }
-            })?;
+            .map_err(failed)?;
         if written {
             let paths: Vec<String> = cred
                 .outputs

@@ -28,29 +28,7 @@ fn kill_9_at_random_moments_never_forks_the_chain() {
 
 #[test]
 fn a_process_cut_off_from_etcd_keeps_its_token_and_catches_up_when_back() {
-    let mut g = Group::start(3, emulator(LIFETIME), REFRESH);
-    g.start_all();
-    advance(&g, 2, "before the cut");
-    let leader = g.wait_leader();
-    let before = g.output(leader);
-    g.proxies[leader].blackhole();
-    // The rest of the group carries on; the cut-off one keeps its last good token.
-    advance(&g, 3, "while one process was cut off");
-    assert!(!g.output(leader).is_empty());
-    assert!(
-        g.log(leader).contains("event=\"following\""),
-        "the cut-off leader did not step down\n{}",
-        g.logs()
-    );
-    let _ = before;
-    g.proxies[leader].restore();
-    let restored = Instant::now();
-    advance(&g, 2, "after the cut healed");
-    std::thread::sleep(LAG);
-    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
-    g.assert_oracles(LAG, &others);
-    // Back within a few seconds (the watch reconnects), then current like the others.
-    g.assert_oracles_since(LAG, &[leader], Some(restored + Duration::from_secs(5)));
+    ha_scenarios::cut_off_and_back(&ETCD);
 }
 
 #[test]

@@ -161,26 +161,7 @@ fn kill_9_right_after_a_write_whose_answer_was_lost_never_forks_the_chain() {
 
 #[test]
 fn a_process_cut_off_from_the_api_server_keeps_its_token_and_catches_up_when_back() {
-    let mut g = Group::start_kube(3, emulator(LIFETIME), REFRESH);
-    g.start_all();
-    advance(&g, 2, "before the cut");
-    let leader = g.wait_leader();
-    g.proxies[leader].blackhole();
-    // The rest of the group carries on; the cut-off one keeps its last good token.
-    advance(&g, 3, "while one process was cut off");
-    assert!(!g.output(leader).is_empty());
-    assert!(
-        g.log(leader).contains("event=\"following\""),
-        "the cut-off leader did not step down\n{}",
-        g.logs()
-    );
-    g.proxies[leader].restore();
-    let restored = Instant::now();
-    advance(&g, 2, "after the cut healed");
-    std::thread::sleep(LAG);
-    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
-    g.assert_oracles(LAG, &others);
-    g.assert_oracles_since(LAG, &[leader], Some(restored + Duration::from_secs(5)));
+    let g = ha_scenarios::cut_off_and_back(&KUBE);
     assert_one_groups_worth(&g, 0);
     assert_state_writes_are_conditional(&g);
     assert_lease_oracle(&g);

@@ -212,3 +212,29 @@ pub fn rolling_update(on: &On) -> Group {
     assert_eq!(g.env.emu.reused_refresh_tokens(), 0);
     g
 }
+
+/// A process cut off from the store keeps its token and catches up when back.
+pub fn cut_off_and_back(on: &On) -> Group {
+    let mut g = (on.start)(3, emulator(on.lifetime), REFRESH);
+    g.start_all();
+    advance(&g, 2, "before the cut");
+    let leader = g.wait_leader();
+    g.proxies[leader].blackhole();
+    // The rest of the group carries on; the cut-off one keeps its last good token.
+    advance(&g, 3, "while one process was cut off");
+    assert!(!g.output(leader).is_empty());
+    assert!(
+        g.log(leader).contains("event=\"following\""),
+        "the cut-off leader did not step down\n{}",
+        g.logs()
+    );
+    g.proxies[leader].restore();
+    let restored = Instant::now();
+    advance(&g, 2, "after the cut healed");
+    std::thread::sleep(LAG);
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    g.assert_oracles(LAG, &others);
+    // Back within a few seconds (the watch reconnects), then current like the others.
+    g.assert_oracles_since(LAG, &[leader], Some(restored + Duration::from_secs(5)));
+    g
+}

@@ -176,8 +176,8 @@ async fn the_watch_delivers_every_commit_and_survives_410_gone() {
     let (writer, follower) = (store(&fake), store(&fake));
     let mut watched = follower.watch();
     follower.track(&["vandar-main".to_owned()]);
-    // The Secret does not exist yet: the watch starts from "now" and sees its creation.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The Secret does not exist yet: whether the watch opens before or after the create,
+    // it reports the record (a watch without a version starts with the current state).
     let mut v = writer.create(&record(1)).await.unwrap();
     assert_eq!(next_change(&mut watched).await.chain_gen, 1);
     for g in 2..=3 {
@@ -209,7 +209,12 @@ async fn the_watch_delivers_every_commit_and_survives_410_gone() {
     let before = fresh_starts(&fake);
     fake.compact();
     follower.rewatch();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while fresh_starts(&fake) == before && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // …and then stays there: a window in which a loop on 410 would show.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(fresh_starts(&fake), before + 1, "{:?}", fake.requests());
     writer.cas(&v, &record(4), Purpose::Commit).await.unwrap();
     let mut latest = 3;
